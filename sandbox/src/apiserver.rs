@@ -1,0 +1,241 @@
+//! etcd + kube-apiserver on loopback: a control plane without nodes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{Binaries, Server, free_port, process::wait_until, workdir::new_workdir};
+
+/// A running etcd + kube-apiserver pair, with a kubeconfig for an admin user.
+pub struct ControlPlane {
+    apiserver: Server,
+    etcd: Server,
+    kubeconfig: PathBuf,
+    config: Config,
+    url: String,
+    // Last field: removed after the servers are killed.
+    dir: tempfile::TempDir,
+}
+
+const TOKEN: &str = "guardrails-sandbox-admin-token";
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver on free loopback ports; returns once the apiserver
+    /// reports ready.
+    pub async fn start() -> Result<Self> {
+        let bin = Binaries::locate()?;
+        let dir = new_workdir("apiserver")?;
+        let d = dir.path();
+
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Command::new(&bin.etcd);
+        etcd.args(["--name", "sandbox"])
+            .arg(format!("--data-dir={}", d.join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=sandbox={peer_url}"))
+            .arg("--unsafe-no-fsync=true")
+            .arg("--log-level=warn");
+        let mut etcd = Server::start("etcd", etcd, &d.join("etcd.log"))?;
+        let etcd_addr = format!("127.0.0.1:{etcd_port}");
+        wait_until(&mut etcd, Duration::from_secs(20), || async {
+            matches!(crate::http::get(&etcd_addr, "/health").await, Some((200, _)))
+        })
+        .await?;
+
+        std::fs::write(d.join("tokens.csv"), format!("{TOKEN},admin,admin,system:masters\n"))?;
+        let key = d.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("running openssl to make the service-account key")?;
+        if !status.success() {
+            bail!("openssl genrsa failed: {status}");
+        }
+
+        let port = free_port()?;
+        let mut api = Command::new(&bin.kube_apiserver);
+        api.arg(format!("--etcd-servers={etcd_url}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--cert-dir={}", d.join("certs").display()))
+            .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .arg("--authorization-mode=RBAC")
+            .arg("--service-account-issuer=https://kubernetes.default.svc")
+            .arg(format!("--service-account-key-file={}", key.display()))
+            .arg(format!("--service-account-signing-key-file={}", key.display()))
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--allow-privileged=true")
+            .arg("--v=1");
+        let mut apiserver = Server::start("kube-apiserver", api, &d.join("apiserver.log"))?;
+
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = d.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&url))?;
+        let config = config_from(&kubeconfig).await?;
+        let client = Client::try_from(config.clone())?;
+        wait_until(&mut apiserver, Duration::from_secs(60), || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new()).expect("static request");
+                client.request_text(req).await.is_ok_and(|body| body.trim() == "ok")
+            }
+        })
+        .await?;
+        Ok(Self {
+            apiserver,
+            etcd,
+            kubeconfig,
+            config,
+            url,
+            dir,
+        })
+    }
+
+    /// One control plane for the whole process (a test binary), started on first use.
+    /// Its servers stop when the process exits.
+    pub fn shared() -> Result<&'static ControlPlane> {
+        static SHARED: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                // Started on a thread of its own: callers may be inside a runtime.
+                std::thread::spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    rt.block_on(Self::start())
+                })
+                .join()
+                .map_err(|_| "control plane start panicked".to_string())
+                .and_then(|r| r.map_err(|e| format!("{e:#}")))
+            })
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// A new client. Clients are bound to the runtime they are made in, so each test
+    /// makes its own.
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::try_from(self.config.clone())?)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Path of a kubeconfig for the admin user (for kubectl and the operator binary).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fails if either server has died.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.etcd.ensure_running()?;
+        self.apiserver.ensure_running()
+    }
+
+    /// Creates a namespace named `<prefix>-<n>`, unique in this control plane.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed));
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(name)
+    }
+
+    /// Installs (or replaces) CRDs and waits until they are served.
+    ///
+    /// Create/replace rather than server-side apply: kube-apiserver 1.20 refuses to apply
+    /// fields it does not know (`x-kubernetes-validations`) but drops them on create.
+    pub async fn install_crds(&self, client: &Client, crds: &[CustomResourceDefinition]) -> Result<()> {
+        let api = Api::<CustomResourceDefinition>::all(client.clone());
+        for crd in crds {
+            let name = crd.metadata.name.clone().context("CRD without a name")?;
+            match api.get_opt(&name).await? {
+                None => {
+                    api.create(&PostParams::default(), crd).await?;
+                }
+                Some(existing) => {
+                    let mut crd = crd.clone();
+                    crd.metadata.resource_version = existing.metadata.resource_version;
+                    api.replace(&name, &PostParams::default(), &crd).await?;
+                }
+            }
+            let established = kube::runtime::wait::conditions::is_crd_established();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                kube::runtime::wait::await_condition(api.clone(), &name, established),
+            )
+            .await
+            .with_context(|| format!("CRD {name} not established after 30s"))??;
+        }
+        Ok(())
+    }
+}
+
+async fn config_from(path: &Path) -> Result<Config> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+}
+
+fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster:
+    server: {url}
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: {TOKEN}
+contexts:
+- name: sandbox
+  context:
+    cluster: sandbox
+    user: admin
+    namespace: default
+current-context: sandbox
+"
+    )
+}

@@ -1,0 +1,26 @@
+//! A minimal HTTP/1.0 GET for readiness probes on loopback.
+
+use std::time::Duration;
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+
+/// GET `path` from `addr` (host:port); the status code and body, or None when the server
+/// does not answer within a second.
+pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((status, body))
+    };
+    timeout(Duration::from_secs(1), exchange).await.ok().flatten()
+}

@@ -1,0 +1,15 @@
+//! Real servers on loopback for tests and the demo: etcd + kube-apiserver and
+//! Prometheus. Every server runs in its own temporary folder and dies with its handle
+//! (Drop) or, if the process that started it dies first, with that process.
+
+mod apiserver;
+mod binaries;
+mod http;
+mod process;
+mod prometheus;
+mod workdir;
+
+pub use apiserver::ControlPlane;
+pub use binaries::{Binaries, cache_dir};
+pub use prometheus::{Prometheus, PrometheusConfig};
+pub use process::{Server, free_port};

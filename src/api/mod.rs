@@ -1,0 +1,57 @@
+//! The custom resources, exactly as the API contract defines them. Doc comments on
+//! fields are the `kubectl explain` text.
+
+mod duration;
+mod guarded_rollout;
+mod schema;
+mod slo_policy;
+pub mod validate;
+
+pub use duration::{DURATION_PATTERN, DurationError, PromDuration};
+pub use guarded_rollout::*;
+pub use slo_policy::*;
+
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the custom resources.
+pub const GROUP: &str = "guardrails.dev";
+
+/// Label on managed Deployments: `primary` or `canary`.
+pub const LABEL_ROLE: &str = "guardrails.dev/role";
+/// Label on managed Deployments: name of the GuardedRollout.
+pub const LABEL_ROLLOUT: &str = "guardrails.dev/rollout";
+/// Pod-template annotation overriding spec.changeClass for one revision.
+pub const ANNOTATION_CHANGE_CLASS: &str = "guardrails.dev/change-class";
+/// Annotation: promote the canary now.
+pub const ANNOTATION_PROMOTE: &str = "guardrails.dev/promote";
+/// Annotation: roll the canary back now; the value is the reason.
+pub const ANNOTATION_ABORT: &str = "guardrails.dev/abort";
+/// Annotation: retry the failed revision.
+pub const ANNOTATION_RETRY: &str = "guardrails.dev/retry";
+/// Annotation: let the current revision through the budget gate; the value is the reason.
+pub const ANNOTATION_OVERRIDE_GATE: &str = "guardrails.dev/override-gate";
+
+/// Where to reach Prometheus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusRef {
+    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.
+    #[schemars(length(min = 1), regex(pattern = r"^https?://"))]
+    pub url: String,
+}
+
+/// Both CRDs, in the order they are written to `crds/`.
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    vec![SloPolicy::crd(), GuardedRollout::crd()]
+}
+
+/// The CRDs as one multi-document YAML stream, as `guardrails crd` prints it.
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("a CRD serializes to YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
