@@ -114,16 +114,21 @@ impl ControlPlane {
         })
     }
 
-    /// One control plane for the whole process (a test binary), started on first use.
-    /// Its servers stop when the process exits.
-    pub fn shared() -> Result<&'static ControlPlane> {
+    /// One control plane for the whole process (a test binary), started on first use with
+    /// `crds` installed. Its servers stop when the process exits.
+    pub fn shared(crds: &[CustomResourceDefinition]) -> Result<&'static ControlPlane> {
         static SHARED: OnceLock<std::result::Result<ControlPlane, String>> = OnceLock::new();
         SHARED
             .get_or_init(|| {
+                let crds = crds.to_vec();
                 // Started on a thread of its own: callers may be inside a runtime.
-                std::thread::spawn(|| {
+                std::thread::spawn(move || -> Result<ControlPlane> {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                    rt.block_on(Self::start())
+                    rt.block_on(async {
+                        let cp = Self::start().await?;
+                        cp.install_crds(&cp.client()?, &crds).await?;
+                        Ok(cp)
+                    })
                 })
                 .join()
                 .map_err(|_| "control plane start panicked".to_string())

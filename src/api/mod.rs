@@ -47,11 +47,23 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
     vec![SloPolicy::crd(), GuardedRollout::crd()]
 }
 
-/// The CRDs as one multi-document YAML stream, as `guardrails crd` prints it.
-pub fn crds_yaml() -> String {
+/// Each CRD as (file name, YAML), as `make crds` writes them to `crds/`.
+pub fn crd_files() -> Vec<(String, String)> {
     crds()
         .iter()
-        .map(|crd| serde_yaml::to_string(crd).expect("a CRD serializes to YAML"))
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let yaml = serde_yaml::to_string(crd).expect("a CRD serializes to YAML");
+            (format!("{name}.yaml"), yaml)
+        })
+        .collect()
+}
+
+/// The CRDs as one multi-document YAML stream, as `guardrails crd` prints it.
+pub fn crds_yaml() -> String {
+    crd_files()
+        .into_iter()
+        .map(|(_, yaml)| yaml)
         .collect::<Vec<_>>()
         .join("---\n")
 }

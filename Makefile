@@ -1,0 +1,31 @@
+# Guardrails: build, test and the local test environment.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all build test test-env crds check-crds fmt lint unit integration clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+## Install what the tests need (Debian packages, kube-apiserver build), idempotently.
+test-env:
+	@bash scripts/test-env.sh
+
+## Everything CI runs: test environment, formatting, lints, all tests.
+test: test-env
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+## Regenerate crds/ from the Rust types.
+crds:
+	rm -f crds/*.yaml
+	$(CARGO) run --quiet -- crd --out-dir crds
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,38 @@
+//! Shared setup of the integration tests: one control plane per test binary with the
+//! CRDs installed, a namespace per test.
+#![allow(dead_code)]
+
+use guardrails_sandbox::ControlPlane;
+use kube::Client;
+
+/// The shared control plane, a fresh client and a new namespace named after `test`.
+/// Panics with the reason (e.g. "run `make test-env`") when the servers cannot start.
+pub async fn cluster(test: &str) -> (&'static ControlPlane, Client, String) {
+    let cp = ControlPlane::shared(&guardrails::api::crds()).unwrap_or_else(|e| panic!("control plane: {e:#}"));
+    let client = cp.client().expect("client");
+    let ns = cp.namespace(&client, test).await.expect("namespace");
+    (cp, client, ns)
+}
+
+/// Path of a file in the repository.
+pub fn repo_path(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Every YAML file under examples/, sorted.
+pub fn example_files() -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![repo_path("examples")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("examples/ readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
