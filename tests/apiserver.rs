@@ -37,7 +37,11 @@ fn contains(actual: &Value, expected: &Value, path: &str) -> Result<(), String> 
 async fn examples_apply_with_kubectl_and_read_back_unchanged() {
     let (cp, client, ns) = cluster("examples").await;
     let files = example_files();
-    assert_eq!(files.len(), 6, "a SloPolicy and a GuardedRollout for each of the three services");
+    assert_eq!(
+        files.len(),
+        6,
+        "a SloPolicy and a GuardedRollout for each of the three services"
+    );
     for file in files {
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -58,22 +62,37 @@ async fn examples_apply_with_kubectl_and_read_back_unchanged() {
         let kind = expected["kind"].as_str().unwrap();
         let (read_back, typed_equal) = match kind {
             "SloPolicy" => {
-                let got = Api::<SloPolicy>::namespaced(client.clone(), &ns).get(name).await.unwrap();
+                let got = Api::<SloPolicy>::namespaced(client.clone(), &ns)
+                    .get(name)
+                    .await
+                    .unwrap();
                 let want: SloPolicy = serde_yaml::from_str(&text).unwrap();
-                want.spec.validate().unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                want.spec
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                 (serde_json::to_value(&got).unwrap(), got.spec == want.spec)
             }
             "GuardedRollout" => {
-                let got = Api::<GuardedRollout>::namespaced(client.clone(), &ns).get(name).await.unwrap();
+                let got = Api::<GuardedRollout>::namespaced(client.clone(), &ns)
+                    .get(name)
+                    .await
+                    .unwrap();
                 let want: GuardedRollout = serde_yaml::from_str(&text).unwrap();
-                want.spec.validate().unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                want.spec
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                 (serde_json::to_value(&got).unwrap(), got.spec == want.spec)
             }
             other => panic!("unexpected kind {other} in {}", file.display()),
         };
-        contains(&read_back["spec"], &expected["spec"], "spec").unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        contains(&read_back["spec"], &expected["spec"], "spec")
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         // The server's defaults (from the CRD) equal the operator's defaults (serde).
-        assert!(typed_equal, "{}: defaults differ between CRD and types", file.display());
+        assert!(
+            typed_equal,
+            "{}: defaults differ between CRD and types",
+            file.display()
+        );
     }
 }
 
@@ -114,7 +133,9 @@ fn rollout_spec() -> Value {
 }
 
 fn with(mut base: Value, pointer: &str, value: Value) -> Value {
-    *base.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer}")) = value;
+    *base
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer}")) = value;
     base
 }
 
@@ -146,35 +167,149 @@ fn cases() -> Vec<Case> {
     let mut bad_unknown = slo_spec();
     bad_unknown["budgetPolicy"] = json!({"whenUnknown": "Closed"});
     let mut bad_severity = slo_spec();
-    bad_severity["alerting"] =
-        json!({"burnRateTiers": [{"severity": "sms", "longWindow": "1h", "shortWindow": "5m", "burnRate": 14.4}]});
+    bad_severity["alerting"] = json!({"burnRateTiers": [{"severity": "sms", "longWindow": "1h", "shortWindow": "5m", "burnRate": 14.4}]});
     vec![
-        slo("target 100", "/objectives/0/target", json!(100), "spec.objectives[0].target", Schema),
-        slo("no objectives", "/objectives", json!([]), "spec.objectives", Schema),
-        slo("window `5 minutes`", "/objectives/0/name", json!("availability"), "spec.window", Schema)
-            .tap(|c| c.spec["window"] = json!("5 minutes")),
-        Case { what: "whenUnknown Closed", kind: "SloPolicy", spec: bad_unknown, field: "spec.budgetPolicy.whenUnknown", layer: Schema },
-        Case { what: "severity sms", kind: "SloPolicy", spec: bad_severity, field: "spec.alerting.burnRateTiers[0].severity", layer: Schema },
-        slo("objective name with capitals", "/objectives/0/name", json!("Availability"), "spec.objectives[0].name", Schema),
-        Case { what: "duplicate objective names", kind: "SloPolicy", spec: dup, field: "spec.objectives[1]", layer: Schema },
-        Case { what: "changeClass urgent", kind: "GuardedRollout", spec: bad_enum, field: "spec.changeClass", layer: Schema },
-        gr("weight 150", "/steps/0/setWeight", json!(150), "spec.steps[0].setWeight", Schema),
-        Case { what: "no targetRef", kind: "GuardedRollout", spec: missing_target, field: "spec.targetRef", layer: Schema },
+        slo(
+            "target 100",
+            "/objectives/0/target",
+            json!(100),
+            "spec.objectives[0].target",
+            Schema,
+        ),
+        slo(
+            "no objectives",
+            "/objectives",
+            json!([]),
+            "spec.objectives",
+            Schema,
+        ),
+        slo(
+            "window `5 minutes`",
+            "/objectives/0/name",
+            json!("availability"),
+            "spec.window",
+            Schema,
+        )
+        .tap(|c| c.spec["window"] = json!("5 minutes")),
+        Case {
+            what: "whenUnknown Closed",
+            kind: "SloPolicy",
+            spec: bad_unknown,
+            field: "spec.budgetPolicy.whenUnknown",
+            layer: Schema,
+        },
+        Case {
+            what: "severity sms",
+            kind: "SloPolicy",
+            spec: bad_severity,
+            field: "spec.alerting.burnRateTiers[0].severity",
+            layer: Schema,
+        },
+        slo(
+            "objective name with capitals",
+            "/objectives/0/name",
+            json!("Availability"),
+            "spec.objectives[0].name",
+            Schema,
+        ),
+        Case {
+            what: "duplicate objective names",
+            kind: "SloPolicy",
+            spec: dup,
+            field: "spec.objectives[1]",
+            layer: Schema,
+        },
+        Case {
+            what: "changeClass urgent",
+            kind: "GuardedRollout",
+            spec: bad_enum,
+            field: "spec.changeClass",
+            layer: Schema,
+        },
+        gr(
+            "weight 150",
+            "/steps/0/setWeight",
+            json!(150),
+            "spec.steps[0].setWeight",
+            Schema,
+        ),
+        Case {
+            what: "no targetRef",
+            kind: "GuardedRollout",
+            spec: missing_target,
+            field: "spec.targetRef",
+            layer: Schema,
+        },
         gr("no steps", "/steps", json!([]), "spec.steps", Schema),
-        gr("pause `soon`", "/steps/1/pause/duration", json!("soon"), "spec.steps[1].pause.duration", Schema),
-        gr("failureLimit 0", "/analysis/checks/0/max", json!(0.01), "spec.analysis.failureLimit", Schema)
-            .tap(|c| c.spec["analysis"]["failureLimit"] = json!(0)),
-        Case { what: "freezeAt below restrictAt", kind: "SloPolicy", spec: both_windows, field: "spec.budgetPolicy.freezeAt", layer: Cel },
-        gr("two kinds in one step", "/steps/0", json!({"setWeight": 10, "pause": {}}), "spec.steps[0]", Cel),
-        gr("min above max", "/analysis/checks/0/max", json!(0.01), "spec.analysis.checks[0].min", Cel)
-            .tap(|c| c.spec["analysis"]["checks"][0]["min"] = json!(0.5)),
-        gr("query and compare in one check", "/analysis/checks/0/max", json!(0.01), "spec.analysis.checks[0]", Cel)
-            .tap(|c| c.spec["analysis"]["checks"][0]["compare"] = json!({"query": "up{pod=~\"{{pods}}\"}", "maxIncrease": 10})),
-        slo("selector is a query", "/objectives/0/indicator/ratio/errors", json!("sum(rate(x[5m]))"),
-            "spec.objectives[0].indicator.ratio.errors", Operator),
-        gr("weights going down", "/steps/2/setWeight", json!(5), "spec.steps[2].setWeight", Operator),
-        gr("query does not parse", "/analysis/checks/0/query", json!("sum(rate(x[{{interval}}])"),
-            "spec.analysis.checks[0].query", Operator),
+        gr(
+            "pause `soon`",
+            "/steps/1/pause/duration",
+            json!("soon"),
+            "spec.steps[1].pause.duration",
+            Schema,
+        ),
+        gr(
+            "failureLimit 0",
+            "/analysis/checks/0/max",
+            json!(0.01),
+            "spec.analysis.failureLimit",
+            Schema,
+        )
+        .tap(|c| c.spec["analysis"]["failureLimit"] = json!(0)),
+        Case {
+            what: "freezeAt below restrictAt",
+            kind: "SloPolicy",
+            spec: both_windows,
+            field: "spec.budgetPolicy.freezeAt",
+            layer: Cel,
+        },
+        gr(
+            "two kinds in one step",
+            "/steps/0",
+            json!({"setWeight": 10, "pause": {}}),
+            "spec.steps[0]",
+            Cel,
+        ),
+        gr(
+            "min above max",
+            "/analysis/checks/0/max",
+            json!(0.01),
+            "spec.analysis.checks[0].min",
+            Cel,
+        )
+        .tap(|c| c.spec["analysis"]["checks"][0]["min"] = json!(0.5)),
+        gr(
+            "query and compare in one check",
+            "/analysis/checks/0/max",
+            json!(0.01),
+            "spec.analysis.checks[0]",
+            Cel,
+        )
+        .tap(|c| {
+            c.spec["analysis"]["checks"][0]["compare"] =
+                json!({"query": "up{pod=~\"{{pods}}\"}", "maxIncrease": 10})
+        }),
+        slo(
+            "selector is a query",
+            "/objectives/0/indicator/ratio/errors",
+            json!("sum(rate(x[5m]))"),
+            "spec.objectives[0].indicator.ratio.errors",
+            Operator,
+        ),
+        gr(
+            "weights going down",
+            "/steps/2/setWeight",
+            json!(5),
+            "spec.steps[2].setWeight",
+            Operator,
+        ),
+        gr(
+            "query does not parse",
+            "/analysis/checks/0/query",
+            json!("sum(rate(x[{{interval}}])"),
+            "spec.analysis.checks[0].query",
+            Operator,
+        ),
     ]
 }
 
@@ -216,12 +351,26 @@ fn operator_verdict(kind: &str, object: &DynamicObject) -> (bool, String) {
         "SloPolicy" => {
             let typed: SloPolicy = serde_json::from_value(value).unwrap();
             let cel = kube::core::cel::validate_cel(&typed).is_err();
-            (cel, typed.spec.validate().map(|_| String::new()).unwrap_or_else(|e| e.to_string()))
+            (
+                cel,
+                typed
+                    .spec
+                    .validate()
+                    .map(|_| String::new())
+                    .unwrap_or_else(|e| e.to_string()),
+            )
         }
         _ => {
             let typed: GuardedRollout = serde_json::from_value(value).unwrap();
             let cel = kube::core::cel::validate_cel(&typed).is_err();
-            (cel, typed.spec.validate().map(|_| String::new()).unwrap_or_else(|e| e.to_string()))
+            (
+                cel,
+                typed
+                    .spec
+                    .validate()
+                    .map(|_| String::new())
+                    .unwrap_or_else(|e| e.to_string()),
+            )
         }
     }
 }
@@ -241,21 +390,32 @@ async fn invalid_objects_are_rejected_naming_the_field() {
         let problem = match (case.layer, created) {
             (Layer::Schema, Err(kube::Error::Api(status))) if status.code == 422 => {
                 // kube-apiserver 1.20 leaves list indices out of field paths; newer ones keep them.
-                let named = status.message.contains(case.field) || status.message.contains(&without_indices(case.field));
+                let named = status.message.contains(case.field)
+                    || status.message.contains(&without_indices(case.field));
                 (!named).then(|| format!("error does not name {}: {}", case.field, status.message))
             }
-            (Layer::Schema, other) => Some(format!("expected a 422 from the apiserver, got {other:?}")),
+            (Layer::Schema, other) => {
+                Some(format!("expected a 422 from the apiserver, got {other:?}"))
+            }
             (layer, Ok(stored)) => {
                 let (cel_rejects, message) = operator_verdict(case.kind, &stored);
                 if !message.contains(case.field) {
-                    Some(format!("validate() does not name {}: {message:?}", case.field))
+                    Some(format!(
+                        "validate() does not name {}: {message:?}",
+                        case.field
+                    ))
                 } else if cel_rejects != (layer == Layer::Cel) {
-                    Some(format!("CEL rules rejected it: {cel_rejects}, expected {}", layer == Layer::Cel))
+                    Some(format!(
+                        "CEL rules rejected it: {cel_rejects}, expected {}",
+                        layer == Layer::Cel
+                    ))
                 } else {
                     None
                 }
             }
-            (_, Err(e)) => Some(format!("apiserver rejected an object only the operator should: {e}")),
+            (_, Err(e)) => Some(format!(
+                "apiserver rejected an object only the operator should: {e}"
+            )),
         };
         if let Some(p) = problem {
             failures.push(format!("{} ({:?}): {p}", case.what, case.layer));
@@ -276,8 +436,14 @@ async fn status_is_a_subresource() {
     let created = api.create(&PostParams::default(), &slo).await.unwrap();
     // Status written through the main resource is ignored...
     let mut with_status = created.clone();
-    with_status.status = Some(guardrails::api::SloPolicyStatus { gate_reason: Some("x".into()), ..Default::default() });
-    let replaced = api.replace("s", &PostParams::default(), &with_status).await.unwrap();
+    with_status.status = Some(guardrails::api::SloPolicyStatus {
+        gate_reason: Some("x".into()),
+        ..Default::default()
+    });
+    let replaced = api
+        .replace("s", &PostParams::default(), &with_status)
+        .await
+        .unwrap();
     assert!(replaced.status.is_none());
     // ...and accepted through /status by server-side apply.
     let patch = json!({
@@ -285,7 +451,10 @@ async fn status_is_a_subresource() {
         "status": {"gate": "Frozen", "gateReason": "availability consumed 120% of its budget", "errorBudgetRemaining": -20.0}
     });
     let pp = kube::api::PatchParams::apply("guardrails-test").force();
-    let patched = api.patch_status("s", &pp, &kube::api::Patch::Apply(patch)).await.unwrap();
+    let patched = api
+        .patch_status("s", &pp, &kube::api::Patch::Apply(patch))
+        .await
+        .unwrap();
     let status = patched.status.clone().unwrap();
     assert_eq!(status.gate, Some(guardrails::api::Gate::Frozen));
     assert_eq!(status.error_budget_remaining, Some(-20.0));

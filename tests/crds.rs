@@ -15,17 +15,25 @@ fn committed_crds_match_the_types() {
     committed.sort();
     let mut generated: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
     generated.sort();
-    assert_eq!(committed, generated, "crds/ has other files than the types generate: run `make crds`");
+    assert_eq!(
+        committed, generated,
+        "crds/ has other files than the types generate: run `make crds`"
+    );
     for (name, yaml) in files {
         let on_disk = std::fs::read_to_string(repo_path("crds").join(&name)).unwrap();
-        assert!(on_disk == yaml, "crds/{name} differs from the types: run `make crds`");
+        assert!(
+            on_disk == yaml,
+            "crds/{name} differs from the types: run `make crds`"
+        );
     }
 }
 
 fn walk(value: &serde_json::Value, path: &str, visit: &mut dyn FnMut(&str, &serde_json::Value)) {
     visit(path, value);
     match value {
-        serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, &format!("{path}.{k}"), visit)),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .for_each(|(k, v)| walk(v, &format!("{path}.{k}"), visit)),
         serde_json::Value::Array(items) => items
             .iter()
             .enumerate()
@@ -41,7 +49,10 @@ fn no_enum_contains_null() {
         let value: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
         walk(&value, &name, &mut |path, v| {
             if let Some(values) = v.get("enum").and_then(|e| e.as_array()) {
-                assert!(!values.iter().any(|x| x.is_null()), "null in enum at {path}");
+                assert!(
+                    !values.iter().any(|x| x.is_null()),
+                    "null in enum at {path}"
+                );
             }
         });
     }
@@ -68,7 +79,10 @@ fn cross_field_rules_are_in_the_crds_as_cel() {
         "self.min <= self.max",
         "filter(x, x).size() == 1",
     ] {
-        assert!(all.iter().any(|r| r.contains(needle)), "no CEL rule with {needle:?}");
+        assert!(
+            all.iter().any(|r| r.contains(needle)),
+            "no CEL rule with {needle:?}"
+        );
     }
 }
 
@@ -84,10 +98,20 @@ fn names_and_printer_columns_follow_the_contract() {
         .map(|c| c.name.clone())
         .collect();
     assert_eq!(cols, ["Gate", "Budget left", "Age"]);
-    assert!(slo.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    assert!(
+        slo.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .status
+            .is_some()
+    );
 
     let gr = GuardedRollout::crd();
-    assert_eq!(gr.spec.names.short_names, Some(vec!["gr".to_string(), "grollout".to_string()]));
+    assert_eq!(
+        gr.spec.names.short_names,
+        Some(vec!["gr".to_string(), "grollout".to_string()])
+    );
     let cols: Vec<String> = gr.spec.versions[0]
         .additional_printer_columns
         .iter()
@@ -95,5 +119,12 @@ fn names_and_printer_columns_follow_the_contract() {
         .map(|c| c.name.clone())
         .collect();
     assert_eq!(cols, ["Phase", "Weight", "Step", "Gate", "Age"]);
-    assert!(gr.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+    assert!(
+        gr.spec.versions[0]
+            .subresources
+            .as_ref()
+            .unwrap()
+            .status
+            .is_some()
+    );
 }

@@ -58,11 +58,17 @@ impl ControlPlane {
         let mut etcd = Server::start("etcd", etcd, &d.join("etcd.log"))?;
         let etcd_addr = format!("127.0.0.1:{etcd_port}");
         wait_until(&mut etcd, Duration::from_secs(20), || async {
-            matches!(crate::http::get(&etcd_addr, "/health").await, Some((200, _)))
+            matches!(
+                crate::http::get(&etcd_addr, "/health").await,
+                Some((200, _))
+            )
         })
         .await?;
 
-        std::fs::write(d.join("tokens.csv"), format!("{TOKEN},admin,admin,system:masters\n"))?;
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!("{TOKEN},admin,admin,system:masters\n"),
+        )?;
         let key = d.join("sa.key");
         let status = Command::new("openssl")
             .args(["genrsa", "-out"])
@@ -81,11 +87,17 @@ impl ControlPlane {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--secure-port={port}"))
             .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .arg(format!(
+                "--token-auth-file={}",
+                d.join("tokens.csv").display()
+            ))
             .arg("--authorization-mode=RBAC")
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg(format!("--service-account-key-file={}", key.display()))
-            .arg(format!("--service-account-signing-key-file={}", key.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                key.display()
+            ))
             .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--allow-privileged=true")
             .arg("--v=1");
@@ -99,8 +111,13 @@ impl ControlPlane {
         wait_until(&mut apiserver, Duration::from_secs(60), || {
             let client = client.clone();
             async move {
-                let req = http::Request::get("/readyz").body(Vec::new()).expect("static request");
-                client.request_text(req).await.is_ok_and(|body| body.trim() == "ok")
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .expect("static request");
+                client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok")
             }
         })
         .await?;
@@ -123,7 +140,9 @@ impl ControlPlane {
                 let crds = crds.to_vec();
                 // Started on a thread of its own: callers may be inside a runtime.
                 std::thread::spawn(move || -> Result<ControlPlane> {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
                     rt.block_on(async {
                         let cp = Self::start().await?;
                         cp.install_crds(&cp.client()?, &crds).await?;
@@ -161,6 +180,11 @@ impl ControlPlane {
         self.dir.path()
     }
 
+    /// Process ids of etcd and kube-apiserver.
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.etcd.pid(), self.apiserver.pid()]
+    }
+
     /// Fails if either server has died.
     pub fn ensure_running(&mut self) -> Result<()> {
         self.etcd.ensure_running()?;
@@ -190,7 +214,11 @@ impl ControlPlane {
     ///
     /// Create/replace rather than server-side apply: kube-apiserver 1.20 refuses to apply
     /// fields it does not know (`x-kubernetes-validations`) but drops them on create.
-    pub async fn install_crds(&self, client: &Client, crds: &[CustomResourceDefinition]) -> Result<()> {
+    pub async fn install_crds(
+        &self,
+        client: &Client,
+        crds: &[CustomResourceDefinition],
+    ) -> Result<()> {
         let api = Api::<CustomResourceDefinition>::all(client.clone());
         for crd in crds {
             let name = crd.metadata.name.clone().context("CRD without a name")?;

@@ -1,6 +1,9 @@
 //! Where the server binaries come from.
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Result, bail};
 
@@ -23,23 +26,27 @@ pub fn cache_dir() -> PathBuf {
     Path::new(&home).join(".cache/guardrails")
 }
 
-const HINT: &str = "run `make test-env` (or point KUBEBUILDER_ASSETS at a folder with kube-apiserver and etcd)";
+const HINT: &str =
+    "run `make test-env` (or point KUBEBUILDER_ASSETS at a folder with kube-apiserver and etcd)";
 
 impl Binaries {
     /// Finds every binary or fails with a message saying how to get it. `KUBEBUILDER_ASSETS`
     /// (the envtest convention) wins; then the `make test-env` cache; then `PATH`.
     pub fn locate() -> Result<Self> {
         let assets = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
-        let cache = cache_dir().join("bin");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        Self::locate_in(assets.as_deref(), &cache_dir().join("bin"), &path)
+    }
+
+    /// `locate` with its inputs spelled out.
+    pub fn locate_in(assets: Option<&Path>, cache_bin: &Path, path: &OsStr) -> Result<Self> {
         let find = |name: &str| -> Result<PathBuf> {
             let mut candidates: Vec<PathBuf> = Vec::new();
-            if let Some(a) = &assets {
+            if let Some(a) = assets {
                 candidates.push(a.join(name));
             }
-            candidates.push(cache.join(name));
-            if let Some(path) = std::env::var_os("PATH") {
-                candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
-            }
+            candidates.push(cache_bin.join(name));
+            candidates.extend(std::env::split_paths(path).map(|d| d.join(name)));
             match candidates.into_iter().find(|p| p.is_file()) {
                 Some(p) => Ok(p),
                 None => bail!("{name} not found: {HINT}"),

@@ -19,8 +19,14 @@ pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8_lossy(&response).into_owned();
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((status, body))
     };
-    timeout(Duration::from_secs(1), exchange).await.ok().flatten()
+    timeout(Duration::from_secs(1), exchange)
+        .await
+        .ok()
+        .flatten()
 }

@@ -4,12 +4,12 @@
 
 mod apiserver;
 mod binaries;
-mod http;
+pub mod http;
 mod process;
 mod prometheus;
 mod workdir;
 
 pub use apiserver::ControlPlane;
 pub use binaries::{Binaries, cache_dir};
-pub use prometheus::{Prometheus, PrometheusConfig};
 pub use process::{Server, free_port};
+pub use prometheus::{Prometheus, PrometheusConfig};

@@ -52,7 +52,11 @@ impl Server {
     /// Fails if the process has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}); log:\n{}", self.name, self.log_tail(20));
+            bail!(
+                "{} exited ({status}); log:\n{}",
+                self.name,
+                self.log_tail(20)
+            );
         }
         Ok(())
     }

@@ -46,7 +46,10 @@ impl Prometheus {
                 .output()
                 .context("running promtool")?;
             if !out.status.success() {
-                bail!("promtool backfill failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "promtool backfill failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             std::fs::remove_file(&input)?;
         }
@@ -114,11 +117,14 @@ impl Prometheus {
 
 fn config_yaml(config: &PrometheusConfig) -> String {
     let interval = config.scrape_interval.as_deref().unwrap_or("1s");
-    let mut yaml = format!("global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n");
+    let mut yaml =
+        format!("global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n");
     if !config.targets.is_empty() {
         yaml.push_str("scrape_configs:\n");
         for (job, addr) in &config.targets {
-            yaml.push_str(&format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n"));
+            yaml.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n"
+            ));
         }
     }
     if let Some(extra) = &config.extra_config {

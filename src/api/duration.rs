@@ -7,7 +7,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The regular expression the CRD schema enforces for durations. Units are the ones
 /// Prometheus accepts: `ms`, `s`, `m`, `h`, `d`, `w`, `y`, largest first.
-pub const DURATION_PATTERN: &str = r"^([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$";
+pub const DURATION_PATTERN: &str =
+    r"^([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$";
 
 /// A duration in Prometheus syntax. It keeps the text it was written with, so that it
 /// round-trips unchanged through the API and can be put into PromQL range selectors.
@@ -84,7 +85,9 @@ impl FromStr for PromDuration {
             if digits == 0 {
                 return Err(err("expected a number"));
             }
-            let number: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+            let number: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| err("number too large"))?;
             rest = &rest[digits..];
             // `ms` must be tried before `m`.
             let (idx, (unit, ms)) = UNITS
@@ -161,7 +164,10 @@ mod tests {
     use super::*;
 
     fn secs(text: &str) -> u64 {
-        text.parse::<PromDuration>().unwrap().as_duration().as_secs()
+        text.parse::<PromDuration>()
+            .unwrap()
+            .as_duration()
+            .as_secs()
     }
 
     #[test]
@@ -179,8 +185,21 @@ mod tests {
 
     #[test]
     fn rejects_what_prometheus_rejects() {
-        for bad in ["", "5", "5 minutes", "m", "1.5h", "30m1h", "5s5s", "-5m", "5M"] {
-            assert!(bad.parse::<PromDuration>().is_err(), "{bad:?} should not parse");
+        for bad in [
+            "",
+            "5",
+            "5 minutes",
+            "m",
+            "1.5h",
+            "30m1h",
+            "5s5s",
+            "-5m",
+            "5M",
+        ] {
+            assert!(
+                bad.parse::<PromDuration>().is_err(),
+                "{bad:?} should not parse"
+            );
         }
     }
 
@@ -201,7 +220,13 @@ mod tests {
     fn round_trips_text_and_formats_durations() {
         let d: PromDuration = serde_json::from_str("\"1h30m\"").unwrap();
         assert_eq!(serde_json::to_string(&d).unwrap(), "\"1h30m\"");
-        assert_eq!(PromDuration::from_duration(Duration::from_secs(5400)).as_str(), "1h30m");
-        assert_eq!(PromDuration::from_duration(Duration::from_secs(86400)).as_str(), "1d");
+        assert_eq!(
+            PromDuration::from_duration(Duration::from_secs(5400)).as_str(),
+            "1h30m"
+        );
+        assert_eq!(
+            PromDuration::from_duration(Duration::from_secs(86400)).as_str(),
+            "1d"
+        );
     }
 }

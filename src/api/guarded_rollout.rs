@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
-use super::{Gate, PrometheusRef, PromDuration, Severity, schema};
+use super::{Gate, PromDuration, PrometheusRef, Severity, schema};
 use crate::dur;
 
 /// Canary delivery of a Deployment, gated by an SloPolicy's error budget and analysed
@@ -23,10 +23,29 @@ use crate::dur;
     derive = "PartialEq",
     doc = "Canary delivery of a Deployment: traffic shifted in steps, analysed against Prometheus and the service's SLO burn rate, promoted or rolled back automatically, and gated by the error budget.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "Percent of traffic on the canary"),
-    printcolumn(name = "Step", type_ = "integer", json_path = ".status.currentStep", description = "Index of the current step"),
-    printcolumn(name = "Gate", type_ = "string", json_path = ".status.gate.state", description = "Budget gate of the SloPolicy"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "Percent of traffic on the canary"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.currentStep",
+        description = "Index of the current step"
+    ),
+    printcolumn(
+        name = "Gate",
+        type_ = "string",
+        json_path = ".status.gate.state",
+        description = "Budget gate of the SloPolicy"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GuardedRolloutSpec {
@@ -79,7 +98,20 @@ pub struct LocalRef {
 }
 
 /// Class of a change, which the budget gate lets through or not.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeClass {
     /// A new feature: ships only while the gate is Open.
@@ -98,7 +130,11 @@ pub enum ChangeClass {
 #[serde(rename_all = "camelCase")]
 pub struct TrafficRouting {
     /// Split traffic with the weights of a Gateway API HTTPRoute's backendRefs.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "gatewayAPI")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "gatewayAPI"
+    )]
     pub gateway_api: Option<GatewayApiRouting>,
 }
 
@@ -212,10 +248,14 @@ fn default_failure_limit() -> i32 {
     2
 }
 fn default_no_data() -> Timeout {
-    Timeout { timeout: dur!("5m") }
+    Timeout {
+        timeout: dur!("5m"),
+    }
 }
 fn default_provider_errors() -> Timeout {
-    Timeout { timeout: dur!("2m") }
+    Timeout {
+        timeout: dur!("2m"),
+    }
 }
 
 /// A hold that ends in a rollback after `timeout`.
@@ -256,7 +296,10 @@ impl AbortOnAlert {
 #[schemars(transform = check_rules)]
 pub struct Check {
     /// Name of the check, unique in the rollout; shown in status and Events.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// PromQL query returning a single number, compared with min and/or max. Template

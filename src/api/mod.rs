@@ -2,8 +2,11 @@
 //! fields are the `kubectl explain` text.
 
 mod duration;
+// kube's printcolumn(...) attributes repeat keys by design.
+#[allow(clippy::duplicated_attributes)]
 mod guarded_rollout;
 mod schema;
+#[allow(clippy::duplicated_attributes)]
 mod slo_policy;
 pub mod validate;
 
@@ -43,7 +46,9 @@ pub struct PrometheusRef {
 }
 
 /// Both CRDs, in the order they are written to `crds/`.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
     vec![SloPolicy::crd(), GuardedRollout::crd()]
 }
 

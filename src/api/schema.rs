@@ -39,7 +39,10 @@ pub fn named_list<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = generator.subschema_for::<Vec<T>>();
     let obj = schema.ensure_object();
     obj.insert("x-kubernetes-list-type".into(), "map".into());
-    obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["name"]));
+    obj.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["name"]),
+    );
     schema
 }
 

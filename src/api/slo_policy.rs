@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
-use super::{PrometheusRef, PromDuration, schema};
+use super::{PromDuration, PrometheusRef, schema};
 use crate::dur;
 
 /// The SLOs of one service, its error budget, its burn-rate alerts and the policy that
@@ -23,9 +23,23 @@ use crate::dur;
     category = "guardrails",
     derive = "PartialEq",
     doc = "The SLOs of one service, its error budget, multi-window burn-rate alerts and the error-budget policy that gates its deployments.",
-    printcolumn(name = "Gate", type_ = "string", json_path = ".status.gate", description = "Budget gate: Open, Restricted or Frozen"),
-    printcolumn(name = "Budget left", type_ = "number", json_path = ".status.errorBudgetRemaining", description = "Error budget remaining, percent, lowest objective"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Gate",
+        type_ = "string",
+        json_path = ".status.gate",
+        description = "Budget gate: Open, Restricted or Frozen"
+    ),
+    printcolumn(
+        name = "Budget left",
+        type_ = "number",
+        json_path = ".status.errorBudgetRemaining",
+        description = "Error budget remaining, percent, lowest objective"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SloPolicySpec {
@@ -53,7 +67,10 @@ pub struct SloPolicySpec {
     pub prometheus: Option<PrometheusRef>,
 
     /// The service level objectives, 1 to 10, with unique names.
-    #[schemars(length(min = 1, max = 10), schema_with = "schema::named_list::<Objective>")]
+    #[schemars(
+        length(min = 1, max = 10),
+        schema_with = "schema::named_list::<Objective>"
+    )]
     pub objectives: Vec<Objective>,
 
     /// When budget consumption restricts or freezes deployments.
@@ -81,7 +98,10 @@ fn default_pod_label() -> String {
 pub struct Objective {
     /// Name of the objective, unique in the policy (e.g. availability, latency).
     /// Lower-case letters, digits and dashes.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// Target percentage of good events over the window, strictly between 0 and 100
@@ -148,7 +168,9 @@ pub struct LatencyIndicator {
 }
 
 /// The gate a service's deployments pass through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Gate {
     /// Any change may ship.
     Open,
@@ -204,7 +226,10 @@ impl Default for BudgetPolicy {
 fn budget_policy_rules(schema: &mut Schema) {
     schema::add_rules(
         schema,
-        &[("self.freezeAt >= self.restrictAt", "freezeAt must be >= restrictAt")],
+        &[(
+            "self.freezeAt >= self.restrictAt",
+            "freezeAt must be >= restrictAt",
+        )],
     );
 }
 
@@ -238,7 +263,9 @@ pub fn default_tiers() -> Vec<BurnRateTier> {
 }
 
 /// Severity of a burn-rate alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Wake someone up.
@@ -264,7 +291,12 @@ pub struct BurnRateTier {
 }
 
 impl BurnRateTier {
-    pub fn new(severity: Severity, long: PromDuration, short: PromDuration, burn_rate: f64) -> Self {
+    pub fn new(
+        severity: Severity,
+        long: PromDuration,
+        short: PromDuration,
+        burn_rate: f64,
+    ) -> Self {
         Self {
             severity,
             long_window: long,

@@ -55,7 +55,13 @@ pub const MIN_SLO_INTERVAL: Duration = Duration::from_secs(10);
 pub const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Template variables a `query` check may use.
-pub const QUERY_VARIABLES: [&str; 5] = ["namespace", "target", "interval", "canary_pods", "primary_pods"];
+pub const QUERY_VARIABLES: [&str; 5] = [
+    "namespace",
+    "target",
+    "interval",
+    "canary_pods",
+    "primary_pods",
+];
 
 impl SloPolicySpec {
     /// Checks the spec; returns every problem found.
@@ -68,10 +74,16 @@ impl SloPolicySpec {
             errs.add("spec.window", "must be longer than 0s");
         }
         if self.interval.as_duration() < MIN_SLO_INTERVAL {
-            errs.add("spec.interval", format!("{} is below the minimum of 10s", self.interval));
+            errs.add(
+                "spec.interval",
+                format!("{} is below the minimum of 10s", self.interval),
+            );
         }
         if !is_label_name(&self.pod_label) {
-            errs.add("spec.podLabel", format!("{:?} is not a Prometheus label name", self.pod_label));
+            errs.add(
+                "spec.podLabel",
+                format!("{:?} is not a Prometheus label name", self.pod_label),
+            );
         }
         if let Some(p) = &self.prometheus {
             check_prometheus(&mut errs, "spec.prometheus.url", p);
@@ -81,14 +93,27 @@ impl SloPolicySpec {
         for (i, o) in self.objectives.iter().enumerate() {
             let path = format!("spec.objectives[{i}]");
             if !names.insert(o.name.as_str()) {
-                errs.add(format!("{path}.name"), format!("duplicate objective name {:?}", o.name));
+                errs.add(
+                    format!("{path}.name"),
+                    format!("duplicate objective name {:?}", o.name),
+                );
             }
             check_objective(&mut errs, &path, o);
         }
         check_budget_policy(&mut errs, &self.budget_policy);
-        check_count(&mut errs, "spec.alerting.burnRateTiers", self.alerting.burn_rate_tiers.len(), 1, 10);
+        check_count(
+            &mut errs,
+            "spec.alerting.burnRateTiers",
+            self.alerting.burn_rate_tiers.len(),
+            1,
+            10,
+        );
         for (i, tier) in self.alerting.burn_rate_tiers.iter().enumerate() {
-            check_tier(&mut errs, &format!("spec.alerting.burnRateTiers[{i}]"), tier);
+            check_tier(
+                &mut errs,
+                &format!("spec.alerting.burnRateTiers[{i}]"),
+                tier,
+            );
         }
         errs.into_result()
     }
@@ -96,10 +121,16 @@ impl SloPolicySpec {
 
 fn check_objective(errs: &mut ValidationErrors, path: &str, o: &Objective) {
     if !is_dns_label(&o.name) {
-        errs.add(format!("{path}.name"), format!("{:?} must be lower-case letters, digits and dashes", o.name));
+        errs.add(
+            format!("{path}.name"),
+            format!("{:?} must be lower-case letters, digits and dashes", o.name),
+        );
     }
     if !(o.target > 0.0 && o.target < 100.0) {
-        errs.add(format!("{path}.target"), format!("{} must be strictly between 0 and 100", o.target));
+        errs.add(
+            format!("{path}.target"),
+            format!("{} must be strictly between 0 and 100", o.target),
+        );
     }
     let ind = &o.indicator;
     match (&ind.ratio, &ind.latency) {
@@ -108,16 +139,26 @@ fn check_objective(errs: &mut ValidationErrors, path: &str, o: &Objective) {
             check_selector(errs, &format!("{path}.indicator.ratio.total"), &r.total);
         }
         (None, Some(l)) => {
-            check_selector(errs, &format!("{path}.indicator.latency.histogram"), &l.histogram);
+            check_selector(
+                errs,
+                &format!("{path}.indicator.latency.histogram"),
+                &l.histogram,
+            );
             match l.threshold.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() && v > 0.0 => {}
                 _ => errs.add(
                     format!("{path}.indicator.latency.threshold"),
-                    format!("{:?} is not a positive number (a bucket boundary such as \"0.3\")", l.threshold),
+                    format!(
+                        "{:?} is not a positive number (a bucket boundary such as \"0.3\")",
+                        l.threshold
+                    ),
                 ),
             }
         }
-        _ => errs.add(format!("{path}.indicator"), "exactly one of ratio or latency must be set"),
+        _ => errs.add(
+            format!("{path}.indicator"),
+            "exactly one of ratio or latency must be set",
+        ),
     }
 }
 
@@ -130,7 +171,10 @@ fn check_selector(errs: &mut ValidationErrors, field: &str, text: &str) {
 fn check_budget_policy(errs: &mut ValidationErrors, p: &BudgetPolicy) {
     for (field, v) in [("restrictAt", p.restrict_at), ("freezeAt", p.freeze_at)] {
         if !(v > 0.0 && v <= 1000.0) {
-            errs.add(format!("spec.budgetPolicy.{field}"), format!("{v} must be above 0 and at most 1000"));
+            errs.add(
+                format!("spec.budgetPolicy.{field}"),
+                format!("{v} must be above 0 and at most 1000"),
+            );
         }
     }
     if p.freeze_at < p.restrict_at {
@@ -143,7 +187,10 @@ fn check_budget_policy(errs: &mut ValidationErrors, p: &BudgetPolicy) {
 
 fn check_tier(errs: &mut ValidationErrors, path: &str, t: &BurnRateTier) {
     if !(t.burn_rate > 0.0 && t.burn_rate.is_finite()) {
-        errs.add(format!("{path}.burnRate"), format!("{} must be above 0", t.burn_rate));
+        errs.add(
+            format!("{path}.burnRate"),
+            format!("{} must be above 0", t.burn_rate),
+        );
     }
     if t.short_window.as_duration().is_zero() {
         errs.add(format!("{path}.shortWindow"), "must be longer than 0s");
@@ -151,7 +198,10 @@ fn check_tier(errs: &mut ValidationErrors, path: &str, t: &BurnRateTier) {
     if t.short_window.as_duration() >= t.long_window.as_duration() {
         errs.add(
             format!("{path}.shortWindow"),
-            format!("{} must be shorter than longWindow ({})", t.short_window, t.long_window),
+            format!(
+                "{} must be shorter than longWindow ({})",
+                t.short_window, t.long_window
+            ),
         );
     }
 }
@@ -165,7 +215,11 @@ impl GuardedRolloutSpec {
         if self.target_ref.name.is_empty() {
             errs.add("spec.targetRef.name", "must not be empty");
         }
-        if self.slo_policy_ref.as_ref().is_some_and(|r| r.name.is_empty()) {
+        if self
+            .slo_policy_ref
+            .as_ref()
+            .is_some_and(|r| r.name.is_empty())
+        {
             errs.add("spec.sloPolicyRef.name", "must not be empty");
         }
         if self.replicas.is_some_and(|r| r < 0) {
@@ -173,10 +227,16 @@ impl GuardedRolloutSpec {
         }
         if let Some(gw) = &self.traffic_routing.gateway_api {
             if gw.http_route.is_empty() {
-                errs.add("spec.trafficRouting.gatewayAPI.httpRoute", "must not be empty");
+                errs.add(
+                    "spec.trafficRouting.gatewayAPI.httpRoute",
+                    "must not be empty",
+                );
             }
             if !(1..=65535).contains(&gw.port) {
-                errs.add("spec.trafficRouting.gatewayAPI.port", format!("{} is not a port", gw.port));
+                errs.add(
+                    "spec.trafficRouting.gatewayAPI.port",
+                    format!("{} is not a port", gw.port),
+                );
             }
         }
         check_steps(&mut errs, &self.steps);
@@ -204,8 +264,14 @@ fn check_steps(errs: &mut ValidationErrors, steps: &[Step]) {
                 last_weight = Some((i, w));
             }
             (None, Some(p)) => {
-                if p.duration.as_ref().is_some_and(|d| d.as_duration().is_zero()) {
-                    errs.add(format!("{path}.pause.duration"), "must be longer than 0s (omit it to wait for a promote)");
+                if p.duration
+                    .as_ref()
+                    .is_some_and(|d| d.as_duration().is_zero())
+                {
+                    errs.add(
+                        format!("{path}.pause.duration"),
+                        "must be longer than 0s (omit it to wait for a promote)",
+                    );
                 }
             }
             _ => errs.add(path, "exactly one of setWeight or pause must be set"),
@@ -218,14 +284,23 @@ fn check_analysis(errs: &mut ValidationErrors, a: &Analysis, has_slo_policy: boo
         check_prometheus(errs, "spec.analysis.prometheus.url", p);
     }
     if a.interval.as_duration() < MIN_ANALYSIS_INTERVAL {
-        errs.add("spec.analysis.interval", format!("{} is below the minimum of 5s", a.interval));
+        errs.add(
+            "spec.analysis.interval",
+            format!("{} is below the minimum of 5s", a.interval),
+        );
     }
     if a.failure_limit < 1 {
         errs.add("spec.analysis.failureLimit", "must be at least 1");
     }
-    for (field, t) in [("noData", &a.no_data), ("providerErrors", &a.provider_errors)] {
+    for (field, t) in [
+        ("noData", &a.no_data),
+        ("providerErrors", &a.provider_errors),
+    ] {
         if t.timeout.as_duration().is_zero() {
-            errs.add(format!("spec.analysis.{field}.timeout"), "must be longer than 0s");
+            errs.add(
+                format!("spec.analysis.{field}.timeout"),
+                "must be longer than 0s",
+            );
         }
     }
     check_count(errs, "spec.analysis.checks", a.checks.len(), 0, 20);
@@ -233,24 +308,43 @@ fn check_analysis(errs: &mut ValidationErrors, a: &Analysis, has_slo_policy: boo
     for (i, check) in a.checks.iter().enumerate() {
         let path = format!("spec.analysis.checks[{i}]");
         if !names.insert(check.name.as_str()) {
-            errs.add(format!("{path}.name"), format!("duplicate check name {:?}", check.name));
+            errs.add(
+                format!("{path}.name"),
+                format!("duplicate check name {:?}", check.name),
+            );
         }
         if !is_dns_label(&check.name) {
-            errs.add(format!("{path}.name"), format!("{:?} must be lower-case letters, digits and dashes", check.name));
+            errs.add(
+                format!("{path}.name"),
+                format!(
+                    "{:?} must be lower-case letters, digits and dashes",
+                    check.name
+                ),
+            );
         }
         check_check(errs, &path, check, has_slo_policy);
     }
 }
 
 fn check_check(errs: &mut ValidationErrors, path: &str, c: &Check, has_slo_policy: bool) {
-    let kinds = [c.query.is_some(), c.slo_burn_rate.is_some(), c.compare.is_some()];
+    let kinds = [
+        c.query.is_some(),
+        c.slo_burn_rate.is_some(),
+        c.compare.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        errs.add(path, "exactly one of query, sloBurnRate or compare must be set");
+        errs.add(
+            path,
+            "exactly one of query, sloBurnRate or compare must be set",
+        );
     }
     if let (Some(min), Some(max)) = (c.min, c.max)
         && min > max
     {
-        errs.add(format!("{path}.min"), format!("{min} must be <= max ({max})"));
+        errs.add(
+            format!("{path}.min"),
+            format!("{min} must be <= max ({max})"),
+        );
     }
     if let Some(q) = &c.query {
         if c.min.is_none() && c.max.is_none() {
@@ -268,10 +362,16 @@ fn check_check(errs: &mut ValidationErrors, path: &str, c: &Check, has_slo_polic
             errs.add(format!("{path}.sloBurnRate.objective"), "must not be empty");
         }
         if s.window.as_duration().is_zero() {
-            errs.add(format!("{path}.sloBurnRate.window"), "must be longer than 0s");
+            errs.add(
+                format!("{path}.sloBurnRate.window"),
+                "must be longer than 0s",
+            );
         }
         if !(s.max > 0.0 && s.max.is_finite()) {
-            errs.add(format!("{path}.sloBurnRate.max"), format!("{} must be above 0", s.max));
+            errs.add(
+                format!("{path}.sloBurnRate.max"),
+                format!("{} must be above 0", s.max),
+            );
         }
     }
     if let Some(cmp) = &c.compare {
@@ -280,10 +380,16 @@ fn check_check(errs: &mut ValidationErrors, path: &str, c: &Check, has_slo_polic
         vars.push("pods");
         check_template(errs, &field, &cmp.query, &vars);
         if promql::template_variables(&cmp.query).is_ok_and(|v| !v.contains(&"pods")) {
-            errs.add(field, "must use {{pods}}, filled once for the canary and once for the primary");
+            errs.add(
+                field,
+                "must use {{pods}}, filled once for the canary and once for the primary",
+            );
         }
         if !(cmp.max_increase >= 0.0 && cmp.max_increase.is_finite()) {
-            errs.add(format!("{path}.compare.maxIncrease"), format!("{} must be 0 or more", cmp.max_increase));
+            errs.add(
+                format!("{path}.compare.maxIncrease"),
+                format!("{} must be 0 or more", cmp.max_increase),
+            );
         }
     }
 }
@@ -295,10 +401,16 @@ fn check_template(errs: &mut ValidationErrors, field: &str, template: &str, allo
         ("target", "app".to_string()),
         ("interval", "30s".to_string()),
         ("canary_pods", "app-canary-[a-z0-9]+-[a-z0-9]+".to_string()),
-        ("primary_pods", "app-primary-[a-z0-9]+-[a-z0-9]+".to_string()),
+        (
+            "primary_pods",
+            "app-primary-[a-z0-9]+-[a-z0-9]+".to_string(),
+        ),
         ("pods", "app-canary-[a-z0-9]+-[a-z0-9]+".to_string()),
     ]);
-    let vars: promql::Vars = sample.into_iter().filter(|(k, _)| allowed.contains(k)).collect();
+    let vars: promql::Vars = sample
+        .into_iter()
+        .filter(|(k, _)| allowed.contains(k))
+        .collect();
     match promql::render(template, &vars) {
         Err(e) => errs.add(field, e.to_string()),
         Ok(query) => {
@@ -311,7 +423,10 @@ fn check_template(errs: &mut ValidationErrors, field: &str, template: &str, allo
 
 fn check_prometheus(errs: &mut ValidationErrors, field: &str, p: &PrometheusRef) {
     if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-        errs.add(field, format!("{:?} must start with http:// or https://", p.url));
+        errs.add(
+            field,
+            format!("{:?} must start with http:// or https://", p.url),
+        );
     }
 }
 
@@ -323,14 +438,17 @@ fn check_count(errs: &mut ValidationErrors, field: &str, n: usize, min: usize, m
 
 fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

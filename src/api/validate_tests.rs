@@ -57,7 +57,12 @@ analysis:
 
 /// The fields named by the errors of a spec that must be invalid.
 fn fields(result: Result<(), ValidationErrors>) -> Vec<String> {
-    result.expect_err("spec should be invalid").0.into_iter().map(|e| e.field).collect()
+    result
+        .expect_err("spec should be invalid")
+        .0
+        .into_iter()
+        .map(|e| e.field)
+        .collect()
 }
 
 fn assert_only(result: Result<(), ValidationErrors>, field: &str) {
@@ -129,15 +134,26 @@ fn slo_selectors_must_be_vector_selectors() {
         histogram: "x_bucket{".into(),
         threshold: "0.3".into(),
     });
-    assert_only(s.validate(), "spec.objectives[1].indicator.latency.histogram");
+    assert_only(
+        s.validate(),
+        "spec.objectives[1].indicator.latency.histogram",
+    );
 }
 
 #[test]
 fn slo_latency_threshold_is_a_number() {
     for bad in ["fast", "", "+Inf", "-1"] {
         let mut s = slo();
-        s.objectives[1].indicator.latency.as_mut().unwrap().threshold = bad.into();
-        assert_only(s.validate(), "spec.objectives[1].indicator.latency.threshold");
+        s.objectives[1]
+            .indicator
+            .latency
+            .as_mut()
+            .unwrap()
+            .threshold = bad.into();
+        assert_only(
+            s.validate(),
+            "spec.objectives[1].indicator.latency.threshold",
+        );
     }
 }
 
@@ -173,7 +189,9 @@ fn slo_pod_label_is_a_label_name() {
 #[test]
 fn slo_prometheus_url_is_http() {
     let mut s = slo();
-    s.prometheus = Some(crate::api::PrometheusRef { url: "prometheus:9090".into() });
+    s.prometheus = Some(crate::api::PrometheusRef {
+        url: "prometheus:9090".into(),
+    });
     assert_only(s.validate(), "spec.prometheus.url");
 }
 
@@ -213,14 +231,22 @@ fn rollout_needs_one_to_fifty_steps() {
     r.steps.clear();
     assert_only(r.validate(), "spec.steps");
     let mut r = rollout();
-    r.steps = vec![Step { set_weight: Some(10), pause: None }; 51];
+    r.steps = vec![
+        Step {
+            set_weight: Some(10),
+            pause: None
+        };
+        51
+    ];
     assert_only(r.validate(), "spec.steps");
 }
 
 #[test]
 fn rollout_target_name_required() {
     let mut r = rollout();
-    r.target_ref = LocalRef { name: String::new() };
+    r.target_ref = LocalRef {
+        name: String::new(),
+    };
     assert_only(r.validate(), "spec.targetRef.name");
 }
 
@@ -283,7 +309,10 @@ fn rollout_queries_must_parse_after_templating() {
 #[test]
 fn rollout_compare_uses_pods_and_non_negative_increase() {
     let mut r = rollout();
-    r.analysis.checks[2].compare = Some(CompareCheck { query: "up".into(), max_increase: 20.0 });
+    r.analysis.checks[2].compare = Some(CompareCheck {
+        query: "up".into(),
+        max_increase: 20.0,
+    });
     assert_only(r.validate(), "spec.analysis.checks[2].compare.query");
     let mut r = rollout();
     r.analysis.checks[2].compare.as_mut().unwrap().max_increase = -5.0;
@@ -307,7 +336,10 @@ fn rollout_slo_burn_rate_needs_policy_ref() {
 #[test]
 fn rollout_gateway_port_is_a_port() {
     let mut r = rollout();
-    r.traffic_routing.gateway_api = Some(GatewayApiRouting { http_route: "r".into(), port: 0 });
+    r.traffic_routing.gateway_api = Some(GatewayApiRouting {
+        http_route: "r".into(),
+        port: 0,
+    });
     assert_only(r.validate(), "spec.trafficRouting.gatewayAPI.port");
 }
 
@@ -334,5 +366,8 @@ fn errors_read_well() {
     let mut s = slo();
     s.objectives[0].target = 100.0;
     let text = s.validate().unwrap_err().to_string();
-    assert_eq!(text, "spec.objectives[0].target: 100 must be strictly between 0 and 100");
+    assert_eq!(
+        text,
+        "spec.objectives[0].target: 100 must be strictly between 0 and 100"
+    );
 }

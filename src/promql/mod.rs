@@ -35,7 +35,8 @@ mod tests {
 
     #[test]
     fn accepts_vector_selectors() {
-        let sel = parse_selector(r#"http_requests_total{service="share-link",code=~"5.."}"#).unwrap();
+        let sel =
+            parse_selector(r#"http_requests_total{service="share-link",code=~"5.."}"#).unwrap();
         assert_eq!(sel.name.as_deref(), Some("http_requests_total"));
         assert!(parse_selector(r#"{__name__="up"}"#).is_ok());
     }

@@ -95,8 +95,17 @@ mod tests {
 
     #[test]
     fn reports_unknown_and_unclosed_variables() {
-        assert_eq!(render("{{nope}}", &vars()), Err(TemplateError::Unknown("nope".into())));
-        assert_eq!(render("up{{namespace", &vars()), Err(TemplateError::Unclosed));
-        assert_eq!(template_variables("{{a}} x {{ b }}").unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            render("{{nope}}", &vars()),
+            Err(TemplateError::Unknown("nope".into()))
+        );
+        assert_eq!(
+            render("up{{namespace", &vars()),
+            Err(TemplateError::Unclosed)
+        );
+        assert_eq!(
+            template_variables("{{a}} x {{ b }}").unwrap(),
+            vec!["a", "b"]
+        );
     }
 }
