@@ -16,7 +16,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------
-PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev rsync)
+PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
