@@ -1,0 +1,195 @@
+//! One evaluation of a SloPolicy: readings in, next status out. No IO, no clock.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{gate, math};
+use crate::{
+    api::{Gate, ObjectiveStatus, SloPolicySpec, SloPolicyStatus},
+    conditions::{self, reasons, types},
+};
+
+/// Error ratio (0-1) of one objective per window (by its text, e.g. "5m"); `None` is
+/// no data.
+pub type Readings = BTreeMap<String, Option<f64>>;
+
+/// What Prometheus said for one evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// Readings for every objective, in spec order.
+    Read(Vec<Readings>),
+    /// Prometheus could not be queried; why.
+    Unavailable(String),
+}
+
+/// Every window an evaluation needs: the compliance window, then each tier window once.
+pub fn windows(spec: &SloPolicySpec) -> Vec<String> {
+    let mut out = vec![spec.window.to_string()];
+    for t in &spec.alerting.burn_rate_tiers {
+        for w in [&t.long_window, &t.short_window] {
+            if !out.iter().any(|x| x == w.as_str()) {
+                out.push(w.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The next status. `previous` supplies the last good values kept while Prometheus is
+/// unavailable, and the condition transition times.
+pub fn evaluate(
+    spec: &SloPolicySpec,
+    generation: Option<i64>,
+    previous: &SloPolicyStatus,
+    observation: &Observation,
+    now: &Time,
+) -> SloPolicyStatus {
+    let mut status = SloPolicyStatus {
+        observed_generation: generation,
+        last_evaluation_time: Some(now.clone()),
+        conditions: previous.conditions.clone(),
+        ..Default::default()
+    };
+    let (gate, reason) = match observation {
+        Observation::Read(readings) => {
+            status.objectives = spec
+                .objectives
+                .iter()
+                .zip(readings)
+                .map(|(o, r)| objective_status(spec, &o.name, o.target, r, now))
+                .collect();
+            let consumption: Vec<gate::Consumption> = status
+                .objectives
+                .iter()
+                .map(|o| gate::Consumption {
+                    objective: &o.name,
+                    consumed: o.error_budget_consumed,
+                })
+                .collect();
+            let (g, reason) = gate::decide(&spec.budget_policy, &consumption);
+            conditions::set(
+                &mut status.conditions,
+                types::READY,
+                true,
+                reasons::EVALUATED,
+                &reason,
+                generation,
+                now,
+            );
+            (g, reason)
+        }
+        Observation::Unavailable(why) => {
+            // Keep the last good values, with the time they were read.
+            status.objectives = previous.objectives.clone();
+            let (g, reason) = gate::unknown(&spec.budget_policy, why);
+            conditions::set(
+                &mut status.conditions,
+                types::READY,
+                false,
+                reasons::PROMETHEUS_UNAVAILABLE,
+                &reason,
+                generation,
+                now,
+            );
+            (g, reason)
+        }
+    };
+    status.gate = Some(gate);
+    status.gate_reason = Some(reason);
+    status.error_budget_remaining = status
+        .objectives
+        .iter()
+        .filter_map(|o| o.error_budget_remaining)
+        .min_by(f64::total_cmp);
+    status
+}
+
+fn objective_status(
+    spec: &SloPolicySpec,
+    name: &str,
+    target: f64,
+    readings: &Readings,
+    now: &Time,
+) -> ObjectiveStatus {
+    let ratio = |w: &str| readings.get(w).copied().flatten();
+    let sli = ratio(spec.window.as_str()).map(math::sli);
+    let consumed = sli.map(|s| math::budget_consumed(s, target));
+    let mut burn_rates = BTreeMap::new();
+    for t in &spec.alerting.burn_rate_tiers {
+        for w in [&t.long_window, &t.short_window] {
+            if let Some(r) = ratio(w.as_str()) {
+                burn_rates.insert(
+                    w.to_string(),
+                    math::round_sig(math::burn_rate(r, target), 4),
+                );
+            }
+        }
+    }
+    let firing_alerts = math::firing(&spec.alerting.burn_rate_tiers, |w| {
+        burn_rates.get(w).copied()
+    });
+    ObjectiveStatus {
+        name: name.to_string(),
+        sli: sli.map(|s| math::round_sig(s, 7)),
+        error_budget_consumed: consumed.map(|c| math::round_sig(c, 4)),
+        error_budget_remaining: consumed.map(|c| math::round_sig(100.0 - c, 4)),
+        burn_rates,
+        firing_alerts,
+        observed_time: Some(now.clone()),
+    }
+}
+
+/// Status for a spec that cannot be evaluated: Ready=False naming the field. The gate
+/// is whenUnknown, since nothing about the budget is known.
+pub fn invalid(
+    spec: &SloPolicySpec,
+    generation: Option<i64>,
+    previous: &SloPolicyStatus,
+    message: &str,
+    now: &Time,
+) -> SloPolicyStatus {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.gate = Some(spec.budget_policy.when_unknown);
+    status.gate_reason = Some(format!("invalid spec: {message}"));
+    conditions::set(
+        &mut status.conditions,
+        types::READY,
+        false,
+        reasons::INVALID_SPEC,
+        message,
+        generation,
+        now,
+    );
+    status
+}
+
+/// The status with every timestamp blanked: two statuses that differ only in
+/// timestamps need no write.
+pub fn without_timestamps(status: &SloPolicyStatus) -> SloPolicyStatus {
+    let mut s = status.clone();
+    s.last_evaluation_time = None;
+    for o in &mut s.objectives {
+        o.observed_time = None;
+    }
+    for c in &mut s.conditions {
+        c.last_transition_time = conditions::epoch();
+    }
+    s
+}
+
+/// A gate transition worth an Event: (from, to).
+pub fn gate_transition(
+    previous: &SloPolicyStatus,
+    next: &SloPolicyStatus,
+) -> Option<(Option<Gate>, Gate)> {
+    match (previous.gate, next.gate) {
+        (from, Some(to)) if from != Some(to) => Some((from, to)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[path = "evaluate_tests.rs"]
+mod tests;

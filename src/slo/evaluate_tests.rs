@@ -1,0 +1,203 @@
+use super::*;
+use crate::api::{Severity, SloPolicySpec};
+use k8s_openapi::jiff::Timestamp;
+
+fn spec() -> SloPolicySpec {
+    serde_yaml::from_str(
+        r#"
+objectives:
+  - name: availability
+    target: 99.9
+    indicator: {ratio: {errors: 'e{code=~"5.."}', total: e}}
+"#,
+    )
+    .unwrap()
+}
+
+fn at(secs: i64) -> Time {
+    Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
+}
+
+/// The same error ratio over every window.
+fn steady(ratio: f64) -> Observation {
+    let readings = windows(&spec())
+        .into_iter()
+        .map(|w| (w, Some(ratio)))
+        .collect();
+    Observation::Read(vec![readings])
+}
+
+#[test]
+fn windows_are_the_compliance_window_and_every_tier_window_once() {
+    assert_eq!(windows(&spec()), ["28d", "1h", "5m", "6h", "30m", "3d"]);
+}
+
+#[test]
+fn healthy_service_is_open() {
+    let s = evaluate(
+        &spec(),
+        Some(1),
+        &Default::default(),
+        &steady(0.0001),
+        &at(0),
+    );
+    assert_eq!(s.gate, Some(Gate::Open));
+    let o = &s.objectives[0];
+    assert_eq!(o.sli, Some(99.99));
+    assert_eq!(o.error_budget_consumed, Some(10.0));
+    assert_eq!(o.error_budget_remaining, Some(90.0));
+    assert_eq!(o.burn_rates["5m"], 0.1);
+    assert!(o.firing_alerts.is_empty());
+    assert_eq!(s.error_budget_remaining, Some(90.0));
+    assert_eq!(s.observed_generation, Some(1));
+    let ready = conditions::get(&s.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", reasons::EVALUATED)
+    );
+}
+
+#[test]
+fn overspent_budget_freezes_and_tickets() {
+    let s = evaluate(
+        &spec(),
+        Some(1),
+        &Default::default(),
+        &steady(0.0012),
+        &at(0),
+    );
+    assert_eq!(s.gate, Some(Gate::Frozen));
+    assert_eq!(s.error_budget_remaining, Some(-20.0));
+    assert_eq!(s.objectives[0].firing_alerts, vec![Severity::Ticket]);
+    assert!(
+        s.gate_reason
+            .unwrap()
+            .contains("availability consumed 120.0%")
+    );
+}
+
+#[test]
+fn fast_burn_pages() {
+    let mut readings: Readings = windows(&spec())
+        .into_iter()
+        .map(|w| (w, Some(0.0001)))
+        .collect();
+    readings.insert("1h".into(), Some(0.02));
+    readings.insert("5m".into(), Some(0.02));
+    let s = evaluate(
+        &spec(),
+        None,
+        &Default::default(),
+        &Observation::Read(vec![readings]),
+        &at(0),
+    );
+    assert_eq!(s.objectives[0].firing_alerts, vec![Severity::Page]);
+    assert_eq!(
+        s.gate,
+        Some(Gate::Open),
+        "the 28d budget is still mostly there"
+    );
+}
+
+#[test]
+fn no_traffic_is_no_data_and_keeps_the_gate_open() {
+    let readings: Readings = windows(&spec()).into_iter().map(|w| (w, None)).collect();
+    let s = evaluate(
+        &spec(),
+        None,
+        &Default::default(),
+        &Observation::Read(vec![readings]),
+        &at(0),
+    );
+    assert_eq!(s.objectives[0].sli, None);
+    assert!(s.objectives[0].burn_rates.is_empty());
+    assert_eq!(s.gate, Some(Gate::Open));
+    assert_eq!(s.error_budget_remaining, None);
+}
+
+#[test]
+fn prometheus_away_applies_when_unknown_and_keeps_last_good_values() {
+    let good = evaluate(
+        &spec(),
+        Some(1),
+        &Default::default(),
+        &steady(0.0012),
+        &at(0),
+    );
+    let down = Observation::Unavailable("Prometheus unreachable: connection refused".into());
+    let s = evaluate(&spec(), Some(1), &good, &down, &at(60));
+    assert_eq!(
+        s.gate,
+        Some(Gate::Restricted),
+        "whenUnknown defaults to Restricted"
+    );
+    assert!(
+        s.gate_reason
+            .as_ref()
+            .unwrap()
+            .contains("connection refused")
+    );
+    assert_eq!(s.objectives, good.objectives, "last good values kept");
+    assert_eq!(
+        s.objectives[0].observed_time,
+        Some(at(0)),
+        "with the time they were read"
+    );
+    assert_eq!(s.last_evaluation_time, Some(at(60)));
+    let ready = conditions::get(&s.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", reasons::PROMETHEUS_UNAVAILABLE)
+    );
+    assert_eq!(
+        gate_transition(&good, &s),
+        Some((Some(Gate::Frozen), Gate::Restricted))
+    );
+
+    // Back: values and gate return, Ready goes True again.
+    let back = evaluate(&spec(), Some(1), &s, &steady(0.0012), &at(120));
+    assert_eq!(back.gate, Some(Gate::Frozen));
+    assert_eq!(
+        conditions::get(&back.conditions, types::READY)
+            .unwrap()
+            .status,
+        "True"
+    );
+}
+
+#[test]
+fn only_timestamps_changed_means_no_write() {
+    let a = evaluate(
+        &spec(),
+        Some(1),
+        &Default::default(),
+        &steady(0.0001),
+        &at(0),
+    );
+    let b = evaluate(&spec(), Some(1), &a, &steady(0.0001), &at(60));
+    assert_ne!(a, b);
+    assert_eq!(without_timestamps(&a), without_timestamps(&b));
+    let c = evaluate(&spec(), Some(1), &b, &steady(0.0002), &at(120));
+    assert_ne!(without_timestamps(&b), without_timestamps(&c));
+    assert_eq!(gate_transition(&a, &b), None);
+}
+
+#[test]
+fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
+    let s = invalid(
+        &spec(),
+        Some(3),
+        &Default::default(),
+        "spec.objectives[0].indicator.ratio.total: bad",
+        &at(0),
+    );
+    assert_eq!(s.gate, Some(Gate::Restricted));
+    let ready = conditions::get(&s.conditions, types::READY).unwrap();
+    assert_eq!(ready.reason, reasons::INVALID_SPEC);
+    assert!(
+        ready
+            .message
+            .contains("spec.objectives[0].indicator.ratio.total")
+    );
+    assert_eq!(ready.observed_generation, Some(3));
+}

@@ -1,0 +1,168 @@
+//! The PromQL the operator runs for an objective: the error ratio over a window.
+//!
+//! Every query returns one number or nothing. Nothing (no series) or NaN (0/0) is
+//! "no data": no traffic in the window.
+
+use promql_parser::parser::VectorSelector;
+
+use crate::{
+    api::{Indicator, Objective},
+    promql,
+};
+
+/// An objective's selectors, parsed once and ready for queries.
+#[derive(Debug, Clone)]
+pub enum Indicators {
+    /// Counters of failed and of all events.
+    Ratio {
+        errors: VectorSelector,
+        total: VectorSelector,
+    },
+    /// Histogram buckets at the threshold (good) and at +Inf (all).
+    Latency {
+        good: VectorSelector,
+        total: VectorSelector,
+    },
+}
+
+impl Indicators {
+    /// Parses the objective's selectors. Errors name the field (relative to the
+    /// objective) and are the same ones `validate()` reports.
+    pub fn parse(indicator: &Indicator) -> Result<Self, String> {
+        match (&indicator.ratio, &indicator.latency) {
+            (Some(r), None) => Ok(Self::Ratio {
+                errors: promql::parse_selector(&r.errors)
+                    .map_err(|e| format!("indicator.ratio.errors: {e}"))?,
+                total: promql::parse_selector(&r.total)
+                    .map_err(|e| format!("indicator.ratio.total: {e}"))?,
+            }),
+            (None, Some(l)) => {
+                let h = promql::parse_selector(&l.histogram)
+                    .map_err(|e| format!("indicator.latency.histogram: {e}"))?;
+                Ok(Self::Latency {
+                    good: promql::with_label(&h, "le", l.threshold.trim()),
+                    total: promql::with_label(&h, "le", "+Inf"),
+                })
+            }
+            _ => Err("indicator: exactly one of ratio or latency must be set".into()),
+        }
+    }
+
+    /// The same indicators restricted to series whose `label` matches `regex` (e.g. the
+    /// canary's pods).
+    pub fn scoped(&self, label: &str, regex: &str) -> Result<Self, String> {
+        let s = |sel: &VectorSelector| promql::with_label_regex(sel, label, regex);
+        Ok(match self {
+            Self::Ratio { errors, total } => Self::Ratio {
+                errors: s(errors)?,
+                total: s(total)?,
+            },
+            Self::Latency { good, total } => Self::Latency {
+                good: s(good)?,
+                total: s(total)?,
+            },
+        })
+    }
+
+    /// Error ratio (0-1) over `window`, as one query.
+    ///
+    /// Ratio: a missing error series counts as 0 errors; a missing or flat total is no
+    /// data. Latency: bad = all - good; a missing threshold bucket is no data, not 100%
+    /// bad, so a mistyped threshold cannot freeze a service.
+    pub fn error_ratio_query(&self, window: &str) -> String {
+        let inc = |sel: &VectorSelector| format!("sum(increase({sel}[{window}]))");
+        match self {
+            Self::Ratio { errors, total } => {
+                format!("({} or vector(0)) / {}", inc(errors), inc(total))
+            }
+            Self::Latency { good, total } => {
+                let all = inc(total);
+                format!("({all} - {}) / {all}", inc(good))
+            }
+        }
+    }
+}
+
+/// Parses every objective's indicators, naming the objective on error.
+pub fn parse_all(objectives: &[Objective]) -> Result<Vec<Indicators>, String> {
+    objectives
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Indicators::parse(&o.indicator).map_err(|e| format!("spec.objectives[{i}].{e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LatencyIndicator, RatioIndicator};
+
+    fn ratio() -> Indicator {
+        Indicator {
+            ratio: Some(RatioIndicator {
+                errors: r#"http_requests_total{service="s",code=~"5.."}"#.into(),
+                total: r#"http_requests_total{service="s"}"#.into(),
+            }),
+            latency: None,
+        }
+    }
+
+    #[test]
+    fn ratio_query_treats_missing_errors_as_zero() {
+        let q = Indicators::parse(&ratio()).unwrap().error_ratio_query("5m");
+        assert_eq!(
+            q,
+            r#"(sum(increase(http_requests_total{code=~"5..",service="s"}[5m])) or vector(0)) / sum(increase(http_requests_total{service="s"}[5m]))"#
+        );
+        assert!(promql::parse_query(&q).is_ok());
+    }
+
+    #[test]
+    fn latency_query_uses_threshold_and_inf_buckets() {
+        let ind = Indicator {
+            ratio: None,
+            latency: Some(LatencyIndicator {
+                histogram: r#"lat_bucket{service="s"}"#.into(),
+                threshold: "0.3".into(),
+            }),
+        };
+        let q = Indicators::parse(&ind).unwrap().error_ratio_query("1h");
+        assert!(
+            q.contains(r#"lat_bucket{le="+Inf",service="s"}[1h]"#),
+            "{q}"
+        );
+        assert!(q.contains(r#"lat_bucket{le="0.3",service="s"}[1h]"#), "{q}");
+        assert!(promql::parse_query(&q).is_ok());
+    }
+
+    #[test]
+    fn scoping_adds_the_pod_matcher_everywhere() {
+        let q = Indicators::parse(&ratio())
+            .unwrap()
+            .scoped("pod", "s-canary-[a-z0-9]+-[a-z0-9]+")
+            .unwrap()
+            .error_ratio_query("5m");
+        assert_eq!(
+            q.matches(r#"pod=~"s-canary-[a-z0-9]+-[a-z0-9]+""#).count(),
+            2,
+            "{q}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_objective_field() {
+        let mut o = Objective {
+            name: "a".into(),
+            target: 99.0,
+            indicator: ratio(),
+        };
+        o.indicator.ratio.as_mut().unwrap().total = "rate(x[5m])".into();
+        let err = parse_all(&[o]).unwrap_err();
+        assert!(
+            err.starts_with("spec.objectives[0].indicator.ratio.total:"),
+            "{err}"
+        );
+    }
+}

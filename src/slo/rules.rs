@@ -1,0 +1,213 @@
+//! Prometheus recording and alerting rules for a SloPolicy, computing exactly what the
+//! controller computes, so that Alertmanager pages on what the gate sees.
+
+use serde::Serialize;
+
+use super::{Indicators, windows};
+use crate::api::SloPolicy;
+
+/// Name of the recorded burn rate over `window`, e.g. `guardrails_slo:burn_rate:5m`.
+pub fn burn_rate_record(window: &str) -> String {
+    format!("guardrails_slo:burn_rate:{window}")
+}
+
+/// Name of the recorded error budget remaining (percent) over the compliance window.
+pub const BUDGET_REMAINING_RECORD: &str = "guardrails_slo:error_budget_remaining:percent";
+
+#[derive(Debug, Serialize)]
+pub struct RuleFile {
+    pub groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleGroup {
+    pub name: String,
+    pub interval: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    pub expr: String,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// The rules for one SloPolicy: per objective, a burn-rate record for every window the
+/// controller uses, the budget remaining, and one alert per burn-rate tier.
+pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
+    policy.spec.validate().map_err(|e| e.to_string())?;
+    let spec = &policy.spec;
+    let namespace = policy
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let service = spec.service.clone().unwrap_or_else(|| name.clone());
+    let indicators = super::parse_all(&spec.objectives)?;
+    let mut out = Vec::new();
+    for (objective, ind) in spec.objectives.iter().zip(&indicators) {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("slo_namespace", namespace.as_str()),
+            ("slo", name.as_str()),
+            ("service", service.as_str()),
+            ("objective", objective.name.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let matcher = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect::<Vec<_>>()
+            .join(",");
+        // The same float arithmetic as the controller's burn_rate().
+        let budget = format!("(1 - {} / 100)", objective.target);
+        let mut rules = Vec::new();
+        for w in windows(spec) {
+            rules.push(Rule {
+                record: Some(burn_rate_record(&w)),
+                alert: None,
+                expr: format!("({}) / {budget}", Indicators::error_ratio_query(ind, &w)),
+                for_: None,
+                labels: labels.clone(),
+                annotations: Default::default(),
+            });
+        }
+        rules.push(Rule {
+            record: Some(BUDGET_REMAINING_RECORD.into()),
+            alert: None,
+            expr: format!(
+                "100 - 100 * {}{{{matcher}}}",
+                burn_rate_record(spec.window.as_str())
+            ),
+            for_: None,
+            labels: labels.clone(),
+            annotations: Default::default(),
+        });
+        for tier in &spec.alerting.burn_rate_tiers {
+            let (long, short) = (tier.long_window.as_str(), tier.short_window.as_str());
+            let mut alert_labels = labels.clone();
+            alert_labels.insert(
+                "severity".into(),
+                format!("{:?}", tier.severity).to_lowercase(),
+            );
+            alert_labels.insert("long_window".into(), long.into());
+            alert_labels.insert("short_window".into(), short.into());
+            let mut annotations = std::collections::BTreeMap::new();
+            annotations.insert(
+                "summary".into(),
+                format!("{service} {} is burning its error budget", objective.name),
+            );
+            annotations.insert(
+                "description".into(),
+                format!(
+                    "Burn rate over {long} and {short} is at least {} (target {}% over {}): the budget would be gone in {}.",
+                    tier.burn_rate,
+                    objective.target,
+                    spec.window,
+                    exhaustion(spec.window.as_duration(), tier.burn_rate)
+                ),
+            );
+            rules.push(Rule {
+                record: None,
+                alert: Some("GuardrailsSloBurnRate".into()),
+                expr: format!(
+                    "{}{{{matcher}}} >= {br} and {}{{{matcher}}} >= {br}",
+                    burn_rate_record(long),
+                    burn_rate_record(short),
+                    br = tier.burn_rate
+                ),
+                for_: None,
+                labels: alert_labels,
+                annotations,
+            });
+        }
+        out.push(RuleGroup {
+            name: format!("guardrails-{namespace}-{name}-{}", objective.name),
+            interval: spec.interval.to_string(),
+            rules,
+        });
+    }
+    Ok(RuleFile { groups: out })
+}
+
+fn exhaustion(window: std::time::Duration, burn_rate: f64) -> String {
+    let hours = window.as_secs_f64() / 3600.0 / burn_rate;
+    if hours >= 48.0 {
+        format!("{:.0} days", hours / 24.0)
+    } else {
+        format!("{hours:.0} hours")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> SloPolicy {
+        serde_yaml::from_str(
+            r#"
+apiVersion: guardrails.dev/v1alpha1
+kind: SloPolicy
+metadata: {name: share-link, namespace: portal}
+spec:
+  objectives:
+    - name: availability
+      target: 99.9
+      indicator: {ratio: {errors: 'http_requests_total{code=~"5.."}', total: http_requests_total}}
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn records_every_window_and_alerts_every_tier() {
+        let file = rules(&policy()).unwrap();
+        assert_eq!(file.groups.len(), 1);
+        let g = &file.groups[0];
+        assert_eq!(g.interval, "1m");
+        let records: Vec<&str> = g.rules.iter().filter_map(|r| r.record.as_deref()).collect();
+        for w in ["28d", "1h", "5m", "6h", "30m", "3d"] {
+            assert!(records.contains(&burn_rate_record(w).as_str()), "{w}");
+        }
+        assert!(records.contains(&BUDGET_REMAINING_RECORD));
+        let alerts: Vec<&Rule> = g.rules.iter().filter(|r| r.alert.is_some()).collect();
+        assert_eq!(alerts.len(), 3);
+        assert_eq!(alerts[0].labels["severity"], "page");
+        assert!(
+            alerts[0].expr.contains("guardrails_slo:burn_rate:1h{"),
+            "{}",
+            alerts[0].expr
+        );
+        assert!(alerts[0].expr.contains(">= 14.4 and"), "{}", alerts[0].expr);
+        assert!(
+            alerts[0].annotations["description"].contains("47 hours"),
+            "{:?}",
+            alerts[0].annotations
+        );
+    }
+
+    #[test]
+    fn burn_rate_divides_by_the_budget() {
+        let file = rules(&policy()).unwrap();
+        let r = &file.groups[0].rules[0];
+        assert!(r.expr.ends_with(") / (1 - 99.9 / 100)"), "{}", r.expr);
+        assert!(crate::promql::parse_query(&r.expr).is_ok());
+    }
+
+    #[test]
+    fn invalid_policy_is_an_error() {
+        let mut p = policy();
+        p.spec.objectives[0].target = 100.0;
+        assert!(rules(&p).unwrap_err().contains("spec.objectives[0].target"));
+    }
+}
