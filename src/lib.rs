@@ -2,4 +2,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod conditions;
+pub mod controller;
+pub mod prometheus;
 pub mod promql;
+pub mod slo;
+pub mod telemetry;

@@ -1,9 +1,17 @@
 //! The `guardrails` command.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf, sync::atomic::Ordering};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use guardrails::{
+    api::SloPolicy,
+    controller::{self, Context},
+    slo::rules,
+    telemetry::{self, Health, LogFormat, Metrics},
+};
+use kube::Api;
 
 /// Guardrails: SLO error budgets in charge of canary delivery.
 #[derive(Parser)]
@@ -15,24 +23,100 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers against the cluster of the current kubeconfig (KUBECONFIG,
+    /// else in-cluster).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd {
         /// Write one file per CRD into this folder instead of printing.
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Print Prometheus recording and alerting rules for a SloPolicy.
+    Rules {
+        /// YAML file with one SloPolicy.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Prometheus used when a resource names none.
+    #[arg(long, env = "GUARDRAILS_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "GUARDRAILS_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "GUARDRAILS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(
+        long,
+        env = "GUARDRAILS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Reconciles run at once, per controller.
+    #[arg(long, env = "GUARDRAILS_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd { out_dir: None } => print!("{}", guardrails::api::crds_yaml()),
+        Command::Run(args) => run(args).await,
+        Command::Crd { out_dir: None } => {
+            print!("{}", guardrails::api::crds_yaml());
+            Ok(())
+        }
         Command::Crd { out_dir: Some(dir) } => {
             std::fs::create_dir_all(&dir)?;
             for (name, yaml) in guardrails::api::crd_files() {
                 std::fs::write(dir.join(name), yaml)?;
             }
+            Ok(())
         }
+        Command::Rules { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let policy: SloPolicy = serde_yaml::from_str(&text)
+                .with_context(|| format!("{} is not a SloPolicy", file.display()))?;
+            let rules =
+                rules::rules(&policy).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{}", serde_yaml::to_string(&rules)?);
+            Ok(())
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init_logging(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster")?;
+    let metrics = Metrics::default();
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: Default::default(),
+    };
+    let server = tokio::spawn(telemetry::serve(args.metrics_addr, health.clone()));
+    let ctx = Context::new(client.clone(), args.prometheus_url, metrics);
+    let policies: Api<SloPolicy> = match &args.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("*"),
+        "guardrails running"
+    );
+    tokio::select! {
+        () = controller::slo_policy::run(policies, ctx, args.concurrency) => {},
+        r = server => r?.context("metrics server")?,
     }
     Ok(())
 }

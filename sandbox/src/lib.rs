@@ -4,6 +4,7 @@
 
 mod apiserver;
 mod binaries;
+mod exporter;
 pub mod http;
 mod process;
 mod prometheus;
@@ -11,5 +12,6 @@ mod workdir;
 
 pub use apiserver::ControlPlane;
 pub use binaries::{Binaries, cache_dir};
+pub use exporter::Exporter;
 pub use process::{Server, free_port};
 pub use prometheus::{Prometheus, PrometheusConfig};

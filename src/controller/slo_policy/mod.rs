@@ -1,0 +1,220 @@
+//! The SloPolicy controller: every `interval`, read the indicators, write the budget,
+//! burn rates, alerts and gate to status.
+
+mod observe;
+
+pub use observe::observe;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        predicates, reflector,
+        watcher::{self, watcher},
+    },
+};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::{Context, ERROR_REQUEUE, Error, FIELD_MANAGER, events};
+use crate::{
+    api::{Gate, SloPolicy, SloPolicyStatus},
+    conditions::{self, reasons, types},
+    slo,
+    telemetry::{BurnRateLabels, GateLabels, ObjectiveLabels},
+};
+
+const CONTROLLER: &str = "slopolicy";
+
+/// Runs the controller until the stream ends. `api` decides the namespaces watched.
+pub async fn run(api: Api<SloPolicy>, ctx: Arc<Context>, concurrency: u16) {
+    let (reader, writer) = reflector::store();
+    // Only spec changes trigger a reconcile: our own status writes must not cause an
+    // extra evaluation. Periodic evaluation comes from the requeue.
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let config = kube::runtime::controller::Config::default().concurrency(concurrency);
+    Controller::for_stream(stream, reader)
+        .with_config(config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "slopolicy reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_: Arc<SloPolicy>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(category = error.category(), %error, "transient error, retrying");
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// One evaluation of one SloPolicy.
+#[instrument(skip_all, fields(namespace = policy.namespace(), name = policy.name_any()))]
+pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    let namespace = policy.namespace().ok_or(Error::NoNamespace)?;
+    let now = Timestamp::now();
+    let time = Time(now);
+    let previous = policy.status.clone().unwrap_or_default();
+    let generation = policy.meta().generation;
+
+    let checked = policy
+        .spec
+        .validate()
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let indicators = slo::parse_all(&policy.spec.objectives)?;
+            let source = ctx
+                .sources
+                .get(policy.spec.prometheus.as_ref().map(|p| p.url.as_str()))
+                .map_err(|e| e.to_string())?;
+            Ok((indicators, source))
+        });
+    let (next, action) = match checked {
+        Err(message) => (
+            slo::invalid(&policy.spec, generation, &previous, &message, &time),
+            Action::await_change(),
+        ),
+        Ok((indicators, source)) => {
+            let before = source.queries_sent();
+            // Evaluate at a whole second so that all queries see the same data.
+            let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+            let observation = observe(&source, &policy.spec, &indicators, at).await;
+            ctx.metrics
+                .prometheus_queries
+                .inc_by(source.queries_sent() - before);
+            let next = slo::evaluate(&policy.spec, generation, &previous, &observation, &time);
+            (
+                next,
+                Action::requeue(
+                    policy
+                        .spec
+                        .interval
+                        .as_duration()
+                        .max(Duration::from_secs(1)),
+                ),
+            )
+        }
+    };
+
+    announce(&ctx, &policy, &previous, &next).await;
+    record_metrics(&ctx, &namespace, &policy.name_any(), &next);
+    if slo::without_timestamps(&previous) != slo::without_timestamps(&next) {
+        write_status(&ctx, &policy, &namespace, &next).await?;
+    }
+    timer.ok();
+    Ok(action)
+}
+
+async fn write_status(
+    ctx: &Context,
+    policy: &SloPolicy,
+    namespace: &str,
+    status: &SloPolicyStatus,
+) -> Result<(), Error> {
+    let api: Api<SloPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": SloPolicy::api_version(&()),
+        "kind": SloPolicy::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Events for gate transitions and for changes of the Ready condition's reason.
+async fn announce(
+    ctx: &Context,
+    policy: &SloPolicy,
+    previous: &SloPolicyStatus,
+    next: &SloPolicyStatus,
+) {
+    if let Some((from, to)) = slo::gate_transition(previous, next) {
+        let from = from
+            .map(|g| format!("{g:?}"))
+            .unwrap_or_else(|| "none".into());
+        let reason = next.gate_reason.clone().unwrap_or_default();
+        info!(%from, to = ?to, %reason, "gate changed");
+        let event_reason = match to {
+            Gate::Open => "GateOpen",
+            Gate::Restricted => "GateRestricted",
+            Gate::Frozen => "GateFrozen",
+        };
+        events::publish(
+            ctx,
+            policy,
+            to != Gate::Open,
+            event_reason,
+            format!("{from} -> {to:?}: {reason}"),
+        )
+        .await;
+    }
+    let ready = |s: &SloPolicyStatus| {
+        conditions::get(&s.conditions, types::READY).map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (before, after) = (ready(previous), ready(next));
+    if let Some((reason, message)) = &after {
+        let reason_changed = before.as_ref().map(|b| &b.0) != Some(reason);
+        let invalid_changed = reason == reasons::INVALID_SPEC && before.as_ref() != after.as_ref();
+        if reason_changed || invalid_changed {
+            events::publish(
+                ctx,
+                policy,
+                reason != reasons::EVALUATED,
+                reason,
+                message.clone(),
+            )
+            .await;
+        }
+    }
+}
+
+fn record_metrics(ctx: &Context, namespace: &str, name: &str, status: &SloPolicyStatus) {
+    let m = &ctx.metrics;
+    for o in &status.objectives {
+        let labels = ObjectiveLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            objective: o.name.clone(),
+        };
+        if let Some(r) = o.error_budget_remaining {
+            m.budget_remaining.get_or_create(&labels).set(r);
+        }
+        for (window, rate) in &o.burn_rates {
+            let labels = BurnRateLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                objective: o.name.clone(),
+                window: window.clone(),
+            };
+            m.burn_rate.get_or_create(&labels).set(*rate);
+        }
+    }
+    for gate in [Gate::Open, Gate::Restricted, Gate::Frozen] {
+        let labels = GateLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+            gate: format!("{gate:?}"),
+        };
+        m.gate
+            .get_or_create(&labels)
+            .set(i64::from(status.gate == Some(gate)));
+    }
+}

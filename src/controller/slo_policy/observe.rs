@@ -1,0 +1,41 @@
+//! Reading an SloPolicy's indicators from a metric source.
+
+use futures::future::join_all;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::{
+    api::SloPolicySpec,
+    prometheus::MetricSource,
+    slo::{Indicators, Observation, Readings, windows},
+};
+
+/// Queries the error ratio of every objective over every window the policy needs, all
+/// at time `at`, concurrently: one query per objective and window.
+pub async fn observe<S: MetricSource>(
+    source: &S,
+    spec: &SloPolicySpec,
+    indicators: &[Indicators],
+    at: Timestamp,
+) -> Observation {
+    let windows = windows(spec);
+    let queries: Vec<(usize, &str, String)> = indicators
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ind)| {
+            windows
+                .iter()
+                .map(move |w| (i, w.as_str(), ind.error_ratio_query(w)))
+        })
+        .collect();
+    let results = join_all(queries.iter().map(|(_, _, q)| source.scalar(q, at))).await;
+    let mut readings = vec![Readings::new(); indicators.len()];
+    for ((i, window, _), result) in queries.iter().zip(results) {
+        match result {
+            Ok(value) => {
+                readings[*i].insert(window.to_string(), value);
+            }
+            Err(e) => return Observation::Unavailable(e.to_string()),
+        }
+    }
+    Observation::Read(readings)
+}

@@ -1,0 +1,181 @@
+//! Metric sources: what the controllers ask for numbers. `MetricSource` is the seam;
+//! `PrometheusSource` the real thing over the Prometheus HTTP API.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use k8s_openapi::jiff::Timestamp;
+use prometheus_http_query::response::Data;
+
+/// Timeout of one query, on the wire and in Prometheus.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a query gave no number.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// Prometheus could not be reached (connection refused, timeout, ...).
+    #[error("Prometheus at {url} unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// Prometheus answered with an error (bad query, overload, ...).
+    #[error("Prometheus at {url} rejected the query: {detail}")]
+    Query { url: String, detail: String },
+    /// The query returned more than one series.
+    #[error("query returned {0} series; it must return a single number")]
+    NotSingle(usize),
+}
+
+/// Something that answers PromQL with one number.
+pub trait MetricSource: Send + Sync {
+    /// The value of `query` at `at`: `Ok(None)` when there is no data (no series, NaN).
+    fn scalar(
+        &self,
+        query: &str,
+        at: Timestamp,
+    ) -> impl std::future::Future<Output = Result<Option<f64>, SourceError>> + Send;
+}
+
+/// A Prometheus server.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    url: String,
+    client: prometheus_http_query::Client,
+    queries: Arc<AtomicU64>,
+}
+
+impl PrometheusSource {
+    pub fn new(url: &str) -> Result<Self, SourceError> {
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(QUERY_TIMEOUT + Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| SourceError::Unreachable {
+                url: url.into(),
+                detail: e.to_string(),
+            })?;
+        let client =
+            prometheus_http_query::Client::from(http, url).map_err(|e| SourceError::Query {
+                url: url.into(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            url: url.to_string(),
+            client,
+            queries: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Queries sent so far (for benchmarks and metrics).
+    pub fn queries_sent(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+}
+
+impl MetricSource for PrometheusSource {
+    async fn scalar(&self, query: &str, at: Timestamp) -> Result<Option<f64>, SourceError> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .client
+            .query(query)
+            .query(
+                "time",
+                format!("{:.3}", at.as_millisecond() as f64 / 1000.0),
+            )
+            .timeout(QUERY_TIMEOUT.as_millis() as i64)
+            .get()
+            .await
+            .map_err(|e| match e {
+                prometheus_http_query::Error::Prometheus(p) => SourceError::Query {
+                    url: self.url.clone(),
+                    detail: p.to_string(),
+                },
+                other => SourceError::Unreachable {
+                    url: self.url.clone(),
+                    detail: error_chain(&other),
+                },
+            })?;
+        let value = match result.data() {
+            Data::Scalar(s) => Some(s.value()),
+            Data::Vector(v) if v.is_empty() => None,
+            Data::Vector(v) if v.len() == 1 => Some(v[0].sample().value()),
+            Data::Vector(v) => return Err(SourceError::NotSingle(v.len())),
+            Data::Matrix(m) => return Err(SourceError::NotSingle(m.len())),
+        };
+        Ok(value.filter(|v| !v.is_nan()))
+    }
+}
+
+/// ring is the one TLS crypto provider in the build (kube uses it too); reqwest needs
+/// it installed as the process default.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider was installed first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// One `PrometheusSource` per URL, shared by all reconciles.
+#[derive(Clone, Default)]
+pub struct Sources {
+    default_url: Option<String>,
+    by_url: Arc<Mutex<HashMap<String, PrometheusSource>>>,
+}
+
+impl Sources {
+    pub fn new(default_url: Option<String>) -> Self {
+        Self {
+            default_url,
+            by_url: Default::default(),
+        }
+    }
+
+    /// The source for `url`, else the operator's default.
+    pub fn get(&self, url: Option<&str>) -> Result<PrometheusSource, SourceError> {
+        let url = url
+            .or(self.default_url.as_deref())
+            .ok_or_else(|| SourceError::Unreachable {
+                url: String::new(),
+                detail:
+                    "no Prometheus URL: set spec.prometheus.url or the operator's --prometheus-url"
+                        .into(),
+            })?;
+        let mut map = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(url) {
+            return Ok(s.clone());
+        }
+        let source = PrometheusSource::new(url)?;
+        map.insert(url.to_string(), source.clone());
+        Ok(source)
+    }
+
+    /// Queries sent to every source so far.
+    pub fn queries_sent(&self) -> u64 {
+        let map = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(PrometheusSource::queries_sent).sum()
+    }
+}

@@ -1,0 +1,228 @@
+//! Logs, operator metrics (`guardrails_*`) and the /metrics, /healthz, /readyz endpoints.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of a per-policy, per-objective series. All values come from object names and
+/// the spec, so the set is bounded by what users apply.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectiveLabels {
+    pub namespace: String,
+    pub name: String,
+    pub objective: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BurnRateLabels {
+    pub namespace: String,
+    pub name: String,
+    pub objective: String,
+    pub window: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    pub namespace: String,
+    pub name: String,
+    pub gate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The operator's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub budget_remaining: Family<ObjectiveLabels, FloatGauge>,
+    pub burn_rate: Family<BurnRateLabels, FloatGauge>,
+    pub gate: Family<GateLabels, Gauge>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_seconds: Family<ControllerLabels, Histogram>,
+    pub prometheus_queries: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("guardrails");
+        let budget_remaining = Family::<ObjectiveLabels, FloatGauge>::default();
+        registry.register(
+            "slo_error_budget_remaining_percent",
+            "Error budget left per objective, percent (negative when overspent)",
+            budget_remaining.clone(),
+        );
+        let burn_rate = Family::<BurnRateLabels, FloatGauge>::default();
+        registry.register(
+            "slo_burn_rate",
+            "Burn rate per objective and alerting window",
+            burn_rate.clone(),
+        );
+        let gate = Family::<GateLabels, Gauge>::default();
+        registry.register(
+            "slo_gate",
+            "1 for the current budget gate of a SloPolicy, 0 for the others",
+            gate.clone(),
+        );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconcile",
+            "Reconciles by controller and result",
+            reconciles.clone(),
+        );
+        let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time per reconcile",
+            reconcile_seconds.clone(),
+        );
+        let prometheus_queries = Counter::default();
+        registry.register(
+            "prometheus_queries",
+            "Queries sent to Prometheus",
+            prometheus_queries.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            budget_remaining,
+            burn_rate,
+            gate,
+            reconciles,
+            reconcile_seconds,
+            prometheus_queries,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("encoding metrics into a String cannot fail");
+        out
+    }
+
+    /// Starts a reconcile timer; it records the duration and result when dropped.
+    pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            metrics: self,
+            controller,
+            start: Instant::now(),
+            result: "error",
+        }
+    }
+}
+
+/// Records one reconcile on drop.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    controller: &'static str,
+    start: Instant,
+    result: &'static str,
+}
+
+impl ReconcileTimer<'_> {
+    /// Marks the reconcile as successful (the default is "error").
+    pub fn ok(&mut self) {
+        self.result = "ok";
+    }
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        let controller = self.controller.to_string();
+        self.metrics
+            .reconcile_seconds
+            .get_or_create(&ControllerLabels {
+                controller: controller.clone(),
+            })
+            .observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels {
+                controller,
+                result: self.result.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Shared state of the HTTP endpoints.
+#[derive(Clone)]
+pub struct Health {
+    pub metrics: Metrics,
+    pub ready: Arc<AtomicBool>,
+}
+
+async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics.render(),
+    )
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    if h.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz until the task is dropped.
+pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    axum::serve(listener, app).await
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the tracing subscriber; `RUST_LOG` filters (default info).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

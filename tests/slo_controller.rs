@@ -1,0 +1,289 @@
+//! The SloPolicy controller against the real apiserver and a live Prometheus: status
+//! and gate follow the data, Prometheus going away and coming back is reported, bad
+//! specs get a condition and an Event without stopping the others.
+
+mod common;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use common::cluster;
+use guardrails::{
+    api::{Gate, Severity, SloPolicy},
+    conditions::{self, reasons, types},
+    controller::{self, Context},
+    telemetry::Metrics,
+};
+use guardrails_sandbox::{Exporter, Prometheus, PrometheusConfig};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams},
+};
+
+fn policy(name: &str, service: &str) -> SloPolicy {
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: guardrails.dev/v1alpha1
+kind: SloPolicy
+metadata: {{name: {name}}}
+spec:
+  window: 2m
+  interval: 10s
+  objectives:
+    - name: availability
+      target: 99
+      indicator:
+        ratio:
+          errors: 'http_requests_total{{service="{service}",code="500"}}'
+          total: 'http_requests_total{{service="{service}"}}'
+  alerting:
+    burnRateTiers:
+      - {{severity: page, longWindow: 1m, shortWindow: 30s, burnRate: 10}}
+"#
+    ))
+    .unwrap()
+}
+
+/// Runs the operator's SloPolicy controller for one namespace until the test ends.
+fn start_operator(
+    client: &Client,
+    ns: &str,
+    prometheus_url: String,
+) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
+    let ctx = Context::new(client.clone(), Some(prometheus_url), Metrics::default());
+    let api = Api::<SloPolicy>::namespaced(client.clone(), ns);
+    let task = tokio::spawn(controller::slo_policy::run(api, ctx.clone(), 4));
+    (ctx, task)
+}
+
+/// Polls the policy until `ok` holds, or fails after `secs` with the last status.
+async fn wait_for(
+    api: &Api<SloPolicy>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&SloPolicy) -> bool,
+) -> SloPolicy {
+    let mut last = None;
+    for _ in 0..secs * 4 {
+        let p = api.get(name).await.unwrap();
+        if ok(&p) {
+            return p;
+        }
+        last = Some(p);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "{what}: not reached in {secs}s; status: {:#?}",
+        last.and_then(|p| p.status)
+    );
+}
+
+fn ready(p: &SloPolicy) -> Option<(String, String)> {
+    let s = p.status.as_ref()?;
+    conditions::get(&s.conditions, types::READY).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..secs * 4 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{what}: not seen in {secs}s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_follows_the_data_and_prometheus_outages() {
+    let (_cp, client, ns) = cluster("slo-live").await;
+    let exporter = Exporter::start().await.unwrap();
+    exporter.set_rate(r#"http_requests_total{service="live",code="200"}"#, 100.0);
+    exporter.set_rate(r#"http_requests_total{service="live",code="500"}"#, 0.0);
+    let mut prom = Prometheus::start(PrometheusConfig {
+        targets: vec![("live".into(), exporter.addr().to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_ctx, _operator) = start_operator(&client, &ns, prom.url());
+    let api = Api::<SloPolicy>::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &policy("live", "live"))
+        .await
+        .unwrap();
+
+    // Healthy: no errors, gate open.
+    let p = wait_for(&api, "live", 40, "healthy and open", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.gate == Some(Gate::Open) && s.objectives.first().is_some_and(|o| o.sli == Some(100.0))
+        })
+    })
+    .await;
+    assert_eq!(ready(&p), Some(("True".into(), reasons::EVALUATED.into())));
+    assert_eq!(
+        p.status.as_ref().unwrap().observed_generation,
+        p.metadata.generation
+    );
+
+    // A third of the requests fail: the budget of a 99% target is gone, the page tier fires.
+    exporter.set_rate(r#"http_requests_total{service="live",code="500"}"#, 50.0);
+    let p = wait_for(&api, "live", 60, "frozen and paging", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.gate == Some(Gate::Frozen) && s.objectives[0].firing_alerts.contains(&Severity::Page)
+        })
+    })
+    .await;
+    let status = p.status.unwrap();
+    assert!(
+        status
+            .gate_reason
+            .as_ref()
+            .unwrap()
+            .contains("availability consumed"),
+        "{:?}",
+        status.gate_reason
+    );
+    assert!(status.error_budget_remaining.unwrap() < 0.0);
+    eventually(10, "GateFrozen event", || async {
+        event_reasons(&client, &ns, "live")
+            .await
+            .contains(&"GateFrozen".to_string())
+    })
+    .await;
+
+    // Prometheus away: gate whenUnknown (Restricted), reason says why, last values kept.
+    prom.stop();
+    let p = wait_for(&api, "live", 40, "unknown while Prometheus is away", |p| {
+        ready(p).is_some_and(|r| r.1 == reasons::PROMETHEUS_UNAVAILABLE)
+    })
+    .await;
+    let down = p.status.unwrap();
+    assert_eq!(down.gate, Some(Gate::Restricted));
+    assert!(
+        down.gate_reason.as_ref().unwrap().contains("unreachable"),
+        "{:?}",
+        down.gate_reason
+    );
+    assert_eq!(
+        down.objectives[0].sli, status.objectives[0].sli,
+        "last good values kept"
+    );
+    assert!(
+        down.objectives[0].observed_time < down.last_evaluation_time,
+        "kept values carry their own time"
+    );
+    eventually(10, "PrometheusUnavailable event", || async {
+        event_reasons(&client, &ns, "live")
+            .await
+            .contains(&reasons::PROMETHEUS_UNAVAILABLE.to_string())
+    })
+    .await;
+
+    // Back: evaluated again, frozen again.
+    prom.restart().await.unwrap();
+    let p = wait_for(
+        &api,
+        "live",
+        40,
+        "evaluated after Prometheus is back",
+        |p| {
+            ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
+                && p.status.as_ref().unwrap().gate == Some(Gate::Frozen)
+        },
+    )
+    .await;
+    assert!(p.status.unwrap().objectives[0].observed_time > down.objectives[0].observed_time);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_policy_gets_a_condition_and_others_carry_on() {
+    let (_cp, client, ns) = cluster("slo-invalid").await;
+    let prom = Prometheus::start(PrometheusConfig::default())
+        .await
+        .unwrap();
+    let (ctx, _operator) = start_operator(&client, &ns, prom.url());
+    let api = Api::<SloPolicy>::namespaced(client.clone(), &ns);
+    let mut bad = policy("bad", "bad");
+    bad.spec.objectives[0]
+        .indicator
+        .ratio
+        .as_mut()
+        .unwrap()
+        .total = "sum(rate(http_requests_total[5m]))".into();
+    api.create(&PostParams::default(), &bad).await.unwrap();
+    api.create(&PostParams::default(), &policy("good", "good"))
+        .await
+        .unwrap();
+
+    let p = wait_for(&api, "bad", 30, "invalid condition", |p| {
+        ready(p).is_some_and(|r| r.1 == reasons::INVALID_SPEC)
+    })
+    .await;
+    let cond = conditions::get(&p.status.as_ref().unwrap().conditions, types::READY)
+        .unwrap()
+        .clone();
+    assert_eq!(cond.status, "False");
+    assert!(
+        cond.message
+            .contains("spec.objectives[0].indicator.ratio.total"),
+        "{}",
+        cond.message
+    );
+    // The good one is evaluated: no traffic at all, so no data and an open gate.
+    let good = wait_for(&api, "good", 30, "good evaluated", |p| {
+        ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
+    })
+    .await;
+    assert_eq!(good.status.unwrap().gate, Some(Gate::Open));
+    eventually(10, "InvalidSpec event", || async {
+        event_reasons(&client, &ns, "bad")
+            .await
+            .contains(&reasons::INVALID_SPEC.to_string())
+    })
+    .await;
+
+    // No hot requeue: over 12 s, the invalid policy is not re-reconciled in a loop.
+    let count = |ctx: &Context| -> u64 {
+        ctx.metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("guardrails_reconcile_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    let before = count(&ctx);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let reconciles = count(&ctx) - before;
+    assert!(
+        reconciles <= 6,
+        "{reconciles} reconciles in 12 s: the invalid policy is being requeued hot"
+    );
+
+    // Fixing the spec makes it Ready.
+    let mut fixed = api.get("bad").await.unwrap();
+    fixed.spec = policy("bad", "bad").spec;
+    api.replace("bad", &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    wait_for(&api, "bad", 30, "fixed policy evaluated", |p| {
+        ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
+    })
+    .await;
+}

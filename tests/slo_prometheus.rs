@@ -1,0 +1,491 @@
+//! SLO math against a real Prometheus holding 28 days of backfilled history whose
+//! answers are known in closed form, and the generated rules evaluated by Prometheus
+//! itself.
+
+use std::{
+    collections::BTreeMap, fmt::Write as _, process::Command, sync::OnceLock, time::Duration,
+};
+
+use guardrails::{
+    api::{Gate, Severity, SloPolicy},
+    controller::slo_policy::observe,
+    prometheus::{MetricSource, PrometheusSource},
+    slo::{self, rules},
+};
+use guardrails_sandbox::{Prometheus, PrometheusConfig};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+const RPS: f64 = 10.0;
+const DAY: i64 = 1440; // minutes
+const WINDOW: i64 = 28 * DAY;
+
+/// Error ratio of the requests in the minute ending `m` minutes before the evaluation
+/// time; None means no traffic.
+type Profile = fn(m: i64) -> Option<f64>;
+
+struct Scenario {
+    name: &'static str,
+    profile: Profile,
+    latency: bool,
+    /// Closed-form mean error ratio over the last `w` minutes.
+    mean: fn(w: i64) -> Option<f64>,
+    gate: Gate,
+    firing: &'static [Severity],
+}
+
+/// Mean of a ratio that is `hi` over the last `recent` minutes and `lo` before.
+fn mix(w: i64, recent: i64, hi: f64, lo: f64) -> f64 {
+    let r = w.min(recent) as f64;
+    (r * hi + (w as f64 - r) * lo) / w as f64
+}
+
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "healthy",
+            profile: |_| Some(0.0001),
+            latency: false,
+            mean: |_| Some(0.0001),
+            gate: Gate::Open,
+            firing: &[],
+        },
+        Scenario {
+            name: "restricted",
+            profile: |_| Some(0.0006),
+            latency: false,
+            mean: |_| Some(0.0006),
+            gate: Gate::Restricted,
+            firing: &[],
+        },
+        Scenario {
+            name: "frozen",
+            profile: |_| Some(0.0012),
+            latency: false,
+            mean: |_| Some(0.0012),
+            gate: Gate::Frozen,
+            firing: &[Severity::Ticket],
+        },
+        Scenario {
+            name: "fast-burn",
+            profile: |m| Some(if m < 60 { 0.02 } else { 0.0001 }),
+            latency: false,
+            mean: |w| Some(mix(w, 60, 0.02, 0.0001)),
+            gate: Gate::Open,
+            firing: &[Severity::Page],
+        },
+        Scenario {
+            name: "slow-burn",
+            profile: |m| Some(if m < 3 * DAY { 0.0015 } else { 0.0001 }),
+            latency: false,
+            mean: |w| Some(mix(w, 3 * DAY, 0.0015, 0.0001)),
+            gate: Gate::Open,
+            firing: &[Severity::Ticket],
+        },
+        Scenario {
+            name: "idle",
+            profile: |_| None,
+            latency: false,
+            mean: |_| None,
+            gate: Gate::Open,
+            firing: &[],
+        },
+        Scenario {
+            name: "latency",
+            profile: |_| Some(0.003),
+            latency: true,
+            mean: |_| Some(0.003),
+            gate: Gate::Open,
+            firing: &[],
+        },
+    ]
+}
+
+fn policy(s: &Scenario) -> SloPolicy {
+    let indicator = if s.latency {
+        format!(
+            r#"{{latency: {{histogram: 'http_request_duration_seconds_bucket{{service="{}"}}', threshold: "0.3"}}}}"#,
+            s.name
+        )
+    } else {
+        format!(
+            r#"{{ratio: {{errors: 'http_requests_total{{service="{0}",code="500"}}', total: 'http_requests_total{{service="{0}"}}'}}}}"#,
+            s.name
+        )
+    };
+    let target = if s.latency { 99.0 } else { 99.9 };
+    serde_yaml::from_str(&format!(
+        r#"
+apiVersion: guardrails.dev/v1alpha1
+kind: SloPolicy
+metadata: {{name: {name}, namespace: portal}}
+spec:
+  interval: 10s
+  objectives:
+    - name: {objective}
+      target: {target}
+      indicator: {indicator}
+"#,
+        name = s.name,
+        objective = if s.latency { "latency" } else { "availability" },
+    ))
+    .unwrap()
+}
+
+/// Sample times: one a minute over the last 7 hours (the short windows), one every
+/// 30 minutes before that, back to 28 days and an hour. Every window boundary at `end`
+/// falls on a sample, and the profiles change only on 30-minute boundaries.
+fn sample_times(end: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut t = end - (WINDOW + 60) * 60;
+    while t <= end {
+        out.push(t);
+        t += if end - t <= 7 * 3600 { 60 } else { 1800 };
+    }
+    out
+}
+
+/// OpenMetrics for every scenario, ending at `end` (unix seconds).
+fn history(end: i64) -> String {
+    let times = sample_times(end);
+    let mut out = String::with_capacity(8 << 20);
+    let scenarios = scenarios();
+    // `share(m)`: fraction of the requests counted by the series in the interval that
+    // ends `m` minutes before `end`.
+    let series = |out: &mut String, name: &str, labels: String, share: &dyn Fn(i64) -> f64| {
+        let mut value = 0.0;
+        let mut prev = None;
+        for &t in &times {
+            if let Some(p) = prev {
+                value += RPS * (t - p) as f64 * share((end - t) / 60);
+            }
+            prev = Some(t);
+            let _ = writeln!(out, "{name}{{{labels}}} {value} {t}");
+        }
+    };
+    out.push_str("# TYPE http_requests counter\n");
+    for s in scenarios.iter().filter(|s| !s.latency) {
+        let p = s.profile;
+        series(
+            &mut out,
+            "http_requests_total",
+            format!("service=\"{}\",code=\"200\"", s.name),
+            &|m| p(m).map_or(0.0, |r| 1.0 - r),
+        );
+        series(
+            &mut out,
+            "http_requests_total",
+            format!("service=\"{}\",code=\"500\"", s.name),
+            &|m| p(m).unwrap_or(0.0),
+        );
+    }
+    out.push_str("# TYPE http_request_duration_seconds histogram\n");
+    for s in scenarios.iter().filter(|s| s.latency) {
+        let p = s.profile;
+        for (le, share) in [("0.1", 0.5), ("0.3", -1.0), ("1", 0.9995), ("+Inf", 1.0)] {
+            series(
+                &mut out,
+                "http_request_duration_seconds_bucket",
+                format!("service=\"{}\",le=\"{le}\"", s.name),
+                &|m| {
+                    if share < 0.0 {
+                        1.0 - p(m).unwrap_or(0.0)
+                    } else {
+                        share
+                    }
+                },
+            );
+        }
+        series(
+            &mut out,
+            "http_request_duration_seconds_count",
+            format!("service=\"{}\"", s.name),
+            &|_| 1.0,
+        );
+        series(
+            &mut out,
+            "http_request_duration_seconds_sum",
+            format!("service=\"{}\"", s.name),
+            &|_| 0.1,
+        );
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+fn close(actual: f64, expected: f64, what: &str) {
+    let rel = ((actual - expected) / expected).abs();
+    assert!(
+        rel <= 0.005,
+        "{what}: got {actual}, expected {expected} (off by {:.3}%)",
+        rel * 100.0
+    );
+}
+
+fn minutes(window: &str) -> i64 {
+    (window
+        .parse::<guardrails::api::PromDuration>()
+        .unwrap()
+        .as_duration()
+        .as_secs()
+        / 60) as i64
+}
+
+async fn evaluate(
+    source: &PrometheusSource,
+    policy: &SloPolicy,
+    at: Timestamp,
+) -> guardrails::api::SloPolicyStatus {
+    let indicators = slo::parse_all(&policy.spec.objectives).unwrap();
+    let observation = observe(source, &policy.spec, &indicators, at).await;
+    assert!(
+        matches!(observation, slo::Observation::Read(_)),
+        "{observation:?}"
+    );
+    slo::evaluate(
+        &policy.spec,
+        Some(1),
+        &Default::default(),
+        &observation,
+        &Time(at),
+    )
+}
+
+/// One Prometheus for the tests of this file: the backfilled history and the
+/// generated rules of every scenario (evaluated every 2s instead of the policy's
+/// interval, to keep the test short).
+struct Shared {
+    prom: Prometheus,
+    end: i64,
+    rule_files: Vec<std::path::PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let end = evaluation_end();
+            let dir = tempfile::tempdir().unwrap();
+            let mut rule_files = Vec::new();
+            for p in scenarios().iter().map(policy) {
+                let mut file = rules::rules(&p).unwrap();
+                for g in &mut file.groups {
+                    g.interval = "2s".into();
+                }
+                let path = dir.path().join(format!(
+                    "{}.rules.yaml",
+                    p.metadata.name.as_deref().unwrap()
+                ));
+                std::fs::write(&path, serde_yaml::to_string(&file).unwrap()).unwrap();
+                rule_files.push(path);
+            }
+            let extra = format!(
+                "rule_files:\n{}",
+                rule_files
+                    .iter()
+                    .map(|f| format!("  - {}\n", f.display()))
+                    .collect::<String>()
+            );
+            let prom = rt
+                .block_on(Prometheus::start(PrometheusConfig {
+                    backfill: Some(history(end)),
+                    extra_config: Some(extra),
+                    ..Default::default()
+                }))
+                .expect("Prometheus with backfilled history");
+            Shared {
+                prom,
+                end,
+                rule_files,
+                _dir: dir,
+            }
+        })
+        .join()
+        .expect("starting the shared Prometheus")
+    })
+}
+
+/// A minute boundary two minutes ago: the last sample of the history.
+fn evaluation_end() -> i64 {
+    let now = Timestamp::now().as_second();
+    now - now % 60 - 120
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn budgets_burn_rates_and_gates_match_closed_forms() {
+    let shared = shared();
+    let source = PrometheusSource::new(&shared.prom.url()).unwrap();
+    let at = Timestamp::from_second(shared.end).unwrap();
+    for s in scenarios() {
+        let policy = policy(&s);
+        let status = evaluate(&source, &policy, at).await;
+        let o = &status.objectives[0];
+        let target = policy.spec.objectives[0].target;
+        let ctx = |what: &str| format!("{}: {what}", s.name);
+        match (s.mean)(WINDOW) {
+            Some(ratio) => {
+                close(o.sli.unwrap(), 100.0 * (1.0 - ratio), &ctx("sli"));
+                let consumed = ratio / (1.0 - target / 100.0) * 100.0;
+                close(
+                    o.error_budget_consumed.unwrap(),
+                    consumed,
+                    &ctx("budget consumed"),
+                );
+                close(
+                    o.error_budget_remaining.unwrap(),
+                    100.0 - consumed,
+                    &ctx("budget remaining"),
+                );
+            }
+            None => {
+                assert_eq!(o.sli, None, "{}", ctx("no traffic means no SLI"));
+                assert!(
+                    o.burn_rates.is_empty(),
+                    "{}",
+                    ctx("no burn rates without traffic")
+                );
+            }
+        }
+        for (window, rate) in &o.burn_rates {
+            let expected = (s.mean)(minutes(window)).unwrap() / (1.0 - target / 100.0);
+            close(*rate, expected, &ctx(&format!("burn rate {window}")));
+        }
+        if (s.mean)(WINDOW).is_some() {
+            assert_eq!(
+                o.burn_rates.len(),
+                5,
+                "{}",
+                ctx("a burn rate for every tier window")
+            );
+        }
+        assert_eq!(
+            status.gate,
+            Some(s.gate),
+            "{}: {:?}",
+            ctx("gate"),
+            status.gate_reason
+        );
+        assert_eq!(o.firing_alerts, s.firing, "{}", ctx("firing tiers"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_rules_pass_promtool_and_agree_with_the_controller() {
+    let shared = shared();
+    let policies: Vec<SloPolicy> = scenarios().iter().map(policy).collect();
+    let check = Command::new(shared.prom.promtool())
+        .arg("check")
+        .arg("rules")
+        .args(&shared.rule_files)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check rules: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    let source = PrometheusSource::new(&shared.prom.url()).unwrap();
+    let checked: Vec<&SloPolicy> = policies
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some("idle"))
+        .collect();
+    let selector = |p: &SloPolicy| {
+        format!(
+            "{{slo=\"{}\",objective=\"{}\"}}",
+            p.metadata.name.as_deref().unwrap(),
+            p.spec.objectives[0].name
+        )
+    };
+    let stamp_of = |p: &SloPolicy| {
+        format!(
+            "timestamp({}{})",
+            rules::burn_rate_record("1h"),
+            selector(p)
+        )
+    };
+    // Each group has evaluated at least once...
+    let mut first = BTreeMap::new();
+    for _ in 0..100 {
+        for p in &checked {
+            if let Some(t) = source.scalar(&stamp_of(p), Timestamp::now()).await.unwrap() {
+                first.entry(p.metadata.name.clone().unwrap()).or_insert(t);
+            }
+        }
+        if first.len() == checked.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        first.len(),
+        checked.len(),
+        "rules never evaluated: {first:?}"
+    );
+    // ...and twice more (every 2s), so that the evaluation before the latest is complete
+    // (alerts included) and is not the group's first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for p in checked {
+        let name = p.metadata.name.as_deref().unwrap();
+        let sel = selector(p);
+        let latest = source
+            .scalar(&stamp_of(p), Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        let before_latest =
+            Timestamp::from_millisecond((latest * 1000.0).round() as i64 - 1).unwrap();
+        let stamp = source
+            .scalar(&stamp_of(p), before_latest)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stamp > first[name], "{name}: no complete later evaluation");
+        let at = Timestamp::from_millisecond((stamp * 1000.0).round() as i64).unwrap();
+        let status = evaluate(&source, p, at).await;
+        let o = &status.objectives[0];
+        let mut from_rules = BTreeMap::new();
+        for window in o.burn_rates.keys() {
+            let record = format!("{}{sel}", rules::burn_rate_record(window));
+            from_rules.insert(
+                window.clone(),
+                source.scalar(&record, at).await.unwrap().unwrap(),
+            );
+        }
+        for (window, rate) in &o.burn_rates {
+            close(
+                *rate,
+                from_rules[window],
+                &format!("{name}: rule vs controller burn rate {window}"),
+            );
+        }
+        let remaining = source
+            .scalar(&format!("{}{sel}", rules::BUDGET_REMAINING_RECORD), at)
+            .await
+            .unwrap()
+            .unwrap();
+        close(
+            o.error_budget_remaining.unwrap(),
+            remaining,
+            &format!("{name}: budget remaining"),
+        );
+        // The alerts Prometheus fires are the tiers the controller sees firing. ALERTS
+        // is read as of now (the burn rates are steady and far from the thresholds).
+        for severity in [Severity::Page, Severity::Ticket] {
+            let sev = format!("{severity:?}").to_lowercase();
+            let q =
+                format!("count(ALERTS{{alertstate=\"firing\",slo=\"{name}\",severity=\"{sev}\"}})");
+            let firing = source.scalar(&q, Timestamp::now()).await.unwrap().is_some();
+            assert_eq!(
+                firing,
+                o.firing_alerts.contains(&severity),
+                "{name}: {sev} alert in Prometheus vs controller at {at}; burn rates {:?}",
+                o.burn_rates
+            );
+        }
+    }
+}
