@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test test-env crds check-crds fmt lint unit integration clean
+.PHONY: all build test test-env crds fmt lint bench
 
 all: build
 
@@ -29,3 +29,8 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Benchmarks (real servers; prints figures, asserts nothing about speed).
+bench: test-env
+	$(CARGO) build --release --bin guardrails
+	$(CARGO) bench --bench slo_round

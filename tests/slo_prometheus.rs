@@ -236,7 +236,12 @@ async fn evaluate(
     at: Timestamp,
 ) -> guardrails::api::SloPolicyStatus {
     let indicators = slo::parse_all(&policy.spec.objectives).unwrap();
-    let observation = observe(source, &policy.spec, &indicators, at).await;
+    let (observation, sent) = observe(source, &policy.spec, &indicators, at).await;
+    assert_eq!(
+        sent as usize,
+        6 * policy.spec.objectives.len(),
+        "one query per objective and window"
+    );
     assert!(
         matches!(observation, slo::Observation::Read(_)),
         "{observation:?}"

@@ -88,13 +88,10 @@ pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Acti
             Action::await_change(),
         ),
         Ok((indicators, source)) => {
-            let before = source.queries_sent();
             // Evaluate at a whole second so that all queries see the same data.
             let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
-            let observation = observe(&source, &policy.spec, &indicators, at).await;
-            ctx.metrics
-                .prometheus_queries
-                .inc_by(source.queries_sent() - before);
+            let (observation, sent) = observe(&source, &policy.spec, &indicators, at).await;
+            ctx.metrics.prometheus_queries.inc_by(sent);
             let next = slo::evaluate(&policy.spec, generation, &previous, &observation, &time);
             (
                 next,

@@ -10,13 +10,14 @@ use crate::{
 };
 
 /// Queries the error ratio of every objective over every window the policy needs, all
-/// at time `at`, concurrently: one query per objective and window.
+/// at time `at`, concurrently: one query per objective and window. Returns the
+/// observation and the number of queries sent.
 pub async fn observe<S: MetricSource>(
     source: &S,
     spec: &SloPolicySpec,
     indicators: &[Indicators],
     at: Timestamp,
-) -> Observation {
+) -> (Observation, u64) {
     let windows = windows(spec);
     let queries: Vec<(usize, &str, String)> = indicators
         .iter()
@@ -28,14 +29,15 @@ pub async fn observe<S: MetricSource>(
         })
         .collect();
     let results = join_all(queries.iter().map(|(_, _, q)| source.scalar(q, at))).await;
+    let sent = queries.len() as u64;
     let mut readings = vec![Readings::new(); indicators.len()];
     for ((i, window, _), result) in queries.iter().zip(results) {
         match result {
             Ok(value) => {
                 readings[*i].insert(window.to_string(), value);
             }
-            Err(e) => return Observation::Unavailable(e.to_string()),
+            Err(e) => return (Observation::Unavailable(e.to_string()), sent),
         }
     }
-    Observation::Read(readings)
+    (Observation::Read(readings), sent)
 }
