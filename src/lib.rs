@@ -1,10 +1,12 @@
 //! Guardrails: reliability policy in charge of progressive delivery.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod api;
 pub mod conditions;
 pub mod controller;
 pub mod prometheus;
 pub mod promql;
+pub mod rollout;
 pub mod slo;
 pub mod telemetry;

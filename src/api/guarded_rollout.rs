@@ -459,6 +459,9 @@ pub struct GuardedRolloutStatus {
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
+    /// When the current canary started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_started_at: Option<Time>,
     /// Budget gate decision for the current revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateStatus>,
@@ -501,6 +504,9 @@ pub struct AnalysisStatus {
     /// When the last tick ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tick_time: Option<Time>,
+    /// First failed tick of the current run of failures (becomes history detectedAt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
     /// Since when checks have returned no data, if they do now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data_since: Option<Time>,

@@ -1,0 +1,617 @@
+//! Table tests of the rollout state machine: a tiny world applies each plan as a
+//! Deployment controller would, and the clock moves by hand.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use super::*;
+use crate::api::{
+    ChangeClass, CheckResult, CheckStatus, Gate, GuardedRolloutSpec, GuardedRolloutStatus, Outcome,
+    Phase, Severity,
+};
+
+struct World {
+    spec: GuardedRolloutSpec,
+    status: GuardedRolloutStatus,
+    obs: Observations,
+    now: i64,
+    last: Option<Decision>,
+}
+
+fn spec() -> GuardedRolloutSpec {
+    serde_yaml::from_str(
+        r#"
+targetRef: {name: app}
+sloPolicyRef: {name: app}
+replicas: 4
+steps:
+  - setWeight: 10
+  - pause: {duration: 1m}
+  - setWeight: 50
+analysis:
+  interval: 10s
+  failureLimit: 2
+  noData: {timeout: 1m}
+  providerErrors: {timeout: 30s}
+  checks:
+    - {name: error-rate, query: 'q', max: 0.01}
+"#,
+    )
+    .unwrap()
+}
+
+fn check(result: CheckResult, value: f64) -> Vec<CheckStatus> {
+    vec![CheckStatus {
+        name: "error-rate".into(),
+        value: Some(value),
+        min: None,
+        max: Some(0.01),
+        result,
+        message: None,
+    }]
+}
+
+fn open_gate() -> Option<Option<GateView>> {
+    Some(Some(GateView {
+        state: Some(Gate::Open),
+        reason: Some("fine".into()),
+        firing: vec![],
+    }))
+}
+
+impl World {
+    fn new() -> Self {
+        let mut w = World {
+            spec: spec(),
+            status: Default::default(),
+            obs: Observations {
+                target: Some(Target {
+                    revision: "r1".into(),
+                    replicas: 3,
+                    change_class: None,
+                }),
+                gate: open_gate(),
+                ..Default::default()
+            },
+            now: 0,
+            last: None,
+        };
+        w.run();
+        w.run();
+        assert_eq!(w.phase(), Phase::Idle);
+        w
+    }
+
+    fn time(&self) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + self.now).unwrap())
+    }
+
+    /// One reconcile; the plan is then carried out completely.
+    fn run(&mut self) -> &Decision {
+        let d = decide(&self.spec, &self.status, &self.obs, &self.time());
+        self.status = d.status.clone();
+        if let Some(plan) = &d.plan {
+            self.apply(plan);
+        }
+        self.obs.tick = None;
+        self.obs.manual = Manual::default();
+        self.last = Some(d);
+        self.last.as_ref().unwrap()
+    }
+
+    fn apply(&mut self, plan: &Plan) {
+        let target_rev = self.obs.target.as_ref().unwrap().revision.clone();
+        let canary_rev = self.obs.canary.as_ref().and_then(|c| c.revision.clone());
+        let primary_rev = match plan.primary_template {
+            PrimaryTemplate::FromTarget => Some(target_rev.clone()),
+            PrimaryTemplate::FromCanary => canary_rev.clone(),
+            PrimaryTemplate::Keep => self.obs.primary.as_ref().and_then(|p| p.revision.clone()),
+        };
+        self.obs.primary = Some(settled(primary_rev, plan.primary_replicas));
+        let canary_rev = if plan.canary_from_target {
+            Some(target_rev)
+        } else {
+            canary_rev
+        };
+        self.obs.canary = Some(settled(canary_rev, plan.canary_replicas));
+    }
+
+    fn phase(&self) -> Phase {
+        self.status.phase.unwrap()
+    }
+
+    fn ship(&mut self, rev: &str) {
+        self.obs.target.as_mut().unwrap().revision = rev.into();
+    }
+
+    fn tick(&mut self, result: CheckResult, value: f64) -> &Decision {
+        self.now += 10;
+        self.obs.tick = Some(check(result, value));
+        self.run()
+    }
+
+    fn reasons(&self) -> Vec<Reason> {
+        self.last
+            .as_ref()
+            .unwrap()
+            .notes
+            .iter()
+            .map(|n| n.reason)
+            .collect()
+    }
+
+    /// Healthy ticks until the phase leaves Progressing (bounded).
+    fn walk(&mut self) {
+        for _ in 0..30 {
+            if self.phase() != Phase::Progressing {
+                return;
+            }
+            self.tick(CheckResult::Pass, 0.001);
+        }
+    }
+}
+
+fn settled(revision: Option<String>, replicas: i32) -> Workload {
+    Workload {
+        revision,
+        replicas,
+        ready: replicas,
+        updated: replicas,
+        current: true,
+    }
+}
+
+#[test]
+fn adoption_records_the_target_and_creates_the_primary() {
+    let mut w = World {
+        spec: spec(),
+        status: Default::default(),
+        obs: Observations {
+            target: Some(Target {
+                revision: "r1".into(),
+                replicas: 3,
+                change_class: None,
+            }),
+            ..Default::default()
+        },
+        now: 0,
+        last: None,
+    };
+    let d = w.run().clone();
+    assert_eq!(d.status.phase, Some(Phase::Initializing));
+    assert_eq!(d.status.target_replicas, Some(3));
+    assert_eq!(d.status.stable_revision.as_deref(), Some("r1"));
+    let plan = d.plan.unwrap();
+    assert_eq!(plan.primary_template, PrimaryTemplate::FromTarget);
+    assert_eq!((plan.primary_replicas, plan.canary_replicas), (4, 0));
+    assert!(plan.scale_target_to_zero);
+    w.run();
+    assert_eq!(w.phase(), Phase::Idle);
+    // Nothing to ship: Idle stays Idle.
+    w.run();
+    assert_eq!(w.phase(), Phase::Idle);
+}
+
+#[test]
+fn primary_defaults_to_the_target_size() {
+    let mut w = World::new();
+    w.spec.replicas = None;
+    w.run();
+    assert_eq!(w.obs.primary.as_ref().unwrap().replicas, 3);
+}
+
+#[test]
+fn healthy_canary_walks_every_step_and_is_promoted() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert!(w.reasons().contains(&Reason::CanaryStarted));
+    assert!(w.reasons().contains(&Reason::GateAllowed));
+    w.run();
+    assert_eq!(w.status.canary_weight, Some(10));
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 1, "ceil(4*10/90)");
+    w.walk();
+    assert_eq!(w.phase(), Phase::Promoting);
+    assert_eq!(
+        w.last
+            .as_ref()
+            .unwrap()
+            .plan
+            .as_ref()
+            .unwrap()
+            .primary_template,
+        PrimaryTemplate::FromCanary
+    );
+    w.run();
+    assert_eq!(w.phase(), Phase::Succeeded);
+    assert_eq!(w.status.stable_revision.as_deref(), Some("r2"));
+    assert_eq!(
+        w.obs.primary.as_ref().unwrap().revision.as_deref(),
+        Some("r2")
+    );
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);
+    w.run();
+    let h = &w.status.history[0];
+    assert_eq!((h.revision.as_str(), h.outcome), ("r2", Outcome::Promoted));
+    assert!(h.started_at.is_some() && h.finished_at.is_some());
+    // The pause held for its full minute.
+    assert!(w.now >= 60);
+}
+
+#[test]
+fn pause_needs_a_passing_tick_at_the_current_weight() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.run(); // weight 10 ready: step 1 done, pause starts
+    assert_eq!(w.status.current_step, Some(1));
+    w.now += 120;
+    w.run();
+    assert_eq!(w.status.current_step, Some(1), "no passing tick yet");
+    w.tick(CheckResult::NoData, 0.0);
+    assert_eq!(w.status.current_step, Some(1), "no data is not a pass");
+    w.tick(CheckResult::Pass, 0.0);
+    assert_eq!(w.status.current_step, Some(2));
+}
+
+#[test]
+fn failing_canary_rolls_back_after_the_failure_limit_and_is_not_retried() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.tick(CheckResult::Fail, 0.2);
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert!(w.reasons().contains(&Reason::AnalysisFailed));
+    let first_fail = w.time();
+    w.tick(CheckResult::Fail, 0.2);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.status.failed_revision.as_deref(), Some("r2"));
+    assert_eq!(
+        w.obs.canary.as_ref().unwrap().replicas,
+        0,
+        "canary to zero at once"
+    );
+    assert_eq!(
+        w.obs.primary.as_ref().unwrap().revision.as_deref(),
+        Some("r1"),
+        "primary untouched"
+    );
+    let note = w
+        .last
+        .as_ref()
+        .unwrap()
+        .notes
+        .iter()
+        .find(|n| n.reason == Reason::RolledBack)
+        .unwrap();
+    assert!(
+        note.message.contains("error-rate 0.2 > 0.01 for 2 ticks"),
+        "{}",
+        note.message
+    );
+    w.run();
+    let h = &w.status.history[0];
+    assert_eq!(h.outcome, Outcome::RolledBack);
+    assert_eq!(h.detected_at, Some(first_fail));
+    assert!(h.finished_at.is_some());
+    // Not retried while the template stays the same.
+    w.run();
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.status.canary_revision, None);
+    // A retry starts it again.
+    w.obs.manual.retry = true;
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert!(
+        w.last
+            .as_ref()
+            .unwrap()
+            .consumed
+            .contains(&crate::api::ANNOTATION_RETRY)
+    );
+}
+
+#[test]
+fn a_passing_tick_resets_consecutive_failures() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.tick(CheckResult::Fail, 0.2);
+    w.tick(CheckResult::Pass, 0.0);
+    w.tick(CheckResult::Fail, 0.2);
+    assert_ne!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.status.analysis.as_ref().unwrap().consecutive_failures, 1);
+}
+
+#[test]
+fn frozen_gate_blocks_features_lets_corrective_through_and_unblocks_itself() {
+    let mut w = World::new();
+    w.obs.gate = Some(Some(GateView {
+        state: Some(Gate::Frozen),
+        reason: Some("availability consumed 120%".into()),
+        firing: vec![],
+    }));
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Blocked);
+    assert!(
+        w.status.message.as_ref().unwrap().contains("Frozen"),
+        "{:?}",
+        w.status.message
+    );
+    assert!(w.reasons().contains(&Reason::GateBlocked));
+    assert_eq!(w.status.history[0].outcome, Outcome::Blocked);
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);
+    // Blocked once, not on every reconcile.
+    w.run();
+    assert!(!w.reasons().contains(&Reason::GateBlocked));
+    assert_eq!(w.status.history.len(), 1);
+    // The gate opens: the canary starts by itself.
+    w.obs.gate = open_gate();
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+
+    // A corrective change goes through a frozen gate.
+    let mut w = World::new();
+    w.obs.gate = Some(Some(GateView {
+        state: Some(Gate::Frozen),
+        ..Default::default()
+    }));
+    w.obs.target.as_mut().unwrap().change_class = Some(ChangeClass::Corrective);
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert_eq!(
+        w.status.gate.as_ref().unwrap().change_class,
+        ChangeClass::Corrective
+    );
+}
+
+#[test]
+fn restricted_gate_lets_critical_through() {
+    let mut w = World::new();
+    w.obs.gate = Some(Some(GateView {
+        state: Some(Gate::Restricted),
+        ..Default::default()
+    }));
+    w.spec.change_class = ChangeClass::Critical;
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+}
+
+#[test]
+fn override_annotation_lets_a_change_through_and_is_recorded() {
+    let mut w = World::new();
+    w.obs.gate = Some(Some(GateView {
+        state: Some(Gate::Frozen),
+        ..Default::default()
+    }));
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Blocked);
+    w.obs.manual.override_gate = Some("incident 42: fix needed now".into());
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+    let gate = w.status.gate.clone().unwrap();
+    assert_eq!(
+        gate.r#override.as_deref(),
+        Some("incident 42: fix needed now")
+    );
+    assert!(gate.allowed);
+    assert!(w.reasons().contains(&Reason::GateOverridden));
+    assert!(
+        w.last
+            .as_ref()
+            .unwrap()
+            .consumed
+            .contains(&crate::api::ANNOTATION_OVERRIDE_GATE)
+    );
+}
+
+#[test]
+fn missing_or_unevaluated_slo_policy_blocks() {
+    let mut w = World::new();
+    w.obs.gate = Some(None);
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Blocked);
+    assert!(w.reasons().contains(&Reason::SloPolicyNotFound));
+    let mut w = World::new();
+    w.obs.gate = Some(Some(GateView::default()));
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Blocked);
+    // Without a sloPolicyRef there is no gate.
+    let mut w = World::new();
+    w.obs.gate = None;
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+}
+
+#[test]
+fn provider_errors_hold_then_roll_back_at_the_timeout() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.tick(CheckResult::Error, 0.0);
+    w.tick(CheckResult::Error, 0.0);
+    assert_eq!(w.phase(), Phase::Progressing, "holds");
+    assert_eq!(
+        w.status.current_step,
+        Some(1),
+        "weight 10 reached, but nothing passed"
+    );
+    // Back before the timeout: analysis continues.
+    w.tick(CheckResult::Pass, 0.0);
+    assert!(
+        w.status
+            .analysis
+            .as_ref()
+            .unwrap()
+            .provider_errors_since
+            .is_none()
+    );
+    // Away past the timeout (30s): rolled back.
+    for _ in 0..4 {
+        w.tick(CheckResult::Error, 0.0);
+    }
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert!(
+        w.status.history[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("Prometheus failing")
+    );
+}
+
+#[test]
+fn no_data_holds_then_rolls_back_and_never_promotes() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    for _ in 0..6 {
+        w.tick(CheckResult::NoData, 0.0);
+        assert_ne!(w.phase(), Phase::Promoting);
+    }
+    w.tick(CheckResult::NoData, 0.0);
+    assert_eq!(w.phase(), Phase::RolledBack);
+}
+
+#[test]
+fn burn_rate_alert_of_the_slo_policy_rolls_back() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.obs.gate = Some(Some(GateView {
+        state: Some(Gate::Open),
+        reason: None,
+        firing: vec![Severity::Page],
+    }));
+    w.run();
+    assert_eq!(w.phase(), Phase::RolledBack);
+    // A ticket does not abort under the default (page).
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.obs.gate = Some(Some(GateView {
+        state: Some(Gate::Open),
+        reason: None,
+        firing: vec![Severity::Ticket],
+    }));
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+}
+
+#[test]
+fn a_new_revision_supersedes_the_canary() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.tick(CheckResult::Pass, 0.0);
+    w.ship("r3");
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert_eq!(w.status.canary_revision.as_deref(), Some("r3"));
+    assert_eq!(w.status.current_step, Some(0), "analysis restarts");
+    assert_eq!(w.status.analysis.as_ref().unwrap().passing_ticks, 0);
+    assert!(w.reasons().contains(&Reason::Superseded));
+    assert!(
+        w.status
+            .history
+            .iter()
+            .any(|h| h.revision == "r2" && h.outcome == Outcome::Superseded)
+    );
+    // Back to the stable template: the canary just goes.
+    w.ship("r1");
+    w.run();
+    assert_eq!(w.phase(), Phase::Idle);
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);
+}
+
+#[test]
+fn abort_promote_and_paused_do_what_they_say() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.obs.manual.abort = Some("bad dashboard".into());
+    w.run();
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.status.history[0].outcome, Outcome::Aborted);
+    assert!(
+        w.status.history[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("bad dashboard")
+    );
+
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.obs.manual.promote = true;
+    w.run();
+    assert_eq!(w.phase(), Phase::Promoting);
+    w.run();
+    assert_eq!(w.phase(), Phase::Succeeded);
+
+    let mut w = World::new();
+    w.spec.paused = true;
+    w.ship("r2");
+    w.run();
+    for _ in 0..5 {
+        w.tick(CheckResult::Pass, 0.0);
+    }
+    assert_eq!(w.phase(), Phase::Paused);
+    assert_eq!(w.status.current_step, Some(0));
+    // Analysis still rolls back while paused.
+    w.tick(CheckResult::Fail, 1.0);
+    w.tick(CheckResult::Fail, 1.0);
+    assert_eq!(w.phase(), Phase::RolledBack);
+}
+
+#[test]
+fn pause_without_duration_waits_for_a_promote() {
+    let mut w = World::new();
+    w.spec.steps[1].pause.as_mut().unwrap().duration = None;
+    w.ship("r2");
+    w.run();
+    for _ in 0..10 {
+        w.tick(CheckResult::Pass, 0.0);
+    }
+    assert_eq!(w.status.current_step, Some(1));
+    w.obs.manual.promote = true;
+    w.run();
+    assert_eq!(w.phase(), Phase::Promoting);
+}
+
+#[test]
+fn missing_target_leaves_everything_alone() {
+    let mut w = World::new();
+    w.obs.target = None;
+    let d = w.run().clone();
+    assert!(d.plan.is_none());
+    assert_eq!(d.notes[0].reason, Reason::TargetNotFound);
+    assert_eq!(w.phase(), Phase::Idle);
+}
+
+#[test]
+fn decide_is_deterministic_for_a_restart() {
+    // The same status and observations give the same decision: a restarted operator
+    // resumes where status says it was.
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    let a = decide(&w.spec, &w.status, &w.obs, &w.time());
+    let b = decide(&w.spec, &w.status, &w.obs, &w.time());
+    assert_eq!(a, b);
+}
