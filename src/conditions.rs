@@ -20,6 +20,8 @@ pub mod reasons {
     pub const PROMETHEUS_UNAVAILABLE: &str = "PrometheusUnavailable";
     /// The spec is invalid; the message names the field.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The GuardedRollout's target Deployment does not exist.
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 }
 
 /// Sets a condition, keeping its lastTransitionTime when its status did not change.

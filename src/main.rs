@@ -115,7 +115,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "guardrails running"
     );
     tokio::select! {
-        () = controller::slo_policy::run(policies, ctx, args.concurrency) => {},
+        () = controller::slo_policy::run(policies, ctx.clone(), args.concurrency) => {},
+        () = controller::rollout::run(args.namespace.clone(), ctx, args.concurrency) => {},
         r = server => r?.context("metrics server")?,
     }
     Ok(())

@@ -8,6 +8,7 @@ mod exporter;
 pub mod http;
 mod process;
 mod prometheus;
+pub mod simulator;
 mod workdir;
 
 pub use apiserver::ControlPlane;
@@ -15,3 +16,4 @@ pub use binaries::{Binaries, cache_dir};
 pub use exporter::Exporter;
 pub use process::{Server, free_port};
 pub use prometheus::{Prometheus, PrometheusConfig};
+pub use simulator::Simulator;

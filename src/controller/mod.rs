@@ -1,6 +1,7 @@
 //! kube-runtime controllers: observe -> decide (pure) -> act -> status.
 
 pub mod events;
+pub mod rollout;
 pub mod slo_policy;
 
 use std::{sync::Arc, time::Duration};
@@ -43,6 +44,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no namespace")]
     NoNamespace,
+    #[error("finalizer: {0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -51,6 +54,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::NoNamespace => "no-namespace",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }

@@ -1,0 +1,182 @@
+//! Carrying out a decision: managed Deployments, the target's size, consumed
+//! annotations, status and Events.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::{super::Context, observe::World};
+use crate::{
+    api::{GuardedRollout, GuardedRolloutStatus},
+    controller::{Error, FIELD_MANAGER, events},
+    rollout::{
+        Decision, Plan, PrimaryTemplate,
+        workloads::{ANNOTATION_REVISION, Role, managed, revision, user_template},
+    },
+};
+
+fn annotation(d: &Deployment, key: &str) -> Option<String> {
+    d.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+/// Server-side applies the primary and the canary as the plan says, and scales the
+/// target to zero.
+pub async fn apply_plan(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    world: &World,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let Some(target) = &world.target else {
+        return Ok(());
+    };
+    let Some(target_template) = target.spec.as_ref().map(|s| s.template.clone()) else {
+        return Ok(());
+    };
+    let owner = gr.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
+    let name = gr.name_any();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let from_target = (target_template.clone(), revision(&target_template));
+    let existing = |d: &Option<Deployment>| {
+        d.as_ref()
+            .and_then(|d| Some((user_template(d)?, annotation(d, ANNOTATION_REVISION)?)))
+    };
+
+    let (template, rev) = match plan.primary_template {
+        PrimaryTemplate::FromTarget => from_target.clone(),
+        PrimaryTemplate::FromCanary => {
+            existing(&world.canary).unwrap_or_else(|| from_target.clone())
+        }
+        PrimaryTemplate::Keep => existing(&world.primary).unwrap_or_else(|| from_target.clone()),
+    };
+    let primary = managed(
+        Role::Primary,
+        target,
+        &name,
+        owner.clone(),
+        &template,
+        &rev,
+        plan.primary_replicas,
+    );
+    api.patch(
+        &Role::Primary.name(&gr.spec.target_ref.name),
+        &pp,
+        &Patch::Apply(&primary),
+    )
+    .await?;
+
+    let (template, rev) = if plan.canary_from_target {
+        from_target
+    } else {
+        existing(&world.canary).unwrap_or(from_target)
+    };
+    let canary = managed(
+        Role::Canary,
+        target,
+        &name,
+        owner,
+        &template,
+        &rev,
+        plan.canary_replicas,
+    );
+    api.patch(
+        &Role::Canary.name(&gr.spec.target_ref.name),
+        &pp,
+        &Patch::Apply(&canary),
+    )
+    .await?;
+
+    let target_replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if plan.scale_target_to_zero && target_replicas != 0 {
+        let patch = json!({"spec": {"replicas": 0}});
+        api.patch(
+            &gr.spec.target_ref.name,
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Removes handled manual-action annotations.
+pub async fn consume(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    keys: &[&str],
+) -> Result<(), Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let annotations: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| (k.to_string(), serde_json::Value::Null))
+        .collect();
+    let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        &gr.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn write_status(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    status: &GuardedRolloutStatus,
+) -> Result<(), Error> {
+    let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": GuardedRollout::api_version(&()),
+        "kind": GuardedRollout::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &gr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Events for the decision's notes and for a phase change.
+pub async fn announce(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    previous: &GuardedRolloutStatus,
+    decision: &Decision,
+) {
+    for note in &decision.notes {
+        events::publish(
+            ctx,
+            gr,
+            note.reason.is_warning(),
+            note.reason.as_str(),
+            note.message.clone(),
+        )
+        .await;
+    }
+    if previous.phase != decision.status.phase
+        && let Some(phase) = decision.status.phase
+    {
+        let from = previous
+            .phase
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_else(|| "none".into());
+        let message = format!(
+            "{from} -> {phase:?}: {}",
+            decision.status.message.clone().unwrap_or_default()
+        );
+        events::publish(ctx, gr, false, "PhaseChanged", message).await;
+    }
+}

@@ -1,0 +1,144 @@
+//! One analysis tick: every check against Prometheus, concurrently, one query per
+//! check (two for compare).
+
+use futures::future::join_all;
+use k8s_openapi::jiff::Timestamp;
+
+use super::super::Context;
+use crate::{
+    analysis::{self, Input, Sample},
+    api::{Check, CheckStatus, GuardedRollout, SloPolicy},
+    prometheus::{MetricSource, PrometheusSource, SourceError},
+    promql::{self, Vars},
+    rollout::workloads::Role,
+    slo::Indicators,
+};
+
+/// Regex of the pod names of a managed Deployment (`<deployment>-<hash>-<suffix>`).
+pub fn pods_regex(target: &str, role: Role) -> String {
+    format!("{}-[a-z0-9]+-[a-z0-9]+", regex::escape(&role.name(target)))
+}
+
+fn vars(gr: &GuardedRollout, ns: &str) -> Vars {
+    let target = &gr.spec.target_ref.name;
+    Vars::from([
+        ("namespace", ns.to_string()),
+        ("target", target.clone()),
+        ("interval", gr.spec.analysis.interval.to_string()),
+        ("canary_pods", pods_regex(target, Role::Canary)),
+        ("primary_pods", pods_regex(target, Role::Primary)),
+    ])
+}
+
+async fn sample(
+    source: &Result<PrometheusSource, SourceError>,
+    query: Result<String, String>,
+    at: Timestamp,
+) -> Sample {
+    let query = match query {
+        Ok(q) => q,
+        Err(e) => return Sample::Error(e),
+    };
+    match source {
+        Err(e) => Sample::Error(e.to_string()),
+        Ok(s) => match s.scalar(&query, at).await {
+            Ok(Some(v)) => Sample::Value(v),
+            Ok(None) => Sample::NoData,
+            Err(e) => Sample::Error(e.to_string()),
+        },
+    }
+}
+
+fn render(template: &str, vars: &Vars) -> Result<String, String> {
+    let q = promql::render(template, vars).map_err(|e| e.to_string())?;
+    promql::parse_query(&q)?;
+    Ok(q)
+}
+
+/// Runs every check of the rollout once.
+pub async fn tick(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    slo: Option<&SloPolicy>,
+    ns: &str,
+    at: Timestamp,
+) -> Vec<CheckStatus> {
+    let analysis_source = ctx
+        .sources
+        .get(gr.spec.analysis.prometheus.as_ref().map(|p| p.url.as_str()));
+    let slo_source = ctx.sources.get(
+        slo.and_then(|p| p.spec.prometheus.as_ref())
+            .map(|p| p.url.as_str()),
+    );
+    let vars = vars(gr, ns);
+    let canary = pods_regex(&gr.spec.target_ref.name, Role::Canary);
+    let run = |check: &Check| {
+        let (analysis_source, slo_source, vars, canary) =
+            (&analysis_source, &slo_source, &vars, &canary);
+        let check = check.clone();
+        async move {
+            let input = if let Some(q) = &check.query {
+                Input::Single(sample(analysis_source, render(q, vars), at).await)
+            } else if let Some(c) = &check.compare {
+                let mut v = vars.clone();
+                v.insert("pods", canary.clone());
+                let canary_q = render(&c.query, &v);
+                v.insert("pods", pods_regex(&gr.spec.target_ref.name, Role::Primary));
+                let primary_q = render(&c.query, &v);
+                let (a, b) = tokio::join!(
+                    sample(analysis_source, canary_q, at),
+                    sample(analysis_source, primary_q, at)
+                );
+                Input::Pair(a, b)
+            } else if let Some(b) = &check.slo_burn_rate {
+                Input::Single(
+                    burn_rate(slo_source, slo, &b.objective, b.window.as_str(), canary, at).await,
+                )
+            } else {
+                Input::Single(Sample::Error("check has no kind".into()))
+            };
+            analysis::evaluate(&check, &input)
+        }
+    };
+    join_all(gr.spec.analysis.checks.iter().map(run)).await
+}
+
+/// The canary's burn rate of one SloPolicy objective over `window`.
+async fn burn_rate(
+    source: &Result<PrometheusSource, SourceError>,
+    slo: Option<&SloPolicy>,
+    objective: &str,
+    window: &str,
+    canary: &str,
+    at: Timestamp,
+) -> Sample {
+    let Some(policy) = slo else {
+        return Sample::Error("SloPolicy not found".into());
+    };
+    let Some(o) = policy.spec.objectives.iter().find(|o| o.name == objective) else {
+        return Sample::Error(format!("no objective {objective}"));
+    };
+    let query = Indicators::parse(&o.indicator)
+        .and_then(|i| i.scoped(&policy.spec.pod_label, canary))
+        .map(|i| i.error_ratio_query(window));
+    match sample(source, query, at).await {
+        Sample::Value(ratio) => Sample::Value(crate::slo::math::burn_rate(ratio, o.target)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_regex_matches_deployment_pods_only() {
+        let re =
+            regex::Regex::new(&format!("^{}$", pods_regex("share-link", Role::Canary))).unwrap();
+        assert!(re.is_match("share-link-canary-7b6f4d21-x2k9p"));
+        assert!(!re.is_match("share-link-primary-7b6f4d21-x2k9p"));
+        assert!(!re.is_match("share-link-canary-x"));
+        let dotted = pods_regex("a.b", Role::Primary);
+        assert!(dotted.starts_with(r"a\.b-primary"), "{dotted}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The GuardedRollout controller: observe (Deployments, SloPolicy, Prometheus) ->
+//! decide (pure) -> act (server-side apply) -> status.
+
+mod act;
+mod checks;
+mod observe;
+
+pub use checks::pods_regex;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{instrument, warn};
+
+use super::{Context, ERROR_REQUEUE, Error};
+use crate::{
+    api::{GuardedRollout, LABEL_ROLLOUT},
+    rollout::{
+        self, Observations,
+        status::{Problem, set_conditions},
+        workloads::Role,
+    },
+};
+
+const CONTROLLER: &str = "guardedrollout";
+/// Finalizer that gives the target its replicas back before the managed Deployments go.
+pub const FINALIZER: &str = "guardrails.dev/finalizer";
+
+/// Runs the controller until the stream ends, for one namespace or all.
+pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16) {
+    let client = ctx.client.clone();
+    fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let rollouts: Api<GuardedRollout> = scoped(&client, &namespace);
+    let deployments: Api<Deployment> = scoped(&client, &namespace);
+    let metadata: Api<PartialObjectMeta<Deployment>> = scoped(&client, &namespace);
+    let owned = watcher::Config::default().labels(LABEL_ROLLOUT);
+    let controller = Controller::new(rollouts, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns(deployments.clone(), owned);
+    // Targets are not ours to label: watch Deployment metadata only (a template change
+    // bumps the generation) and map a target to the rollouts that name it.
+    let store = controller.store();
+    let targets = watcher::watcher(metadata, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    controller
+        .watches_stream(targets, move |d| {
+            let (ns, name) = (d.namespace(), d.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|gr| gr.namespace() == ns && gr.spec.target_ref.name == name)
+                .map(|gr| ObjectRef::from_obj(gr.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "guardedrollout reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(category = error.category(), %error, "transient error, retrying");
+    Action::requeue(ERROR_REQUEUE)
+}
+
+#[instrument(skip_all, fields(namespace = gr.namespace(), name = gr.name_any()))]
+pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = gr.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, gr, |event| async {
+        match event {
+            Finalizer::Apply(gr) => apply(gr, &ctx, &ns).await,
+            Finalizer::Cleanup(gr) => cleanup(gr, &ctx, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    // The watch cache may not have our last status write yet: decide on the latest.
+    let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(gr) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let gr = Arc::new(gr);
+    let now = Time(Timestamp::now());
+    let previous = gr.status.clone().unwrap_or_default();
+    let generation = gr.meta().generation;
+    let world = observe::read(ctx, &gr, ns).await?;
+
+    let invalid = gr
+        .spec
+        .validate()
+        .map_err(|e| e.to_string())
+        .and_then(|()| observe::check_references(&gr, &world.slo));
+    if let Err(message) = invalid {
+        let mut status = previous.clone();
+        status.observed_generation = generation;
+        set_conditions(
+            &mut status,
+            Some(Problem::InvalidSpec(&message)),
+            generation,
+            &now,
+        );
+        if status != previous {
+            crate::controller::events::publish(ctx, gr.as_ref(), true, "InvalidSpec", message)
+                .await;
+            act::write_status(ctx, &gr, ns, &status).await?;
+        }
+        timer.ok();
+        return Ok(Action::await_change());
+    }
+
+    let canary = world.canary.as_ref().map(observe::workload);
+    let mut obs = Observations {
+        target: world.target.as_ref().and_then(observe::target),
+        primary: world.primary.as_ref().map(observe::workload),
+        canary: canary.clone(),
+        gate: observe::gate(&world.slo),
+        tick: None,
+        manual: observe::manual(gr.annotations()),
+    };
+    if rollout::tick_due(&gr.spec, &previous, canary.as_ref(), &now) {
+        let slo = world.slo.as_ref().and_then(|s| s.as_ref());
+        let at = Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
+        obs.tick = Some(checks::tick(ctx, &gr, slo, ns, at).await);
+    }
+
+    let mut decision = rollout::decide(&gr.spec, &previous, &obs, &now);
+    decision.status.observed_generation = generation;
+    let problem = obs
+        .target
+        .is_none()
+        .then(|| decision.status.message.clone().unwrap_or_default());
+    set_conditions(
+        &mut decision.status,
+        problem.as_deref().map(Problem::TargetNotFound),
+        generation,
+        &now,
+    );
+
+    // Status first: what was decided (e.g. the target's recorded size) survives a crash
+    // before the workloads change; acting again from it is idempotent.
+    if decision.status != previous {
+        act::write_status(ctx, &gr, ns, &decision.status).await?;
+    }
+    if let Some(plan) = &decision.plan {
+        act::apply_plan(ctx, &gr, ns, &world, plan).await?;
+    }
+    act::consume(ctx, &gr, ns, &decision.consumed).await?;
+    act::announce(ctx, &gr, &previous, &decision).await;
+
+    let mut requeue = decision.requeue;
+    if matches!(
+        decision.status.phase,
+        Some(crate::api::Phase::Progressing | crate::api::Phase::Paused)
+    ) {
+        requeue = requeue.min(gr.spec.analysis.interval.as_duration());
+    }
+    timer.ok();
+    Ok(Action::requeue(requeue.max(Duration::from_millis(500))))
+}
+
+/// Deletion: the target gets its replicas back, then the managed Deployments go.
+async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let target = &gr.spec.target_ref.name;
+    if let Some(replicas) = gr.status.as_ref().and_then(|s| s.target_replicas)
+        && api.get_opt(target).await?.is_some()
+    {
+        let patch = json!({"spec": {"replicas": replicas}});
+        api.patch(target, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+    }
+    for role in [Role::Canary, Role::Primary] {
+        match api
+            .delete(&role.name(target), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Action::await_change())
+}

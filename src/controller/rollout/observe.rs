@@ -1,0 +1,159 @@
+//! Reading what a GuardedRollout depends on.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+
+use super::super::{Context, Error};
+use crate::{
+    api::{
+        ANNOTATION_ABORT, ANNOTATION_CHANGE_CLASS, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE,
+        ANNOTATION_RETRY, ChangeClass, GuardedRollout, SloPolicy,
+    },
+    rollout::{
+        GateView, Manual, Target, Workload,
+        workloads::{ANNOTATION_REVISION, Role, revision},
+    },
+};
+
+/// The objects a reconcile reads.
+pub struct World {
+    pub target: Option<Deployment>,
+    pub primary: Option<Deployment>,
+    pub canary: Option<Deployment>,
+    /// None: no sloPolicyRef; Some(None): it does not exist.
+    pub slo: Option<Option<SloPolicy>>,
+}
+
+pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let target_name = &gr.spec.target_ref.name;
+    let (primary_name, canary_name) = (
+        Role::Primary.name(target_name),
+        Role::Canary.name(target_name),
+    );
+    let (target, primary, canary) = tokio::try_join!(
+        deployments.get_opt(target_name),
+        deployments.get_opt(&primary_name),
+        deployments.get_opt(&canary_name),
+    )?;
+    let slo = match &gr.spec.slo_policy_ref {
+        None => None,
+        Some(r) => Some(
+            Api::<SloPolicy>::namespaced(ctx.client.clone(), ns)
+                .get_opt(&r.name)
+                .await?,
+        ),
+    };
+    Ok(World {
+        target,
+        primary,
+        canary,
+        slo,
+    })
+}
+
+pub fn workload(d: &Deployment) -> Workload {
+    let status = d.status.clone().unwrap_or_default();
+    Workload {
+        revision: d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REVISION).cloned()),
+        replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready: status.ready_replicas.unwrap_or(0),
+        updated: status.updated_replicas.unwrap_or(0),
+        current: status.observed_generation.is_some()
+            && status.observed_generation == d.metadata.generation,
+    }
+}
+
+pub fn target(d: &Deployment) -> Option<Target> {
+    let spec = d.spec.as_ref()?;
+    let class = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(ANNOTATION_CHANGE_CLASS))
+        .and_then(|v| {
+            serde_json::from_value::<ChangeClass>(serde_json::Value::String(v.clone())).ok()
+        });
+    Some(Target {
+        revision: revision(&spec.template),
+        replicas: spec.replicas.unwrap_or(1),
+        change_class: class,
+    })
+}
+
+pub fn gate(slo: &Option<Option<SloPolicy>>) -> Option<Option<GateView>> {
+    slo.as_ref().map(|found| {
+        found.as_ref().map(|p| {
+            let status = p.status.clone().unwrap_or_default();
+            let mut firing: Vec<_> = status
+                .objectives
+                .iter()
+                .flat_map(|o| o.firing_alerts.iter().copied())
+                .collect();
+            firing.sort();
+            firing.dedup();
+            GateView {
+                state: status.gate,
+                reason: status.gate_reason,
+                firing,
+            }
+        })
+    })
+}
+
+pub fn manual(annotations: &BTreeMap<String, String>) -> Manual {
+    Manual {
+        promote: annotations.contains_key(ANNOTATION_PROMOTE),
+        abort: annotations.get(ANNOTATION_ABORT).map(|r| {
+            if r.is_empty() {
+                "no reason given".into()
+            } else {
+                r.clone()
+            }
+        }),
+        retry: annotations.contains_key(ANNOTATION_RETRY),
+        override_gate: annotations.get(ANNOTATION_OVERRIDE_GATE).map(|r| {
+            if r.is_empty() {
+                "no reason given".into()
+            } else {
+                r.clone()
+            }
+        }),
+    }
+}
+
+/// Checks that need the cluster: every sloBurnRate objective exists in the SloPolicy.
+pub fn check_references(
+    gr: &GuardedRollout,
+    slo: &Option<Option<SloPolicy>>,
+) -> Result<(), String> {
+    let Some(Some(policy)) = slo else {
+        return Ok(());
+    };
+    for (i, check) in gr.spec.analysis.checks.iter().enumerate() {
+        if let Some(b) = &check.slo_burn_rate
+            && !policy.spec.objectives.iter().any(|o| o.name == b.objective)
+        {
+            let known: Vec<&str> = policy
+                .spec
+                .objectives
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect();
+            return Err(format!(
+                "spec.analysis.checks[{i}].sloBurnRate.objective: {:?} is not an objective of SloPolicy {} (has {})",
+                b.objective,
+                policy.metadata.name.as_deref().unwrap_or(""),
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! kstatus conditions of a GuardedRollout, from its phase or a problem.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::{
+    api::{GuardedRolloutStatus, Phase},
+    conditions::{self, reasons, types},
+};
+
+/// What stops a GuardedRollout from being reconciled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Problem<'a> {
+    /// The message names the field.
+    InvalidSpec(&'a str),
+    TargetNotFound(&'a str),
+}
+
+/// Ready, Reconciling and Stalled: Ready while the primary serves a promoted or adopted
+/// revision; Reconciling while work is under way (including waiting on the gate);
+/// Stalled when a person must act (invalid spec, missing target, a rollback).
+pub fn set_conditions(
+    s: &mut GuardedRolloutStatus,
+    problem: Option<Problem<'_>>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let phase = s.phase.unwrap_or(Phase::Initializing);
+    let phase_name = format!("{phase:?}");
+    let message = s.message.clone().unwrap_or_default();
+    let (ready, reconciling, stalled, reason, message) = match problem {
+        Some(Problem::InvalidSpec(m)) => (
+            false,
+            false,
+            true,
+            reasons::INVALID_SPEC.to_string(),
+            m.to_string(),
+        ),
+        Some(Problem::TargetNotFound(m)) => (
+            false,
+            false,
+            true,
+            reasons::TARGET_NOT_FOUND.to_string(),
+            m.to_string(),
+        ),
+        None => match phase {
+            Phase::Idle | Phase::Succeeded => (true, false, false, phase_name, message),
+            Phase::RolledBack => (false, false, true, phase_name, message),
+            _ => (false, true, false, phase_name, message),
+        },
+    };
+    let c = &mut s.conditions;
+    conditions::set(c, types::READY, ready, &reason, &message, generation, now);
+    conditions::set(
+        c,
+        types::RECONCILING,
+        reconciling,
+        &reason,
+        &message,
+        generation,
+        now,
+    );
+    conditions::set(
+        c,
+        types::STALLED,
+        stalled,
+        &reason,
+        &message,
+        generation,
+        now,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn status(phase: Phase) -> GuardedRolloutStatus {
+        GuardedRolloutStatus {
+            phase: Some(phase),
+            ..Default::default()
+        }
+    }
+
+    fn flags(s: &GuardedRolloutStatus) -> (String, String, String) {
+        let get = |t| conditions::get(&s.conditions, t).unwrap().status.clone();
+        (
+            get(types::READY),
+            get(types::RECONCILING),
+            get(types::STALLED),
+        )
+    }
+
+    #[test]
+    fn phases_map_to_kstatus() {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let t = |p| {
+            let mut s = status(p);
+            set_conditions(&mut s, None, Some(1), &now);
+            flags(&s)
+        };
+        let f = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(t(Phase::Idle), f("True", "False", "False"));
+        assert_eq!(t(Phase::Succeeded), f("True", "False", "False"));
+        assert_eq!(t(Phase::Progressing), f("False", "True", "False"));
+        assert_eq!(t(Phase::Blocked), f("False", "True", "False"));
+        assert_eq!(t(Phase::RolledBack), f("False", "False", "True"));
+        let mut s = status(Phase::Idle);
+        set_conditions(
+            &mut s,
+            Some(Problem::InvalidSpec("spec.steps[0]: bad")),
+            Some(2),
+            &now,
+        );
+        assert_eq!(flags(&s), f("False", "False", "True"));
+        let ready = conditions::get(&s.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.reason.as_str(), ready.observed_generation),
+            (reasons::INVALID_SPEC, Some(2))
+        );
+    }
+}

@@ -1,0 +1,449 @@
+//! GuardedRollout end to end: real apiserver + etcd, Prometheus scraping the simulator
+//! every second, and the operator's controllers, with a 5 s analysis interval.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster;
+use guardrails::{
+    api::{GuardedRollout, Outcome, Phase, SloPolicy},
+    conditions::{self, types},
+    controller::{self, Context},
+    telemetry::Metrics,
+};
+use guardrails_sandbox::{Prometheus, PrometheusConfig, Simulator, simulator};
+use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+struct Env {
+    client: Client,
+    ns: String,
+    prom: Prometheus,
+    _sim: Simulator,
+    operator: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+async fn env(name: &str) -> Env {
+    let (_cp, client, ns) = cluster(name).await;
+    let sim = Simulator::start(client.clone(), Some(&ns)).await.unwrap();
+    let prom = Prometheus::start(PrometheusConfig {
+        targets: vec![("sim".into(), sim.addr().to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let operator = start_operator(&client, &ns, prom.url());
+    Env {
+        client,
+        ns,
+        prom,
+        _sim: sim,
+        operator,
+    }
+}
+
+fn start_operator(client: &Client, ns: &str, prometheus: String) -> tokio::task::JoinHandle<()> {
+    let ctx = Context::new(client.clone(), Some(prometheus), Metrics::default());
+    let ns = ns.to_string();
+    let slo = Api::<SloPolicy>::namespaced(client.clone(), &ns);
+    tokio::spawn(async move {
+        tokio::join!(
+            controller::slo_policy::run(slo, ctx.clone(), 4),
+            controller::rollout::run(Some(ns), ctx, 4),
+        );
+    })
+}
+
+fn target(image: &str, error_rate: f64) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "labels": {"app": "app"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}, "annotations": {simulator::ERROR_RATE: error_rate.to_string()}},
+                "spec": {"containers": [{"name": "app", "image": image}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn rollout(extra_checks: serde_json::Value) -> GuardedRollout {
+    let mut checks = vec![json!({
+        "name": "error-rate",
+        "query": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
+        "max": 0.05
+    })];
+    if let Some(more) = extra_checks.as_array() {
+        checks.extend(more.iter().cloned());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
+        "metadata": {"name": "app"},
+        "spec": {
+            "targetRef": {"name": "app"},
+            "steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}],
+            "analysis": {"interval": "5s", "failureLimit": 2, "noData": {"timeout": "1m"}, "providerErrors": {"timeout": "30s"}, "checks": checks}
+        }
+    }))
+    .unwrap()
+}
+
+impl Env {
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn rollouts(&self) -> Api<GuardedRollout> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn create(&self, d: &Deployment, gr: &GuardedRollout) {
+        self.deployments()
+            .create(&PostParams::default(), d)
+            .await
+            .unwrap();
+        self.rollouts()
+            .create(&PostParams::default(), gr)
+            .await
+            .unwrap();
+        self.wait_phase("app", Phase::Idle, 30).await;
+    }
+
+    /// Changes the target's template (what a Git commit does).
+    async fn ship(&self, image: &str, error_rate: f64) {
+        let patch = json!({"spec": {"template": {
+            "metadata": {"annotations": {simulator::ERROR_RATE: error_rate.to_string()}},
+            "spec": {"containers": [{"name": "app", "image": image}]}
+        }}});
+        self.deployments()
+            .patch("app", &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .unwrap();
+    }
+
+    async fn wait_for(
+        &self,
+        name: &str,
+        secs: u64,
+        what: &str,
+        ok: impl Fn(&GuardedRollout) -> bool,
+    ) -> GuardedRollout {
+        let mut last = None;
+        for _ in 0..secs * 4 {
+            let gr = self.rollouts().get(name).await.unwrap();
+            if ok(&gr) {
+                return gr;
+            }
+            last = Some(gr);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "{what}: not reached in {secs}s; status: {:#?}",
+            last.and_then(|g| g.status)
+        );
+    }
+
+    async fn wait_phase(&self, name: &str, phase: Phase, secs: u64) -> GuardedRollout {
+        self.wait_for(name, secs, &format!("phase {phase:?}"), |g| {
+            g.status.as_ref().and_then(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    async fn image_of(&self, name: &str) -> (String, i32) {
+        let d = self.deployments().get(name).await.unwrap();
+        let spec = d.spec.unwrap();
+        (
+            spec.template.spec.unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap(),
+            spec.replicas.unwrap(),
+        )
+    }
+
+    async fn events(&self, name: &str) -> Vec<(String, String)> {
+        let events = Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        events
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    async fn set_gate(&self, gate: &str) {
+        let api: Api<SloPolicy> = Api::namespaced(self.client.clone(), &self.ns);
+        let patch = json!({
+            "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+            "status": {"gate": gate, "gateReason": format!("set by the test: {gate}")}
+        });
+        api.patch_status(
+            "app",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthy_canary_is_promoted_through_every_step() {
+    let env = env("gr-healthy").await;
+    env.create(&target("app:1", 0.0), &rollout(json!([]))).await;
+    let (image, replicas) = env.image_of("app-primary").await;
+    assert_eq!(
+        (image.as_str(), replicas),
+        ("app:1", 2),
+        "primary adopts the target"
+    );
+    assert_eq!(env.image_of("app").await.1, 0, "target scaled to zero");
+
+    env.ship("app:2", 0.0).await;
+    env.wait_phase("app", Phase::Progressing, 20).await;
+    let gr = env.wait_phase("app", Phase::Succeeded, 90).await;
+    let status = gr.status.unwrap();
+    assert_eq!(env.image_of("app-primary").await, ("app:2".to_string(), 2));
+    assert_eq!(env.image_of("app-canary").await.1, 0);
+    assert_eq!(status.history[0].outcome, Outcome::Promoted);
+    assert_eq!(
+        status.stable_revision,
+        status.history[0].revision.clone().into()
+    );
+    let reasons: Vec<String> = env.events("app").await.into_iter().map(|e| e.0).collect();
+    for r in [
+        "CanaryStarted",
+        "StepCompleted",
+        "Promoting",
+        "Promoted",
+        "PhaseChanged",
+    ] {
+        assert!(
+            reasons.contains(&r.to_string()),
+            "no {r} event in {reasons:?}"
+        );
+    }
+    let ready = conditions::get(&status.conditions, types::READY).unwrap();
+    assert_eq!(ready.status, "True");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_canary_is_rolled_back_and_not_retried() {
+    let env = env("gr-errors").await;
+    env.create(&target("app:1", 0.0), &rollout(json!([]))).await;
+    env.ship("app:2", 0.2).await;
+    let gr = env.wait_phase("app", Phase::RolledBack, 90).await;
+    let status = gr.status.unwrap();
+    assert_eq!(
+        env.image_of("app-primary").await.0,
+        "app:1",
+        "primary never changed"
+    );
+    assert_eq!(env.image_of("app-canary").await.1, 0);
+    let failed = status.failed_revision.clone().expect("failedRevision");
+    let h = &status.history[0];
+    assert_eq!(
+        (h.outcome, h.revision.as_str()),
+        (Outcome::RolledBack, failed.as_str())
+    );
+    assert!(h.detected_at.is_some());
+    assert!(
+        h.reason.as_ref().unwrap().contains("error-rate"),
+        "{:?}",
+        h.reason
+    );
+    let events = env.events("app").await;
+    let rolled = events
+        .iter()
+        .find(|e| e.0 == "RolledBack")
+        .expect("RolledBack event");
+    assert!(
+        rolled.1.contains("error-rate") && rolled.1.contains("> 0.05"),
+        "{rolled:?}"
+    );
+    // Not retried: still rolled back a while later, canary still at zero.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let gr = env.rollouts().get("app").await.unwrap();
+    assert_eq!(gr.status.unwrap().phase, Some(Phase::RolledBack));
+    assert_eq!(env.image_of("app-canary").await.1, 0);
+    let stalled = conditions::get(
+        &env.rollouts()
+            .get("app")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .conditions,
+        types::STALLED,
+    )
+    .unwrap()
+    .status
+    .clone();
+    assert_eq!(stalled, "True");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frozen_budget_blocks_features_but_not_corrective_changes_or_overrides() {
+    let env = env("gr-frozen").await;
+    let slo: SloPolicy = serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+        "metadata": {"name": "app"},
+        "spec": {
+            "interval": "1h",
+            "objectives": [{"name": "availability", "target": 99.9, "indicator": {"ratio": {
+                "errors": "http_requests_total{service=\"app\",code=\"500\"}", "total": "http_requests_total{service=\"app\"}"}}}]
+        }
+    }))
+    .unwrap();
+    Api::<SloPolicy>::namespaced(env.client.clone(), &env.ns)
+        .create(&PostParams::default(), &slo)
+        .await
+        .unwrap();
+    let mut gr = rollout(json!([]));
+    gr.spec.slo_policy_ref = Some(guardrails::api::LocalRef { name: "app".into() });
+    env.create(&target("app:1", 0.0), &gr).await;
+    // The SloPolicy controller evaluated it once (interval 1h); the test now owns the gate.
+    env.set_gate("Frozen").await;
+
+    env.ship("app:2", 0.0).await;
+    let gr = env.wait_phase("app", Phase::Blocked, 20).await;
+    let msg = gr.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(msg.contains("Feature") && msg.contains("Frozen"), "{msg}");
+    assert!(env.events("app").await.iter().any(|e| e.0 == "GateBlocked"));
+    assert_eq!(env.image_of("app-canary").await.1, 0);
+
+    // The gate opens: the blocked canary starts by itself.
+    env.set_gate("Open").await;
+    env.wait_phase("app", Phase::Succeeded, 90).await;
+
+    // Frozen again: a corrective change goes through.
+    env.set_gate("Frozen").await;
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {"guardrails.dev/change-class": "corrective"}}, "spec": {"containers": [{"name": "app", "image": "app:3"}]}}}});
+    env.deployments()
+        .patch("app", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    let gr = env.wait_phase("app", Phase::Progressing, 20).await;
+    assert_eq!(
+        gr.status.unwrap().gate.unwrap().change_class,
+        guardrails::api::ChangeClass::Corrective
+    );
+    env.wait_phase("app", Phase::Succeeded, 90).await;
+
+    // Frozen, a feature, and the override annotation: through, and recorded.
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {"guardrails.dev/change-class": "feature"}}, "spec": {"containers": [{"name": "app", "image": "app:4"}]}}}});
+    env.deployments()
+        .patch("app", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    env.wait_phase("app", Phase::Blocked, 20).await;
+    let ann = json!({"metadata": {"annotations": {"guardrails.dev/override-gate": "incident 42"}}});
+    env.rollouts()
+        .patch("app", &PatchParams::default(), &Patch::Merge(ann))
+        .await
+        .unwrap();
+    let gr = env.wait_phase("app", Phase::Progressing, 20).await;
+    assert_eq!(
+        gr.status.unwrap().gate.unwrap().r#override.as_deref(),
+        Some("incident 42")
+    );
+    assert!(
+        env.events("app")
+            .await
+            .iter()
+            .any(|e| e.0 == "GateOverridden" && e.1.contains("incident 42"))
+    );
+    let gr = env.rollouts().get("app").await.unwrap();
+    assert!(
+        !gr.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("guardrails.dev/override-gate"),
+        "annotation consumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
+    let env = env("gr-invalid").await;
+    env.create(&target("app:1", 0.0), &rollout(json!([]))).await;
+    let mut bad = rollout(json!([]));
+    bad.metadata.name = Some("bad".into());
+    bad.spec.analysis.checks[0].query = Some("sum(rate(x[{{interval}}])".into());
+    env.rollouts()
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap();
+    let gr = env
+        .wait_for("bad", 20, "InvalidSpec", |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, types::READY))
+                .is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let cond = conditions::get(&gr.status.as_ref().unwrap().conditions, types::STALLED)
+        .unwrap()
+        .clone();
+    assert_eq!(cond.status, "True");
+    assert!(
+        cond.message.contains("spec.analysis.checks[0].query"),
+        "{}",
+        cond.message
+    );
+    assert!(env.events("bad").await.iter().any(|e| e.0 == "InvalidSpec"));
+    // The valid one in the same namespace still ships.
+    env.ship("app:2", 0.0).await;
+    env.wait_phase("app", Phase::Succeeded, 90).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_rollout_gives_the_target_its_replicas_back() {
+    let env = env("gr-delete").await;
+    env.create(&target("app:1", 0.0), &rollout(json!([]))).await;
+    assert_eq!(env.image_of("app").await.1, 0);
+    env.rollouts()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..80 {
+        if env.rollouts().get_opt("app").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        env.rollouts().get_opt("app").await.unwrap().is_none(),
+        "finalizer finished"
+    );
+    assert_eq!(
+        env.image_of("app").await.1,
+        2,
+        "target back at its recorded replicas"
+    );
+    assert!(
+        env.deployments()
+            .get_opt("app-primary")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
