@@ -28,6 +28,14 @@ struct Env {
     operator: tokio::task::JoinHandle<()>,
 }
 
+fn annotate(key: &str, value: &str) -> Patch<serde_json::Value> {
+    Patch::Merge(json!({"metadata": {"annotations": {key: value}}}))
+}
+
+fn status(gr: &GuardedRollout) -> guardrails::api::GuardedRolloutStatus {
+    gr.status.clone().unwrap_or_default()
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         self.operator.abort();
@@ -81,22 +89,30 @@ fn target(image: &str, error_rate: f64) -> Deployment {
     .unwrap()
 }
 
-fn rollout(extra_checks: serde_json::Value) -> GuardedRollout {
-    let mut checks = vec![json!({
+fn error_rate_check() -> serde_json::Value {
+    json!({
         "name": "error-rate",
         "query": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
         "max": 0.05
-    })];
-    if let Some(more) = extra_checks.as_array() {
-        checks.extend(more.iter().cloned());
-    }
+    })
+}
+
+/// Four steps of 5 s pauses, the error-rate check.
+fn rollout(_: serde_json::Value) -> GuardedRollout {
+    rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}]),
+        json!([error_rate_check()]),
+    )
+}
+
+fn rollout_with(steps: serde_json::Value, checks: serde_json::Value) -> GuardedRollout {
     serde_json::from_value(json!({
         "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
         "metadata": {"name": "app"},
         "spec": {
             "targetRef": {"name": "app"},
-            "steps": [{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}],
-            "analysis": {"interval": "5s", "failureLimit": 2, "noData": {"timeout": "1m"}, "providerErrors": {"timeout": "30s"}, "checks": checks}
+            "steps": steps,
+            "analysis": {"interval": "5s", "failureLimit": 2, "noData": {"timeout": "1m"}, "providerErrors": {"timeout": "15s"}, "checks": checks}
         }
     }))
     .unwrap()
@@ -446,4 +462,319 @@ async fn deleting_the_rollout_gives_the_target_its_replicas_back() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_regression_against_the_primary_is_rolled_back() {
+    let env = env("gr-latency").await;
+    let compare = json!([{
+        "name": "p99-vs-primary",
+        "compare": {
+            "query": "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{namespace=\"{{namespace}}\",pod=~\"{{pods}}\"}[{{interval}}])))",
+            "maxIncrease": 20
+        }
+    }]);
+    let gr = rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "30s"}}]),
+        compare,
+    );
+    env.create(&target("app:1", 0.0), &gr).await;
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {simulator::LATENCY_MS: "500"}}, "spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+    env.deployments()
+        .patch("app", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    let gr = env.wait_phase("app", Phase::RolledBack, 90).await;
+    let s = status(&gr);
+    assert!(
+        s.history[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("p99-vs-primary"),
+        "{:?}",
+        s.history[0].reason
+    );
+    assert_eq!(env.image_of("app-primary").await.0, "app:1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn canary_burning_its_slo_is_rolled_back() {
+    let env = env("gr-burn").await;
+    let slo: SloPolicy = serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+        "metadata": {"name": "app"},
+        "spec": {
+            "window": "1h", "interval": "1h",
+            "objectives": [{"name": "availability", "target": 99, "indicator": {"ratio": {
+                "errors": "http_requests_total{service=\"app\",code=\"500\"}", "total": "http_requests_total{service=\"app\"}"}}}]
+        }
+    }))
+    .unwrap();
+    Api::<SloPolicy>::namespaced(env.client.clone(), &env.ns)
+        .create(&PostParams::default(), &slo)
+        .await
+        .unwrap();
+    let mut gr = rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "30s"}}]),
+        json!([{"name": "canary-burn", "sloBurnRate": {"objective": "availability", "window": "10s", "max": 5}}]),
+    );
+    gr.spec.slo_policy_ref = Some(guardrails::api::LocalRef { name: "app".into() });
+    gr.spec.analysis.abort_on_burn_rate_alert = guardrails::api::AbortOnAlert::None;
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.2).await;
+    let gr = env.wait_phase("app", Phase::RolledBack, 90).await;
+    let s = status(&gr);
+    assert!(
+        s.history[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("canary-burn"),
+        "{:?}",
+        s.history[0].reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_outage_holds_the_weight_then_rolls_back_at_the_timeout() {
+    let mut env = env("gr-outage").await;
+    let gr = rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "2m"}}]),
+        json!([error_rate_check()]),
+    );
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.0).await;
+    env.wait_for("app", 60, "a passing tick at 25%", |g| {
+        let s = status(g);
+        s.current_step == Some(1) && s.analysis.as_ref().is_some_and(|a| a.passing_ticks >= 1)
+    })
+    .await;
+    // Away shorter than the timeout (15s): the weight holds, then analysis continues.
+    env.prom.stop();
+    let held = env
+        .wait_for("app", 20, "provider errors seen", |g| {
+            status(g)
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.provider_errors_since.is_some())
+        })
+        .await;
+    let s = status(&held);
+    assert_eq!(
+        (s.phase, s.canary_weight, s.current_step),
+        (Some(Phase::Progressing), Some(25), Some(1))
+    );
+    let passing = s.analysis.as_ref().unwrap().passing_ticks;
+    env.prom.restart().await.unwrap();
+    env.wait_for("app", 30, "analysis continues", |g| {
+        status(g)
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.provider_errors_since.is_none() && a.passing_ticks > passing)
+    })
+    .await;
+    // Away past the timeout: rolled back, never promoted.
+    env.prom.stop();
+    let gr = env.wait_phase("app", Phase::RolledBack, 60).await;
+    let s = status(&gr);
+    assert!(
+        s.history[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("Prometheus failing"),
+        "{:?}",
+        s.history[0].reason
+    );
+    assert!(!s.history.iter().any(|h| h.outcome == Outcome::Promoted));
+    assert_eq!(env.image_of("app-primary").await.0, "app:1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_operator_resumes_the_same_step() {
+    let mut env = env("gr-restart").await;
+    let gr = rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "15s"}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}]),
+        json!([error_rate_check()]),
+    );
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.0).await;
+    let before = env
+        .wait_for("app", 60, "in the long pause", |g| {
+            status(g).current_step == Some(1)
+        })
+        .await;
+    let started = status(&before).step_started_at.clone();
+    env.operator.abort();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.operator = start_operator(&env.client, &env.ns, env.prom.url());
+    let after = env
+        .wait_for("app", 20, "reconciled again", |g| {
+            status(g)
+                .analysis
+                .as_ref()
+                .and_then(|a| a.last_tick_time.clone())
+                > status(&before)
+                    .analysis
+                    .as_ref()
+                    .and_then(|a| a.last_tick_time.clone())
+        })
+        .await;
+    assert_eq!(
+        status(&after).current_step,
+        Some(1),
+        "same step after the restart"
+    );
+    assert_eq!(
+        status(&after).step_started_at,
+        started,
+        "the step was not restarted"
+    );
+    let done = env.wait_phase("app", Phase::Succeeded, 90).await;
+    let promoted = status(&done)
+        .history
+        .iter()
+        .filter(|h| h.outcome == Outcome::Promoted)
+        .count();
+    assert_eq!(promoted, 1);
+    let events = env.events("app").await;
+    assert_eq!(
+        events.iter().filter(|e| e.0 == "Promoted").count(),
+        1,
+        "promoted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_revision_supersedes_the_running_canary() {
+    let env = env("gr-supersede").await;
+    let gr = rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "10s"}}]),
+        json!([error_rate_check()]),
+    );
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.0).await;
+    let first = env
+        .wait_for("app", 60, "canary of app:2 at 25%", |g| {
+            status(g).current_step == Some(1)
+        })
+        .await;
+    let old = status(&first).canary_revision.clone().unwrap();
+    env.ship("app:3", 0.0).await;
+    let gr = env
+        .wait_for("app", 30, "superseded", |g| {
+            status(g)
+                .canary_revision
+                .as_ref()
+                .is_some_and(|r| *r != old)
+        })
+        .await;
+    let s = status(&gr);
+    assert!(
+        s.history
+            .iter()
+            .any(|h| h.revision == old && h.outcome == Outcome::Superseded)
+    );
+    assert!(
+        s.current_step.unwrap_or(0) <= 1
+            && s.analysis.as_ref().is_none_or(|a| a.passing_ticks <= 1),
+        "analysis restarted"
+    );
+    env.wait_phase("app", Phase::Succeeded, 90).await;
+    assert_eq!(env.image_of("app-primary").await.0, "app:3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_actions_and_spec_paused() {
+    let env = env("gr-manual").await;
+    // A pause without duration waits for a promote.
+    let gr = rollout_with(
+        json!([{"setWeight": 25}, {"pause": {}}]),
+        json!([error_rate_check()]),
+    );
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.0).await;
+    env.wait_for("app", 60, "waiting in the manual pause", |g| {
+        let s = status(g);
+        s.current_step == Some(1) && s.analysis.as_ref().is_some_and(|a| a.passing_ticks >= 2)
+    })
+    .await;
+    assert_eq!(
+        status(&env.rollouts().get("app").await.unwrap()).phase,
+        Some(Phase::Progressing)
+    );
+    env.rollouts()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &annotate("guardrails.dev/promote", ""),
+        )
+        .await
+        .unwrap();
+    env.wait_phase("app", Phase::Succeeded, 60).await;
+    assert_eq!(env.image_of("app-primary").await.0, "app:2");
+
+    // Abort rolls back at once; retry starts the same revision again.
+    env.ship("app:3", 0.0).await;
+    env.wait_for("app", 60, "canary of app:3", |g| {
+        status(g).current_step == Some(1)
+    })
+    .await;
+    env.rollouts()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &annotate("guardrails.dev/abort", "wrong build"),
+        )
+        .await
+        .unwrap();
+    let gr = env.wait_phase("app", Phase::RolledBack, 30).await;
+    assert_eq!(status(&gr).history[0].outcome, Outcome::Aborted);
+    assert!(
+        status(&gr).history[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("wrong build")
+    );
+    env.rollouts()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &annotate("guardrails.dev/retry", ""),
+        )
+        .await
+        .unwrap();
+    env.wait_phase("app", Phase::Progressing, 30).await;
+
+    // spec.paused holds the steps.
+    let pause = json!({"spec": {"paused": true}});
+    env.rollouts()
+        .patch("app", &PatchParams::default(), &Patch::Merge(pause))
+        .await
+        .unwrap();
+    let paused = env.wait_phase("app", Phase::Paused, 30).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let later = env.rollouts().get("app").await.unwrap();
+    assert_eq!(status(&later).phase, Some(Phase::Paused));
+    assert_eq!(status(&later).current_step, status(&paused).current_step);
+    let resume = json!({"spec": {"paused": false}});
+    env.rollouts()
+        .patch("app", &PatchParams::default(), &Patch::Merge(resume))
+        .await
+        .unwrap();
+    env.wait_for("app", 30, "progressing again", |g| {
+        status(g).phase != Some(Phase::Paused)
+    })
+    .await;
+    let gr = env.rollouts().get("app").await.unwrap();
+    let ann = gr.metadata.annotations.unwrap_or_default();
+    for key in [
+        "guardrails.dev/promote",
+        "guardrails.dev/abort",
+        "guardrails.dev/retry",
+    ] {
+        assert!(!ann.contains_key(key), "{key} consumed");
+    }
 }
