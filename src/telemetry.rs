@@ -47,6 +47,12 @@ pub struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// status, deployment, annotations or event.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
     pub controller: String,
 }
@@ -63,6 +69,7 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     pub prometheus_queries: Counter,
+    pub api_writes: Family<WriteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +113,12 @@ impl Default for Metrics {
             "Queries sent to Prometheus",
             prometheus_queries.clone(),
         );
+        let api_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API by kind",
+            api_writes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             budget_remaining,
@@ -114,6 +127,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_seconds,
             prometheus_queries,
+            api_writes,
         }
     }
 }
@@ -124,6 +138,15 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("encoding metrics into a String cannot fail");
         out
+    }
+
+    /// Counts one write to the Kubernetes API.
+    pub fn wrote(&self, kind: &str) {
+        self.api_writes
+            .get_or_create(&WriteLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
     }
 
     /// Starts a reconcile timer; it records the duration and result when dropped.

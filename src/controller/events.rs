@@ -24,8 +24,9 @@ where
         action: reason.to_string(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "publishing event failed");
+    match recorder.publish(&event, &obj.object_ref(&())).await {
+        Ok(()) => ctx.metrics.wrote("event"),
+        Err(e) => tracing::warn!(error = %e, reason, "publishing event failed"),
     }
 }
 

@@ -40,7 +40,6 @@ pub async fn apply_plan(
     let owner = gr.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
     let name = gr.name_any();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
     let from_target = (target_template.clone(), revision(&target_template));
     let existing = |d: &Option<Deployment>| {
         d.as_ref()
@@ -63,12 +62,7 @@ pub async fn apply_plan(
         &rev,
         plan.primary_replicas,
     );
-    api.patch(
-        &Role::Primary.name(&gr.spec.target_ref.name),
-        &pp,
-        &Patch::Apply(&primary),
-    )
-    .await?;
+    ensure(ctx, &api, &world.primary, &primary, &rev).await?;
 
     let (template, rev) = if plan.canary_from_target {
         from_target
@@ -84,12 +78,7 @@ pub async fn apply_plan(
         &rev,
         plan.canary_replicas,
     );
-    api.patch(
-        &Role::Canary.name(&gr.spec.target_ref.name),
-        &pp,
-        &Patch::Apply(&canary),
-    )
-    .await?;
+    ensure(ctx, &api, &world.canary, &canary, &rev).await?;
 
     let target_replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     if plan.scale_target_to_zero && target_replicas != 0 {
@@ -100,7 +89,45 @@ pub async fn apply_plan(
             &Patch::Merge(patch),
         )
         .await?;
+        ctx.metrics.wrote("deployment");
     }
+    Ok(())
+}
+
+/// Applies a managed Deployment unless it already runs `rev` at the desired size with
+/// our labels: most reconciles then write nothing.
+async fn ensure(
+    ctx: &Context,
+    api: &Api<Deployment>,
+    current: &Option<Deployment>,
+    desired: &Deployment,
+    rev: &str,
+) -> Result<(), Error> {
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas);
+    let labels = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+    };
+    let up_to_date = current.as_ref().is_some_and(|c| {
+        annotation(c, ANNOTATION_REVISION).as_deref() == Some(rev)
+            && user_template(c).is_some_and(|t| revision(&t) == rev)
+            && replicas(c) == replicas(desired)
+            && labels(c) == labels(desired)
+            && c.metadata.owner_references == desired.metadata.owner_references
+    });
+    if up_to_date {
+        return Ok(());
+    }
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(desired),
+    )
+    .await?;
+    ctx.metrics.wrote("deployment");
     Ok(())
 }
 
@@ -125,6 +152,7 @@ pub async fn consume(
         &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
     )
     .await?;
+    ctx.metrics.wrote("annotations");
     Ok(())
 }
 
@@ -146,6 +174,7 @@ pub async fn write_status(
         &Patch::Apply(patch),
     )
     .await?;
+    ctx.metrics.wrote("status");
     Ok(())
 }
 

@@ -133,6 +133,7 @@ async fn write_status(
         &Patch::Apply(patch),
     )
     .await?;
+    ctx.metrics.wrote("status");
     Ok(())
 }
 
