@@ -34,3 +34,4 @@ lint:
 bench: test-env
 	$(CARGO) build --release --bin guardrails
 	$(CARGO) bench --bench slo_round
+	$(CARGO) bench --bench rollback

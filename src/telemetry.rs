@@ -47,6 +47,20 @@ pub struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub namespace: String,
+    pub name: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     /// status, deployment, annotations or event.
     pub kind: String,
@@ -70,6 +84,8 @@ pub struct Metrics {
     pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     pub prometheus_queries: Counter,
     pub api_writes: Family<WriteLabels, Counter>,
+    pub rollout_phase: Family<PhaseLabels, Gauge>,
+    pub rollout_outcomes: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,6 +135,18 @@ impl Default for Metrics {
             "Writes to the Kubernetes API by kind",
             api_writes.clone(),
         );
+        let rollout_phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "rollout_phase",
+            "1 for the current phase of a GuardedRollout, 0 for the others",
+            rollout_phase.clone(),
+        );
+        let rollout_outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "rollout_outcomes",
+            "Finished deliveries by outcome",
+            rollout_outcomes.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             budget_remaining,
@@ -128,6 +156,8 @@ impl Default for Metrics {
             reconcile_seconds,
             prometheus_queries,
             api_writes,
+            rollout_phase,
+            rollout_outcomes,
         }
     }
 }

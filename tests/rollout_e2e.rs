@@ -426,6 +426,30 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         cond.message
     );
     assert!(env.events("bad").await.iter().any(|e| e.0 == "InvalidSpec"));
+    // Gateway API routing is in the API but not implemented: said so, not ignored.
+    let mut gw = rollout(json!([]));
+    gw.metadata.name = Some("gw".into());
+    gw.spec.traffic_routing.gateway_api = Some(guardrails::api::GatewayApiRouting {
+        http_route: "app".into(),
+        port: 8080,
+    });
+    env.rollouts()
+        .create(&PostParams::default(), &gw)
+        .await
+        .unwrap();
+    let gw = env
+        .wait_for("gw", 20, "gatewayAPI refused", |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+                .is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let msg = conditions::get(&gw.status.unwrap().conditions, types::STALLED)
+        .unwrap()
+        .message
+        .clone();
+    assert!(msg.contains("spec.trafficRouting.gatewayAPI"), "{msg}");
     // The valid one in the same namespace still ships.
     env.ship("app:2", 0.0).await;
     env.wait_phase("app", Phase::Succeeded, 90).await;

@@ -29,7 +29,7 @@ use tracing::{instrument, warn};
 
 use super::{Context, ERROR_REQUEUE, Error};
 use crate::{
-    api::{GuardedRollout, LABEL_ROLLOUT},
+    api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
     rollout::{
         self, Observations,
         status::{Problem, set_conditions},
@@ -180,6 +180,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     }
     act::consume(ctx, &gr, ns, &decision.consumed).await?;
     act::announce(ctx, &gr, &previous, &decision).await;
+    record_metrics(ctx, &gr, ns, &previous, &decision.status);
 
     let mut requeue = decision.requeue;
     if matches!(
@@ -190,6 +191,55 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     }
     timer.ok();
     Ok(Action::requeue(requeue.max(Duration::from_millis(500))))
+}
+
+fn record_metrics(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    previous: &GuardedRolloutStatus,
+    next: &GuardedRolloutStatus,
+) {
+    use crate::telemetry::{OutcomeLabels, PhaseLabels};
+    let name = gr.name_any();
+    for phase in [
+        Phase::Initializing,
+        Phase::Idle,
+        Phase::Blocked,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RolledBack,
+    ] {
+        let labels = PhaseLabels {
+            namespace: ns.into(),
+            name: name.clone(),
+            phase: format!("{phase:?}"),
+        };
+        ctx.metrics
+            .rollout_phase
+            .get_or_create(&labels)
+            .set(i64::from(next.phase == Some(phase)));
+    }
+    // Entries this decision added (finishedAt may be stamped later: not part of the key).
+    let key = |h: &HistoryEntry| {
+        (
+            h.revision.clone(),
+            h.outcome,
+            h.started_at.clone(),
+            h.reason.clone(),
+        )
+    };
+    let old: Vec<_> = previous.history.iter().map(key).collect();
+    for h in next.history.iter().filter(|h| !old.contains(&key(h))) {
+        let labels = OutcomeLabels {
+            namespace: ns.into(),
+            name: name.clone(),
+            outcome: format!("{:?}", h.outcome),
+        };
+        ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
+    }
 }
 
 /// Deletion: the target gets its replicas back, then the managed Deployments go.

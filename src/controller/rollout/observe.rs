@@ -129,11 +129,19 @@ pub fn manual(annotations: &BTreeMap<String, String>) -> Manual {
     }
 }
 
-/// Checks that need the cluster: every sloBurnRate objective exists in the SloPolicy.
+/// Checks beyond validate(): every sloBurnRate objective exists in the SloPolicy, and
+/// the traffic routing is one this version implements.
 pub fn check_references(
     gr: &GuardedRollout,
     slo: &Option<Option<SloPolicy>>,
 ) -> Result<(), String> {
+    if gr.spec.traffic_routing.gateway_api.is_some() {
+        return Err(
+            "spec.trafficRouting.gatewayAPI: not supported by this version of the operator; \
+                    remove it to split traffic by replica ratio"
+                .into(),
+        );
+    }
     let Some(Some(policy)) = slo else {
         return Ok(());
     };
