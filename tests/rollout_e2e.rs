@@ -450,6 +450,33 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .message
         .clone();
     assert!(msg.contains("spec.trafficRouting.gatewayAPI"), "{msg}");
+    // A rollout whose target does not exist says so.
+    let mut orphan = rollout(json!([]));
+    orphan.metadata.name = Some("orphan".into());
+    orphan.spec.target_ref.name = "nope".into();
+    env.rollouts()
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
+    let orphan = env
+        .wait_for("orphan", 20, "TargetNotFound", |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+                .is_some_and(|c| c.reason == "TargetNotFound")
+        })
+        .await;
+    let msg = conditions::get(&orphan.status.unwrap().conditions, types::STALLED)
+        .unwrap()
+        .message
+        .clone();
+    assert!(msg.contains("nope"), "{msg}");
+    assert!(
+        env.events("orphan")
+            .await
+            .iter()
+            .any(|e| e.0 == "TargetNotFound")
+    );
     // The valid one in the same namespace still ships.
     env.ship("app:2", 0.0).await;
     env.wait_phase("app", Phase::Succeeded, 90).await;

@@ -15,8 +15,12 @@ use crate::{
 };
 
 /// Regex of the pod names of a managed Deployment (`<deployment>-<hash>-<suffix>`).
+/// Deployment names are DNS subdomains: `.` is their only regex metacharacter.
 pub fn pods_regex(target: &str, role: Role) -> String {
-    format!("{}-[a-z0-9]+-[a-z0-9]+", regex::escape(&role.name(target)))
+    format!(
+        "{}-[a-z0-9]+-[a-z0-9]+",
+        role.name(target).replace('.', r"\.")
+    )
 }
 
 fn vars(gr: &GuardedRollout, ns: &str) -> Vars {
@@ -139,6 +143,10 @@ mod tests {
         assert!(!re.is_match("share-link-primary-7b6f4d21-x2k9p"));
         assert!(!re.is_match("share-link-canary-x"));
         let dotted = pods_regex("a.b", Role::Primary);
-        assert!(dotted.starts_with(r"a\.b-primary"), "{dotted}");
+        assert_eq!(dotted, r"a\.b-primary-[a-z0-9]+-[a-z0-9]+");
+        assert_eq!(
+            pods_regex("share-link", Role::Canary),
+            "share-link-canary-[a-z0-9]+-[a-z0-9]+"
+        );
     }
 }
