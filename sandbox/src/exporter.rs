@@ -7,11 +7,7 @@ use std::{
 };
 
 use anyhow::Result;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, task::JoinHandle};
 
 #[derive(Debug, Clone, Copy)]
 struct Counter {
@@ -40,19 +36,7 @@ impl Exporter {
         let counters: Arc<Mutex<BTreeMap<String, Counter>>> = Default::default();
         let shared = counters.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let body = render(&shared);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    let _ = stream.read(&mut buf).await;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(head.as_bytes()).await;
-                    let _ = stream.write_all(body.as_bytes()).await;
-                });
-            }
+            crate::http::serve_text(listener, move || render(&shared)).await
         });
         Ok(Self {
             addr,

@@ -30,3 +30,21 @@ pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
         .ok()
         .flatten()
 }
+
+/// Serves `render()` as a Prometheus text exposition on every connection, until the
+/// task is dropped.
+pub async fn serve_text(listener: tokio::net::TcpListener, render: impl Fn() -> String) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let body = render();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}

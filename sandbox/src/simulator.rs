@@ -25,11 +25,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, task::JoinHandle};
 
 pub const ERROR_RATE: &str = "sim.guardrails.dev/error-rate";
 pub const LATENCY_MS: &str = "sim.guardrails.dev/latency-ms";
@@ -270,17 +266,5 @@ fn render(pods: &Pods) -> String {
 }
 
 async fn serve(listener: TcpListener, pods: Pods) {
-    while let Ok((mut stream, _)) = listener.accept().await {
-        let body = render(&pods);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let _ = stream.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
-    }
+    crate::http::serve_text(listener, move || render(&pods)).await;
 }

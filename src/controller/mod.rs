@@ -61,3 +61,36 @@ impl Error {
 
 /// Requeue delay after a transient error.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+
+/// Writes an object's status by server-side apply with the operator's field manager.
+pub async fn write_status<K>(
+    ctx: &Context,
+    obj: &K,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube::{
+        Api, ResourceExt,
+        api::{Patch, PatchParams},
+    };
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    ctx.metrics.wrote("status");
+    Ok(())
+}

@@ -156,28 +156,6 @@ pub async fn consume(
     Ok(())
 }
 
-pub async fn write_status(
-    ctx: &Context,
-    gr: &GuardedRollout,
-    ns: &str,
-    status: &GuardedRolloutStatus,
-) -> Result<(), Error> {
-    let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({
-        "apiVersion": GuardedRollout::api_version(&()),
-        "kind": GuardedRollout::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &gr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    ctx.metrics.wrote("status");
-    Ok(())
-}
-
 /// Events for the decision's notes and for a phase change.
 pub async fn announce(
     ctx: &Context,

@@ -136,7 +136,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         if status != previous {
             crate::controller::events::publish(ctx, gr.as_ref(), true, "InvalidSpec", message)
                 .await;
-            act::write_status(ctx, &gr, ns, &status).await?;
+            super::write_status(ctx, gr.as_ref(), &status).await?;
         }
         timer.ok();
         return Ok(Action::await_change());
@@ -173,7 +173,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     // Status first: what was decided (e.g. the target's recorded size) survives a crash
     // before the workloads change; acting again from it is idempotent.
     if decision.status != previous {
-        act::write_status(ctx, &gr, ns, &decision.status).await?;
+        super::write_status(ctx, gr.as_ref(), &decision.status).await?;
     }
     if let Some(plan) = &decision.plan {
         act::apply_plan(ctx, &gr, ns, &world, plan).await?;

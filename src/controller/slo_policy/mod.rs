@@ -11,7 +11,6 @@ use futures::StreamExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -19,10 +18,9 @@ use kube::{
         watcher::{self, watcher},
     },
 };
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use super::{Context, ERROR_REQUEUE, Error, FIELD_MANAGER, events};
+use super::{Context, ERROR_REQUEUE, Error, events};
 use crate::{
     api::{Gate, SloPolicy, SloPolicyStatus},
     conditions::{self, reasons, types},
@@ -109,32 +107,10 @@ pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Acti
     announce(&ctx, &policy, &previous, &next).await;
     record_metrics(&ctx, &namespace, &policy.name_any(), &next);
     if slo::without_timestamps(&previous) != slo::without_timestamps(&next) {
-        write_status(&ctx, &policy, &namespace, &next).await?;
+        super::write_status(&ctx, policy.as_ref(), &next).await?;
     }
     timer.ok();
     Ok(action)
-}
-
-async fn write_status(
-    ctx: &Context,
-    policy: &SloPolicy,
-    namespace: &str,
-    status: &SloPolicyStatus,
-) -> Result<(), Error> {
-    let api: Api<SloPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": SloPolicy::api_version(&()),
-        "kind": SloPolicy::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &policy.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    ctx.metrics.wrote("status");
-    Ok(())
 }
 
 /// Events for gate transitions and for changes of the Ready condition's reason.
