@@ -450,6 +450,29 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .message
         .clone();
     assert!(msg.contains("spec.trafficRouting.gatewayAPI"), "{msg}");
+    // A second rollout for the same target is refused, the first keeps it.
+    let mut twin = rollout(json!([]));
+    twin.metadata.name = Some("twin".into());
+    env.rollouts()
+        .create(&PostParams::default(), &twin)
+        .await
+        .unwrap();
+    let twin = env
+        .wait_for("twin", 20, "twin refused", |g| {
+            g.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+                .is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+    let msg = conditions::get(&twin.status.unwrap().conditions, types::STALLED)
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("already managed by GuardedRollout app"),
+        "{msg}"
+    );
     // A rollout whose target does not exist says so.
     let mut orphan = rollout(json!([]));
     orphan.metadata.name = Some("orphan".into());

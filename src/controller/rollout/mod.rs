@@ -123,7 +123,8 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         .spec
         .validate()
         .map_err(|e| e.to_string())
-        .and_then(|()| observe::check_references(&gr, &world.slo));
+        .and_then(|()| observe::check_references(&gr, &world.slo))
+        .and_then(|()| observe::check_ownership(&gr, &world));
     if let Err(message) = invalid {
         let mut status = previous.clone();
         status.observed_generation = generation;
@@ -246,18 +247,28 @@ fn record_metrics(
 async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let target = &gr.spec.target_ref.name;
+    // Only what this rollout manages: a refused twin must not touch another's workloads.
+    let mut ours = Vec::new();
+    for role in [Role::Canary, Role::Primary] {
+        let name = role.name(target);
+        let owner = api
+            .get_opt(&name)
+            .await?
+            .and_then(|d| d.metadata.labels?.get(LABEL_ROLLOUT).cloned());
+        if owner.as_deref() == gr.metadata.name.as_deref() {
+            ours.push(name);
+        }
+    }
     if let Some(replicas) = gr.status.as_ref().and_then(|s| s.target_replicas)
+        && !ours.is_empty()
         && api.get_opt(target).await?.is_some()
     {
         let patch = json!({"spec": {"replicas": replicas}});
         api.patch(target, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
     }
-    for role in [Role::Canary, Role::Primary] {
-        match api
-            .delete(&role.name(target), &DeleteParams::default())
-            .await
-        {
+    for name in ours {
+        match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),

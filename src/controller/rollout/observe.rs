@@ -129,6 +129,22 @@ pub fn manual(annotations: &BTreeMap<String, String>) -> Manual {
     }
 }
 
+/// A target belongs to one GuardedRollout: the first one to create its primary.
+pub fn check_ownership(gr: &GuardedRollout, world: &World) -> Result<(), String> {
+    let owner = world
+        .primary
+        .as_ref()
+        .and_then(|p| p.metadata.labels.as_ref())
+        .and_then(|l| l.get(crate::api::LABEL_ROLLOUT));
+    match owner {
+        Some(other) if Some(other.as_str()) != gr.metadata.name.as_deref() => Err(format!(
+            "spec.targetRef.name: Deployment {} is already managed by GuardedRollout {other}",
+            gr.spec.target_ref.name
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks beyond validate(): every sloBurnRate objective exists in the SloPolicy, and
 /// the traffic routing is one this version implements.
 pub fn check_references(
