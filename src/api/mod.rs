@@ -5,6 +5,7 @@ mod duration;
 // kube's printcolumn(...) attributes repeat keys by design.
 #[allow(clippy::duplicated_attributes)]
 mod guarded_rollout;
+mod guarded_rollout_status;
 mod schema;
 #[allow(clippy::duplicated_attributes)]
 mod slo_policy;
@@ -12,6 +13,7 @@ pub mod validate;
 
 pub use duration::{DURATION_PATTERN, DurationError, PromDuration};
 pub use guarded_rollout::*;
+pub use guarded_rollout_status::*;
 pub use slo_policy::*;
 
 use kube::CustomResourceExt;

@@ -7,15 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{
     gate::{allowed, effective_class},
     model::*,
-    steps,
+    steps, tick,
 };
-use crate::{
-    analysis::{self, Verdict},
-    api::{
-        ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
-        AnalysisStatus, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry,
-        Outcome, Phase,
-    },
+use crate::api::{
+    ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
+    AnalysisStatus, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry, Outcome,
+    Phase,
 };
 
 /// Most history entries kept.
@@ -329,63 +326,12 @@ impl Machine<'_> {
 
     /// Applies one tick. Returns the rollback reason when the canary must go.
     fn analyse(&mut self, checks: Vec<crate::api::CheckStatus>) -> Option<String> {
-        let verdict = analysis::verdict(&checks);
-        let now = self.now.clone();
-        let held = |since: &Option<Time>| {
-            since
-                .as_ref()
-                .map(|t| now.0.duration_since(t.0).unsigned_abs())
-                .unwrap_or_default()
-        };
-        let limit = self.spec.analysis.failure_limit;
-        let no_data_timeout = self.spec.analysis.no_data.timeout.as_duration();
-        let error_timeout = self.spec.analysis.provider_errors.timeout.as_duration();
-        let a = self.s.analysis.get_or_insert_with(Default::default);
-        a.last_tick_time = Some(now.clone());
-        a.checks = checks;
-        let (note, rollback) = match verdict {
-            Verdict::Pass => {
-                a.consecutive_failures = 0;
-                a.passing_ticks += 1;
-                a.failing_since = None;
-                a.no_data_since = None;
-                a.provider_errors_since = None;
-                (None, None)
-            }
-            Verdict::Fail(what) => {
-                a.consecutive_failures += 1;
-                a.failing_since.get_or_insert(now.clone());
-                a.no_data_since = None;
-                a.provider_errors_since = None;
-                let n = a.consecutive_failures;
-                let note = format!("tick {n}/{limit} failed: {what}");
-                (
-                    Some(note),
-                    (n >= limit).then(|| format!("{what} for {n} ticks")),
-                )
-            }
-            Verdict::ProviderError(why) => {
-                a.provider_errors_since.get_or_insert(now.clone());
-                let held = held(&a.provider_errors_since);
-                (
-                    None,
-                    (held >= error_timeout)
-                        .then(|| format!("Prometheus failing for {}s: {why}", held.as_secs())),
-                )
-            }
-            Verdict::NoData(why) => {
-                a.no_data_since.get_or_insert(now.clone());
-                let held = held(&a.no_data_since);
-                (
-                    None,
-                    (held >= no_data_timeout).then(|| format!("{why} for {}s", held.as_secs())),
-                )
-            }
-        };
-        if let Some(note) = note {
+        let analysis = self.s.analysis.get_or_insert_with(Default::default);
+        let outcome = tick::apply(&self.spec.analysis, analysis, checks, self.now);
+        if let Some(note) = outcome.failed_tick {
             self.note(Reason::AnalysisFailed, note);
         }
-        rollback
+        outcome.rollback
     }
 
     /// Moves through the steps; after the last one, promotes.

@@ -5,6 +5,7 @@ pub mod gate;
 mod model;
 pub mod status;
 pub mod steps;
+mod tick;
 pub mod workloads;
 
 pub use decide::{HISTORY_LIMIT, decide};

@@ -1,0 +1,76 @@
+//! One analysis tick applied to the analysis status (pure).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::{
+    analysis::{self, Verdict},
+    api::{Analysis, AnalysisStatus, CheckStatus},
+};
+
+/// What a tick changed beyond the counters.
+#[derive(Debug, Default, PartialEq)]
+pub struct TickOutcome {
+    /// For an AnalysisFailed Event.
+    pub failed_tick: Option<String>,
+    /// The rollback reason, when the canary must go.
+    pub rollback: Option<String>,
+}
+
+/// Records the tick's results: passes count at the current weight, failures count
+/// towards failureLimit, no data and provider errors start their timeout clocks and
+/// never count as passes.
+pub fn apply(
+    spec: &Analysis,
+    a: &mut AnalysisStatus,
+    checks: Vec<CheckStatus>,
+    now: &Time,
+) -> TickOutcome {
+    let verdict = analysis::verdict(&checks);
+    let held = |since: &Option<Time>| {
+        since
+            .as_ref()
+            .map(|t| now.0.duration_since(t.0).unsigned_abs())
+            .unwrap_or_default()
+    };
+    a.last_tick_time = Some(now.clone());
+    a.checks = checks;
+    match verdict {
+        Verdict::Pass => {
+            a.consecutive_failures = 0;
+            a.passing_ticks += 1;
+            a.failing_since = None;
+            a.no_data_since = None;
+            a.provider_errors_since = None;
+            TickOutcome::default()
+        }
+        Verdict::Fail(what) => {
+            a.consecutive_failures += 1;
+            a.failing_since.get_or_insert(now.clone());
+            a.no_data_since = None;
+            a.provider_errors_since = None;
+            let (n, limit) = (a.consecutive_failures, spec.failure_limit);
+            TickOutcome {
+                failed_tick: Some(format!("tick {n}/{limit} failed: {what}")),
+                rollback: (n >= limit).then(|| format!("{what} for {n} ticks")),
+            }
+        }
+        Verdict::ProviderError(why) => {
+            a.provider_errors_since.get_or_insert(now.clone());
+            let held = held(&a.provider_errors_since);
+            TickOutcome {
+                failed_tick: None,
+                rollback: (held >= spec.provider_errors.timeout.as_duration())
+                    .then(|| format!("Prometheus failing for {}s: {why}", held.as_secs())),
+            }
+        }
+        Verdict::NoData(why) => {
+            a.no_data_since.get_or_insert(now.clone());
+            let held = held(&a.no_data_since);
+            TickOutcome {
+                failed_tick: None,
+                rollback: (held >= spec.no_data.timeout.as_duration())
+                    .then(|| format!("{why} for {}s", held.as_secs())),
+            }
+        }
+    }
+}
