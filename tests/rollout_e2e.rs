@@ -158,19 +158,7 @@ impl Env {
         what: &str,
         ok: impl Fn(&GuardedRollout) -> bool,
     ) -> GuardedRollout {
-        let mut last = None;
-        for _ in 0..secs * 4 {
-            let gr = self.rollouts().get(name).await.unwrap();
-            if ok(&gr) {
-                return gr;
-            }
-            last = Some(gr);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!(
-            "{what}: not reached in {secs}s; status: {:#?}",
-            last.and_then(|g| g.status)
-        );
+        common::wait_for(&self.rollouts(), name, secs, what, ok).await
     }
 
     async fn wait_phase(&self, name: &str, phase: Phase, secs: u64) -> GuardedRollout {

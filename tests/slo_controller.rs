@@ -64,19 +64,7 @@ async fn wait_for(
     what: &str,
     ok: impl Fn(&SloPolicy) -> bool,
 ) -> SloPolicy {
-    let mut last = None;
-    for _ in 0..secs * 4 {
-        let p = api.get(name).await.unwrap();
-        if ok(&p) {
-            return p;
-        }
-        last = Some(p);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "{what}: not reached in {secs}s; status: {:#?}",
-        last.and_then(|p| p.status)
-    );
+    common::wait_for(api, name, secs, what, ok).await
 }
 
 fn ready(p: &SloPolicy) -> Option<(String, String)> {

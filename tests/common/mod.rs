@@ -37,3 +37,27 @@ pub fn example_files() -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// Polls `api.get(name)` every 250 ms until `ok` holds; panics after `secs` with the
+/// last object seen.
+pub async fn wait_for<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut last = None;
+    for _ in 0..secs * 4 {
+        let obj = api.get(name).await.expect("get");
+        if ok(&obj) {
+            return obj;
+        }
+        last = Some(obj);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("{what}: not reached in {secs}s; last seen: {last:#?}");
+}
