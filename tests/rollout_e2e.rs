@@ -13,10 +13,10 @@ use guardrails::{
     telemetry::Metrics,
 };
 use guardrails_sandbox::{Prometheus, PrometheusConfig, Simulator, simulator};
-use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
@@ -181,16 +181,7 @@ impl Env {
     }
 
     async fn events(&self, name: &str) -> Vec<(String, String)> {
-        let events = Api::<Event>::namespaced(self.client.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap();
-        events
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-            .collect()
+        common::events_about(&self.client, &self.ns, name).await
     }
 
     async fn set_gate(&self, gate: &str) {

@@ -14,11 +14,8 @@ use guardrails::{
     telemetry::Metrics,
 };
 use guardrails_sandbox::{Exporter, Prometheus, PrometheusConfig};
-use k8s_openapi::api::events::v1::Event;
-use kube::{
-    Api, Client,
-    api::{ListParams, PostParams},
-};
+
+use kube::{Api, Client, api::PostParams};
 
 fn policy(name: &str, service: &str) -> SloPolicy {
     serde_yaml::from_str(&format!(
@@ -73,15 +70,10 @@ fn ready(p: &SloPolicy) -> Option<(String, String)> {
 }
 
 async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
-    let events = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
+    common::events_about(client, ns, name)
         .await
-        .unwrap();
-    events
-        .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
+        .map(|e| e.0)
         .collect()
 }
 

@@ -61,3 +61,18 @@ where
     }
     panic!("{what}: not reached in {secs}s; last seen: {last:#?}");
 }
+
+/// (reason, note) of every Event about the object `name` in `ns`.
+pub async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let events = kube::Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("list events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
