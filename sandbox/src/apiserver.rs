@@ -32,6 +32,9 @@ pub struct ControlPlane {
 }
 
 const TOKEN: &str = "guardrails-sandbox-admin-token";
+const USER_TOKEN: &str = "guardrails-sandbox-user-token";
+/// A user the control plane knows but grants nothing: tests give it rights with RBAC.
+pub const RESTRICTED_USER: &str = "sandbox-user";
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver on free loopback ports; returns once the apiserver
@@ -67,7 +70,9 @@ impl ControlPlane {
 
         std::fs::write(
             d.join("tokens.csv"),
-            format!("{TOKEN},admin,admin,system:masters\n"),
+            format!(
+                "{TOKEN},admin,admin,system:masters\n{USER_TOKEN},{RESTRICTED_USER},{RESTRICTED_USER}\n"
+            ),
         )?;
         let key = d.join("sa.key");
         let status = Command::new("openssl")
@@ -105,7 +110,11 @@ impl ControlPlane {
 
         let url = format!("https://127.0.0.1:{port}");
         let kubeconfig = d.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&url))?;
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&url, "admin", TOKEN))?;
+        std::fs::write(
+            d.join("kubeconfig-restricted"),
+            kubeconfig_yaml(&url, RESTRICTED_USER, USER_TOKEN),
+        )?;
         let config = config_from(&kubeconfig).await?;
         let client = Client::try_from(config.clone())?;
         wait_until(&mut apiserver, Duration::from_secs(60), || {
@@ -170,6 +179,12 @@ impl ControlPlane {
     /// Path of a kubeconfig for the admin user (for kubectl and the operator binary).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Path of a kubeconfig for [`RESTRICTED_USER`], who has no rights until RBAC
+    /// grants some.
+    pub fn restricted_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig-restricted")
     }
 
     pub fn url(&self) -> &str {
@@ -249,7 +264,7 @@ async fn config_from(path: &Path) -> Result<Config> {
     Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
 }
 
-fn kubeconfig_yaml(url: &str) -> String {
+fn kubeconfig_yaml(url: &str, user: &str, token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -259,14 +274,14 @@ clusters:
     server: {url}
     insecure-skip-tls-verify: true
 users:
-- name: admin
+- name: {user}
   user:
-    token: {TOKEN}
+    token: {token}
 contexts:
 - name: sandbox
   context:
     cluster: sandbox
-    user: admin
+    user: {user}
     namespace: default
 current-context: sandbox
 "

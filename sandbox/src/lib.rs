@@ -11,7 +11,7 @@ mod prometheus;
 pub mod simulator;
 mod workdir;
 
-pub use apiserver::ControlPlane;
+pub use apiserver::{ControlPlane, RESTRICTED_USER};
 pub use binaries::{Binaries, cache_dir};
 pub use exporter::Exporter;
 pub use process::{Server, free_port};
