@@ -17,7 +17,8 @@ pub enum Phase {
     Blocked,
     /// The canary is moving through its steps.
     Progressing,
-    /// Progression is paused (spec.paused or a pause step); analysis continues.
+    /// Progression is held by spec.paused or by a pause step without a duration (until
+    /// a manual promote); analysis and rollback go on.
     Paused,
     /// The primary is being updated to the canary's template.
     Promoting,

@@ -362,7 +362,13 @@ impl Machine<'_> {
                             false
                         }
                         Some(_) => passing >= 1,
-                        None => false,
+                        None => {
+                            let what =
+                                steps::describe(self.spec, &self.s, "waiting for a manual promote");
+                            self.set_phase(Phase::Paused, what);
+                            self.requeue_within(self.spec.analysis.interval.as_duration());
+                            return;
+                        }
                     }
                 }
                 (None, None) => true,

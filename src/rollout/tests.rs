@@ -588,6 +588,9 @@ fn pause_without_duration_waits_for_a_promote() {
         w.tick(CheckResult::Pass, 0.0);
     }
     assert_eq!(w.status.current_step, Some(1));
+    assert_eq!(w.phase(), Phase::Paused, "held until a person promotes");
+    let msg = w.status.message.clone().unwrap_or_default();
+    assert!(msg.contains("waiting for a manual promote"), "{msg}");
     w.obs.manual.promote = true;
     w.run();
     assert_eq!(w.phase(), Phase::Promoting);
