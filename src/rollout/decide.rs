@@ -340,7 +340,8 @@ impl Machine<'_> {
         loop {
             let index = self.s.current_step.unwrap_or(0) as usize;
             let Some(step) = self.spec.steps.get(index) else {
-                self.begin_promotion("all steps passed");
+                let why = format!("all {} steps passed", self.spec.steps.len());
+                self.begin_promotion(&why);
                 return;
             };
             let passing = self.s.analysis.as_ref().map_or(0, |a| a.passing_ticks);
@@ -406,7 +407,7 @@ impl Machine<'_> {
 
     fn begin_promotion(&mut self, why: &str) {
         let rev = self.s.canary_revision.clone().unwrap_or_default();
-        self.set_phase(Phase::Promoting, format!("promoting {rev}: {why}"));
+        self.set_phase(Phase::Promoting, promotion_message(&rev, why));
         self.note(
             Reason::Promoting,
             format!("promoting revision {rev}: {why}"),
@@ -427,10 +428,15 @@ impl Machine<'_> {
             self.requeue_within(Duration::from_secs(1));
             return;
         }
-        let entry = self.finished_entry(
-            Outcome::Promoted,
-            Some(format!("all {} steps passed", self.spec.steps.len())),
-        );
+        // Why it was promoted (steps passed, or by hand) lives in the Promoting message.
+        let why = self
+            .s
+            .message
+            .as_deref()
+            .and_then(|m| m.strip_prefix(&promotion_message(&rev, "")))
+            .unwrap_or("promoted")
+            .to_string();
+        let entry = self.finished_entry(Outcome::Promoted, Some(why));
         self.push_history(entry);
         self.s.stable_revision = Some(rev.clone());
         self.clear_canary();
@@ -570,4 +576,9 @@ impl Machine<'_> {
             requeue: self.requeue,
         }
     }
+}
+
+/// Status message while promoting; its tail is the history reason once promoted.
+fn promotion_message(rev: &str, why: &str) -> String {
+    format!("promoting {rev}: {why}")
 }

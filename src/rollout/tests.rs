@@ -233,6 +233,7 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
     w.run();
     let h = &w.status.history[0];
     assert_eq!((h.revision.as_str(), h.outcome), ("r2", Outcome::Promoted));
+    assert_eq!(h.reason.as_deref(), Some("all 3 steps passed"));
     assert!(h.started_at.is_some() && h.finished_at.is_some());
     // The pause held for its full minute.
     assert!(w.now >= 60);
@@ -562,6 +563,11 @@ fn abort_promote_and_paused_do_what_they_say() {
     assert_eq!(w.phase(), Phase::Promoting);
     w.run();
     assert_eq!(w.phase(), Phase::Succeeded);
+    assert_eq!(
+        w.status.history[0].reason.as_deref(),
+        Some("promoted by hand"),
+        "the history says who promoted"
+    );
 
     let mut w = World::new();
     w.spec.paused = true;
