@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test test-env crds fmt lint bench
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
+.PHONY: all build test test-env crds fmt lint bench demo demo-down
 
 all: build
 
@@ -18,6 +20,19 @@ test: test-env
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+
+## The demo: local control plane, Prometheus, simulated services, the operator and three
+## canary stories; the cluster stays up until `make demo-down`.
+demo: test-env
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs), then run make demo again"; exit 1; }
+	@echo "==> building the operator, the kubectl plugin and the demo driver"
+	$(CARGO) build --workspace --bins
+	@$(TARGET_DIR)/debug/guardrails-demo up
+
+## Stops everything `make demo` started and deletes its files.
+demo-down:
+	@$(CARGO) build --quiet -p guardrails-demo --bin guardrails-demo
+	@$(TARGET_DIR)/debug/guardrails-demo down
 
 ## Regenerate crds/ from the Rust types.
 crds:

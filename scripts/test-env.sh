@@ -70,11 +70,22 @@ cp -r "$REFLECT2" "$tree/vendor/github.com/modern-go/reflect2"
 GOPATH_DIR="$CACHE/gopath"
 mkdir -p "$GOPATH_DIR/src/k8s.io"
 ln -sfn "$tree" "$GOPATH_DIR/src/k8s.io/kubernetes"
+say "source unpacked; compiling (log: $CACHE/apiserver-build.log)"
 (
   cd "$GOPATH_DIR/src/k8s.io/kubernetes"
   export GOPATH="$GOPATH_DIR" CGO_ENABLED=0 GOFLAGS= GOCACHE="$CACHE/gocache"
   make WHAT=cmd/kube-apiserver >"$CACHE/apiserver-build.log" 2>&1
-) || { say "ERROR: build failed, see $CACHE/apiserver-build.log"; tail -30 "$CACHE/apiserver-build.log"; exit 1; }
+) &
+build=$!
+ticks=0
+while kill -0 "$build" 2>/dev/null; do
+  sleep 5
+  ticks=$((ticks + 1))
+  if [ $((ticks % 6)) = 0 ] && kill -0 "$build" 2>/dev/null; then
+    say "still compiling kube-apiserver ($(( $(date +%s) - start ))s)"
+  fi
+done
+wait "$build" || { say "ERROR: build failed, see $CACHE/apiserver-build.log"; tail -30 "$CACHE/apiserver-build.log"; exit 1; }
 built=$(find "$tree/_output" -type f -name kube-apiserver -perm -u+x | head -n1)
 [ -n "$built" ] || { say "ERROR: no kube-apiserver binary in $tree/_output"; exit 1; }
 cp "$built" "$BIN/kube-apiserver.tmp" && mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"

@@ -7,7 +7,12 @@ use guardrails::api::PromDuration;
 
 /// Guardrails rollouts and error budgets from kubectl.
 #[derive(Parser, Debug)]
-#[command(name = "kubectl guardrails", version, about)]
+#[command(
+    name = "kubectl guardrails",
+    bin_name = "kubectl guardrails",
+    version,
+    about
+)]
 pub struct Cli {
     /// Namespace (default: the kubeconfig context's namespace, else "default").
     #[arg(short = 'n', long, global = true)]

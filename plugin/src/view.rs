@@ -534,14 +534,7 @@ pub fn budget_text(views: &[BudgetView], with_namespace: bool) -> String {
         return "No SloPolicies found.\n".into();
     }
     let mut rows = vec![];
-    let mut header = vec![
-        "NAME",
-        "GATE",
-        "BUDGET LEFT",
-        "",
-        "FIRING",
-        "SLI / BURN RATES",
-    ];
+    let mut header = vec!["NAME", "GATE", "BUDGET LEFT", "", "FIRING", "DETAIL"];
     if with_namespace {
         header.insert(0, "NAMESPACE");
     }
@@ -560,9 +553,14 @@ pub fn budget_text(views: &[BudgetView], with_namespace: bool) -> String {
         }
         rows.push(line);
         for o in &v.objectives {
-            let burns: Vec<String> = o
-                .burn_rates
-                .iter()
+            let mut by_window: Vec<(&String, &f64)> = o.burn_rates.iter().collect();
+            by_window.sort_by_key(|(w, _)| {
+                w.parse::<guardrails::api::PromDuration>()
+                    .map(|d| d.as_duration())
+                    .unwrap_or_default()
+            });
+            let burns: Vec<String> = by_window
+                .into_iter()
                 .map(|(w, r)| format!("{w} {}", number(Some(*r))))
                 .collect();
             let mut line = vec![

@@ -145,7 +145,7 @@ fn budget_shows_bars_and_firing_tiers() {
         "{text}"
     );
     assert!(text.contains("SLI no data"), "{text}");
-    assert!(text.contains("burn 1h 14.5, 5m 15"), "{text}");
+    assert!(text.contains("burn 5m 15, 1h 14.5"), "{text}");
     let json = serde_json::to_value(&[v]).unwrap();
     assert_eq!(json[0]["gate"], "Restricted");
     assert_eq!(json[0]["objectives"][0]["budgetLeft"], 25.0);

@@ -27,6 +27,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     config: Config,
     url: String,
+    ports: Vec<u16>,
     // Last field: removed after the servers are killed.
     dir: tempfile::TempDir,
 }
@@ -136,6 +137,7 @@ impl ControlPlane {
             kubeconfig,
             config,
             url,
+            ports: vec![etcd_port, peer_port, port],
             dir,
         })
     }
@@ -198,6 +200,11 @@ impl ControlPlane {
     /// Process ids of etcd and kube-apiserver.
     pub fn pids(&self) -> Vec<u32> {
         vec![self.etcd.pid(), self.apiserver.pid()]
+    }
+
+    /// Loopback ports the servers listen on (etcd client and peer, kube-apiserver).
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// Fails if either server has died.

@@ -84,6 +84,11 @@ impl Prometheus {
         self.dir.path()
     }
 
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Server::pid)
+    }
+
     pub fn is_running(&self) -> bool {
         self.server.is_some()
     }
