@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build test test-env crds fmt lint bench demo demo-down
+.PHONY: all build test test-env crds docs fmt lint bench demo demo-down
 
 all: build
 
@@ -34,10 +34,13 @@ demo-down:
 	@$(CARGO) build --quiet -p guardrails-demo --bin guardrails-demo
 	@$(TARGET_DIR)/debug/guardrails-demo down
 
-## Regenerate crds/ from the Rust types.
+## Regenerate crds/ and docs/reference.md from the Rust types.
 crds:
 	rm -f crds/*.yaml
 	$(CARGO) run --quiet -- crd --out-dir crds
+	$(CARGO) run --quiet -- crd --markdown > docs/reference.md
+
+docs: crds
 
 fmt:
 	$(CARGO) fmt --all

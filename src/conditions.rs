@@ -22,6 +22,14 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The GuardedRollout's target Deployment does not exist.
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+
+    /// Every reason above. GuardedRollout conditions also use the phase name as reason.
+    pub const ALL: [&str; 4] = [
+        EVALUATED,
+        PROMETHEUS_UNAVAILABLE,
+        INVALID_SPEC,
+        TARGET_NOT_FOUND,
+    ];
 }
 
 /// Sets a condition, keeping its lastTransitionTime when its status did not change.

@@ -29,8 +29,11 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd {
         /// Write one file per CRD into this folder instead of printing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "markdown")]
         out_dir: Option<PathBuf>,
+        /// Print the field reference (Markdown) instead of YAML.
+        #[arg(long)]
+        markdown: bool,
     },
     /// Print Prometheus recording and alerting rules for a SloPolicy.
     Rules {
@@ -69,11 +72,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args).await,
-        Command::Crd { out_dir: None } => {
+        Command::Crd { markdown: true, .. } => {
+            print!(
+                "{}",
+                guardrails::api::reference::markdown(&guardrails::api::crds())
+            );
+            Ok(())
+        }
+        Command::Crd { out_dir: None, .. } => {
             print!("{}", guardrails::api::crds_yaml());
             Ok(())
         }
-        Command::Crd { out_dir: Some(dir) } => {
+        Command::Crd {
+            out_dir: Some(dir), ..
+        } => {
             std::fs::create_dir_all(&dir)?;
             for (name, yaml) in guardrails::api::crd_files() {
                 std::fs::write(dir.join(name), yaml)?;

@@ -43,7 +43,23 @@ impl Drop for Env {
 }
 
 async fn env(name: &str) -> Env {
-    let (_cp, client, ns) = cluster(name).await;
+    env_with(name, false).await
+}
+
+/// With `documented_rbac`, the operator runs as a user whose only rights are the
+/// ClusterRole of deploy/rbac.yaml.
+async fn env_with(name: &str, documented_rbac: bool) -> Env {
+    let (cp, client, ns) = cluster(name).await;
+    let operator_client = if documented_rbac {
+        grant_documented_rbac(&client).await;
+        let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    } else {
+        client.clone()
+    };
     let sim = Simulator::start(client.clone(), Some(&ns)).await.unwrap();
     let prom = Prometheus::start(PrometheusConfig {
         targets: vec![("sim".into(), sim.addr().to_string())],
@@ -51,7 +67,7 @@ async fn env(name: &str) -> Env {
     })
     .await
     .unwrap();
-    let operator = start_operator(&client, &ns, prom.url());
+    let operator = start_operator(&operator_client, &ns, prom.url());
     Env {
         client,
         ns,
@@ -59,6 +75,35 @@ async fn env(name: &str) -> Env {
         _sim: sim,
         operator,
     }
+}
+
+/// Binds the ClusterRole of deploy/rbac.yaml to the sandbox's restricted user.
+async fn grant_documented_rbac(client: &Client) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(common::repo_path("deploy/rbac.yaml")).unwrap();
+    let role = serde_yaml::Deserializer::from_str(&text)
+        .map(serde_yaml::Value::deserialize)
+        .map(Result::unwrap)
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole in deploy/rbac.yaml");
+    let role: ClusterRole = serde_yaml::from_value(role).unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "guardrails-documented"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role.metadata.name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": guardrails_sandbox::RESTRICTED_USER}]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 }
 
 fn start_operator(client: &Client, ns: &str, prometheus: String) -> tokio::task::JoinHandle<()> {
@@ -830,4 +875,50 @@ async fn manual_actions_and_spec_paused() {
     ] {
         assert!(!ann.contains_key(key), "{key} consumed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_rbac_is_enough_for_a_whole_delivery() {
+    let env = env_with("gr-rbac", true).await;
+    let slo: SloPolicy = serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+        "metadata": {"name": "app"},
+        "spec": {
+            "interval": "10s",
+            "objectives": [{"name": "availability", "target": 99.9, "indicator": {"ratio": {
+                "errors": "http_requests_total{service=\"app\",code=\"500\"}", "total": "http_requests_total{service=\"app\"}"}}}]
+        }
+    }))
+    .unwrap();
+    let slos = Api::<SloPolicy>::namespaced(env.client.clone(), &env.ns);
+    slos.create(&PostParams::default(), &slo).await.unwrap();
+    let mut gr = rollout(json!([]));
+    gr.spec.slo_policy_ref = Some(guardrails::api::LocalRef { name: "app".into() });
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.0).await;
+    env.wait_phase("app", Phase::Succeeded, 90).await;
+    assert_eq!(env.image_of("app-primary").await.0, "app:2");
+    let policy = common::wait_for(&slos, "app", 30, "SloPolicy evaluated", |p| {
+        p.status.as_ref().is_some_and(|s| s.gate.is_some())
+    })
+    .await;
+    assert!(policy.status.unwrap().last_evaluation_time.is_some());
+    assert!(env.events("app").await.iter().any(|e| e.0 == "Promoted"));
+
+    // Deletion: finalizer, target scaled back, managed Deployments deleted.
+    env.rollouts()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::wait_for(&env.deployments(), "app", 30, "target restored", |d| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+    })
+    .await;
+    for _ in 0..80 {
+        if env.rollouts().get_opt("app").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(env.rollouts().get_opt("app").await.unwrap().is_none());
 }

@@ -28,6 +28,19 @@ pub enum Phase {
     RolledBack,
 }
 
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Initializing,
+        Phase::Idle,
+        Phase::Blocked,
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RolledBack,
+    ];
+}
+
 /// Result of one check on one tick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum CheckResult {

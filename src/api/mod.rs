@@ -6,6 +6,7 @@ mod duration;
 #[allow(clippy::duplicated_attributes)]
 mod guarded_rollout;
 mod guarded_rollout_status;
+pub mod reference;
 mod schema;
 #[allow(clippy::duplicated_attributes)]
 mod slo_policy;

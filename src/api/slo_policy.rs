@@ -180,6 +180,19 @@ pub enum Gate {
     Frozen,
 }
 
+impl Gate {
+    pub const ALL: [Gate; 3] = [Gate::Open, Gate::Restricted, Gate::Frozen];
+
+    /// Reason of the Event published on the SloPolicy when the gate becomes this.
+    pub fn event_reason(self) -> &'static str {
+        match self {
+            Gate::Open => "GateOpen",
+            Gate::Restricted => "GateRestricted",
+            Gate::Frozen => "GateFrozen",
+        }
+    }
+}
+
 /// Error-budget policy: how much consumed budget restricts or freezes deployments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

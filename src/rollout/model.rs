@@ -125,6 +125,25 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 16] = [
+        Reason::Adopted,
+        Reason::PhaseChanged,
+        Reason::GateAllowed,
+        Reason::GateBlocked,
+        Reason::GateOverridden,
+        Reason::CanaryStarted,
+        Reason::StepCompleted,
+        Reason::AnalysisFailed,
+        Reason::RolledBack,
+        Reason::Aborted,
+        Reason::Superseded,
+        Reason::Promoting,
+        Reason::Promoted,
+        Reason::Retried,
+        Reason::TargetNotFound,
+        Reason::SloPolicyNotFound,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Adopted => "Adopted",

@@ -126,16 +126,11 @@ async fn announce(
             .unwrap_or_else(|| "none".into());
         let reason = next.gate_reason.clone().unwrap_or_default();
         info!(%from, to = ?to, %reason, "gate changed");
-        let event_reason = match to {
-            Gate::Open => "GateOpen",
-            Gate::Restricted => "GateRestricted",
-            Gate::Frozen => "GateFrozen",
-        };
         events::publish(
             ctx,
             policy,
             to != Gate::Open,
-            event_reason,
+            to.event_reason(),
             format!("{from} -> {to:?}: {reason}"),
         )
         .await;
