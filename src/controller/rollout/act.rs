@@ -13,7 +13,7 @@ use crate::{
     api::{GuardedRollout, GuardedRolloutStatus},
     controller::{Error, FIELD_MANAGER, events},
     rollout::{
-        Decision, Plan, PrimaryTemplate,
+        Decision, Plan, PrimaryTemplate, Reason,
         workloads::{ANNOTATION_REVISION, Role, managed, revision, user_template},
     },
 };
@@ -184,6 +184,6 @@ pub async fn announce(
             "{from} -> {phase:?}: {}",
             decision.status.message.clone().unwrap_or_default()
         );
-        events::publish(ctx, gr, false, "PhaseChanged", message).await;
+        events::publish(ctx, gr, false, Reason::PhaseChanged.as_str(), message).await;
     }
 }
