@@ -800,7 +800,8 @@ async fn manual_actions_and_spec_paused() {
     .await;
     assert_eq!(
         status(&env.rollouts().get("app").await.unwrap()).phase,
-        Some(Phase::Progressing)
+        Some(Phase::Paused),
+        "a pause without duration is shown as Paused"
     );
     env.rollouts()
         .patch(
@@ -810,8 +811,12 @@ async fn manual_actions_and_spec_paused() {
         )
         .await
         .unwrap();
-    env.wait_phase("app", Phase::Succeeded, 60).await;
+    let gr = env.wait_phase("app", Phase::Succeeded, 60).await;
     assert_eq!(env.image_of("app-primary").await.0, "app:2");
+    assert_eq!(
+        status(&gr).history[0].reason.as_deref(),
+        Some("promoted by hand")
+    );
 
     // Abort rolls back at once; retry starts the same revision again.
     env.ship("app:3", 0.0).await;
@@ -844,7 +849,11 @@ async fn manual_actions_and_spec_paused() {
         )
         .await
         .unwrap();
-    env.wait_phase("app", Phase::Progressing, 30).await;
+    env.wait_for("app", 30, "canary running again", |g| {
+        let s = status(g);
+        matches!(s.phase, Some(Phase::Progressing | Phase::Paused)) && s.canary_revision.is_some()
+    })
+    .await;
 
     // spec.paused holds the steps.
     let pause = json!({"spec": {"paused": true}});
@@ -852,7 +861,13 @@ async fn manual_actions_and_spec_paused() {
         .patch("app", &PatchParams::default(), &Patch::Merge(pause))
         .await
         .unwrap();
-    let paused = env.wait_phase("app", Phase::Paused, 30).await;
+    let by_spec = |g: &GuardedRollout| {
+        status(g)
+            .message
+            .is_some_and(|m| m.contains("paused (spec.paused)"))
+    };
+    let paused = env.wait_for("app", 30, "paused by spec", by_spec).await;
+    assert_eq!(status(&paused).phase, Some(Phase::Paused));
     tokio::time::sleep(Duration::from_secs(6)).await;
     let later = env.rollouts().get("app").await.unwrap();
     assert_eq!(status(&later).phase, Some(Phase::Paused));
@@ -862,10 +877,8 @@ async fn manual_actions_and_spec_paused() {
         .patch("app", &PatchParams::default(), &Patch::Merge(resume))
         .await
         .unwrap();
-    env.wait_for("app", 30, "progressing again", |g| {
-        status(g).phase != Some(Phase::Paused)
-    })
-    .await;
+    env.wait_for("app", 30, "no longer held by spec.paused", |g| !by_spec(g))
+        .await;
     let gr = env.rollouts().get("app").await.unwrap();
     let ann = gr.metadata.annotations.unwrap_or_default();
     for key in [
