@@ -366,7 +366,10 @@ async fn frozen_budget_blocks_features_but_not_corrective_changes_or_overrides()
     env.ship("app:2", 0.0).await;
     let gr = env.wait_phase("app", Phase::Blocked, 20).await;
     let msg = gr.status.as_ref().unwrap().message.clone().unwrap();
-    assert!(msg.contains("Feature") && msg.contains("Frozen"), "{msg}");
+    assert!(
+        msg.contains("feature change") && msg.contains("Frozen"),
+        "{msg}"
+    );
     assert!(env.events("app").await.iter().any(|e| e.0 == "GateBlocked"));
     assert_eq!(env.image_of("app-canary").await.1, 0);
 

@@ -367,13 +367,20 @@ async fn missing_permissions_give_one_line_and_a_non_zero_exit() {
     e.rollout("share-link", progressing()).await;
     let restricted = e.cp.restricted_kubeconfig();
 
-    for args in [
-        &["get"][..],
+    let every_command: &[&[&str]] = &[
+        &["get"],
         &["status", "share-link"],
-        &["budget"],
-        &["promote", "share-link"],
         &["watch", "share-link"],
-    ] {
+        &["budget"],
+        &["budget", "share-link"],
+        &["promote", "share-link"],
+        &["abort", "share-link"],
+        &["retry", "share-link"],
+        &["pause", "share-link"],
+        &["resume", "share-link"],
+        &["override-gate", "share-link", "--reason", "x"],
+    ];
+    for args in every_command {
         let err = one_line_error(&e.run_as(&restricted, args).await);
         assert!(
             err.contains("forbidden") && err.contains(RESTRICTED_USER),
@@ -394,13 +401,19 @@ async fn missing_permissions_give_one_line_and_a_non_zero_exit() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(text.contains("Progressing"), "read access: {text}");
-    let err = one_line_error(&e.run_as(&restricted, &["promote", "share-link"]).await);
-    assert!(err.contains("forbidden") && err.contains("patch"), "{err}");
+    for args in &every_command[5..] {
+        let err = one_line_error(&e.run_as(&restricted, args).await);
+        assert!(
+            err.contains("forbidden") && err.contains("patch"),
+            "{args:?}: {err}"
+        );
+    }
+    let gr = e.rollouts().get("share-link").await.unwrap();
     assert!(
-        !e.annotations("share-link")
-            .await
-            .contains_key("guardrails.dev/promote")
+        gr.metadata.annotations.unwrap_or_default().is_empty(),
+        "nothing changed"
     );
+    assert!(!gr.spec.paused);
 }
 
 async fn spawn_watch(e: &Env, args: &[&str]) -> tokio::process::Child {

@@ -124,6 +124,18 @@ pub enum ChangeClass {
     Corrective,
 }
 
+/// The API spelling: feature, fix, critical, corrective.
+impl std::fmt::Display for ChangeClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChangeClass::Feature => "feature",
+            ChangeClass::Fix => "fix",
+            ChangeClass::Critical => "critical",
+            ChangeClass::Corrective => "corrective",
+        })
+    }
+}
+
 /// Traffic routing. Empty means replica ratio through the user's Service.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -212,10 +212,10 @@ impl Machine<'_> {
                 gate_status.r#override = Some(reason.clone());
                 self.note(
                     Reason::GateOverridden,
-                    format!("gate {state:?} overridden for {class:?} revision {rev}: {reason}"),
+                    format!("gate {state:?} overridden for {class} revision {rev}: {reason}"),
                 );
             } else {
-                let message = format!("{class:?} change {rev} blocked: gate {state:?} ({why})");
+                let message = format!("{class} change {rev} blocked: gate {state:?} ({why})");
                 self.s.gate = Some(gate_status);
                 self.block(&rev, class, Some(state), message);
                 return;
@@ -223,7 +223,7 @@ impl Machine<'_> {
         } else {
             self.note(
                 Reason::GateAllowed,
-                format!("gate {state:?} allows {class:?} revision {rev}"),
+                format!("gate {state:?} allows {class} revision {rev}"),
             );
         }
         self.s.gate = Some(gate_status);
@@ -236,7 +236,7 @@ impl Machine<'_> {
         self.set_phase(Phase::Progressing, format!("canary {rev} started"));
         self.note(
             Reason::CanaryStarted,
-            format!("canary for revision {rev} ({class:?})"),
+            format!("canary for revision {rev} ({class})"),
         );
         self.requeue_within(Duration::from_millis(500));
     }
