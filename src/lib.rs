@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod api;
 pub mod conditions;
 pub mod controller;
+pub mod leader;
 pub mod prometheus;
 pub mod promql;
 pub mod rollout;

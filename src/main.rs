@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use guardrails::{
     api::SloPolicy,
     controller::{self, Context},
+    leader::Election,
     slo::rules,
     telemetry::{self, Health, LogFormat, Metrics},
 };
@@ -65,6 +66,50 @@ struct RunArgs {
     /// Reconciles run at once, per controller.
     #[arg(long, env = "GUARDRAILS_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Reconcile only while holding a Lease, so several replicas can run.
+    #[arg(long, env = "GUARDRAILS_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long, env = "GUARDRAILS_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "GUARDRAILS_LEADER_ELECTION_LEASE",
+        default_value = "guardrails"
+    )]
+    leader_election_lease: String,
+    /// Lease duration: how long a crashed leader blocks the others.
+    #[arg(
+        long,
+        env = "GUARDRAILS_LEADER_ELECTION_DURATION",
+        default_value = "15s"
+    )]
+    leader_election_duration: guardrails::api::PromDuration,
+}
+
+impl RunArgs {
+    /// The election, when enabled. The identity is the pod name (or host name) and pid.
+    fn election(&self, client: &kube::Client) -> Option<Election> {
+        if !self.leader_election {
+            return None;
+        }
+        let ns = self
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        let host = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "guardrails".into());
+        let identity = format!("{host}-{}", std::process::id());
+        Some(Election::new(
+            Api::namespaced(client.clone(), &ns),
+            &self.leader_election_lease,
+            &identity,
+            self.leader_election_duration.as_duration(),
+        ))
+    }
 }
 
 #[tokio::main]
@@ -116,19 +161,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready: Default::default(),
     };
     let server = tokio::spawn(telemetry::serve(args.metrics_addr, health.clone()));
-    let ctx = Context::new(client.clone(), args.prometheus_url, metrics);
+    let election = args.election(&client);
+    let ctx = Context::new(client.clone(), args.prometheus_url.clone(), metrics);
     let policies: Api<SloPolicy> = match &args.namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
+    // Ready means up and connected; a standby replica is ready too, so rolling updates of
+    // the operator's own Deployment do not wait for leadership.
     health.ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("*"),
-        "guardrails running"
-    );
+    let namespace = args.namespace.clone();
+    let controllers = async move {
+        tracing::info!(
+            namespace = namespace.as_deref().unwrap_or("*"),
+            "guardrails running"
+        );
+        // Both end together on SIGTERM; if one ends alone, stop rather than run half.
+        tokio::select! {
+            () = controller::slo_policy::run(policies, ctx.clone(), args.concurrency) => {},
+            () = controller::rollout::run(namespace.clone(), ctx, args.concurrency) => {},
+        }
+    };
+    let work = async move {
+        match election {
+            None => {
+                controllers.await;
+                Ok(())
+            }
+            Some(e) => {
+                tracing::info!(identity = e.identity(), "leader election on");
+                e.run(controllers).await.map_err(anyhow::Error::from)
+            }
+        }
+    };
     tokio::select! {
-        () = controller::slo_policy::run(policies, ctx.clone(), args.concurrency) => {},
-        () = controller::rollout::run(args.namespace.clone(), ctx, args.concurrency) => {},
+        r = work => r.context("leadership lost: exiting so a standby can lead")?,
         r = server => r?.context("metrics server")?,
     }
     Ok(())

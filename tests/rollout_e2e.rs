@@ -46,12 +46,12 @@ async fn env(name: &str) -> Env {
     env_with(name, false).await
 }
 
-/// With `documented_rbac`, the operator runs as a user whose only rights are the
-/// ClusterRole of deploy/rbac.yaml.
+/// With `documented_rbac`, the operator runs as a user whose only rights are the roles
+/// of deploy/rbac.yaml, and reconciles only while holding its leader-election Lease.
 async fn env_with(name: &str, documented_rbac: bool) -> Env {
     let (cp, client, ns) = cluster(name).await;
     let operator_client = if documented_rbac {
-        grant_documented_rbac(&client).await;
+        grant_documented_rbac(&client, &ns).await;
         let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
@@ -67,7 +67,11 @@ async fn env_with(name: &str, documented_rbac: bool) -> Env {
     })
     .await
     .unwrap();
-    let operator = start_operator(&operator_client, &ns, prom.url());
+    let election = documented_rbac.then(|| {
+        let leases = Api::namespaced(operator_client.clone(), &ns);
+        guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))
+    });
+    let operator = start_operator(&operator_client, &ns, prom.url(), election);
     Env {
         client,
         ns,
@@ -77,17 +81,41 @@ async fn env_with(name: &str, documented_rbac: bool) -> Env {
     }
 }
 
-/// Binds the ClusterRole of deploy/rbac.yaml to the sandbox's restricted user.
-async fn grant_documented_rbac(client: &Client) {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+/// Binds the ClusterRole of deploy/rbac.yaml to the sandbox's restricted user, and its
+/// leader-election Role in `ns` (standing in for the operator's namespace).
+async fn grant_documented_rbac(client: &Client, ns: &str) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     use serde::Deserialize;
     let text = std::fs::read_to_string(common::repo_path("deploy/rbac.yaml")).unwrap();
-    let role = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
         .map(serde_yaml::Value::deserialize)
         .map(Result::unwrap)
-        .find(|d| d["kind"] == "ClusterRole")
-        .expect("a ClusterRole in deploy/rbac.yaml");
-    let role: ClusterRole = serde_yaml::from_value(role).unwrap();
+        .collect();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("a {kind} in deploy/rbac.yaml"))
+    };
+    let mut lease_role: Role = serde_yaml::from_value(of_kind("Role")).unwrap();
+    lease_role.metadata.namespace = Some(ns.into());
+    let lease_binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "guardrails-leader-election", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": lease_role.metadata.name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": guardrails_sandbox::RESTRICTED_USER}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &lease_role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &lease_binding)
+        .await
+        .unwrap();
+    let role: ClusterRole = serde_yaml::from_value(of_kind("ClusterRole")).unwrap();
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "guardrails-documented"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
@@ -106,15 +134,26 @@ async fn grant_documented_rbac(client: &Client) {
         .unwrap();
 }
 
-fn start_operator(client: &Client, ns: &str, prometheus: String) -> tokio::task::JoinHandle<()> {
+fn start_operator(
+    client: &Client,
+    ns: &str,
+    prometheus: String,
+    election: Option<guardrails::leader::Election>,
+) -> tokio::task::JoinHandle<()> {
     let ctx = Context::new(client.clone(), Some(prometheus), Metrics::default());
     let ns = ns.to_string();
     let slo = Api::<SloPolicy>::namespaced(client.clone(), &ns);
-    tokio::spawn(async move {
+    let controllers = async move {
         tokio::join!(
             controller::slo_policy::run(slo, ctx.clone(), 4),
             controller::rollout::run(Some(ns), ctx, 4),
         );
+    };
+    tokio::spawn(async move {
+        match election {
+            None => controllers.await,
+            Some(e) => e.run(controllers).await.expect("leadership kept"),
+        }
     })
 }
 
@@ -709,7 +748,7 @@ async fn restarted_operator_resumes_the_same_step() {
     let started = status(&before).step_started_at.clone();
     env.operator.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    env.operator = start_operator(&env.client, &env.ns, env.prom.url());
+    env.operator = start_operator(&env.client, &env.ns, env.prom.url(), None);
     let after = env
         .wait_for("app", 20, "reconciled again", |g| {
             status(g)
