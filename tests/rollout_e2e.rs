@@ -26,6 +26,8 @@ struct Env {
     prom: Prometheus,
     _sim: Simulator,
     operator: tokio::task::JoinHandle<()>,
+    /// The operator's metrics (shared with every operator this Env starts).
+    metrics: Metrics,
 }
 
 fn annotate(key: &str, value: &str) -> Patch<serde_json::Value> {
@@ -71,13 +73,15 @@ async fn env_with(name: &str, documented_rbac: bool) -> Env {
         let leases = Api::namespaced(operator_client.clone(), &ns);
         guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))
     });
-    let operator = start_operator(&operator_client, &ns, prom.url(), election);
+    let metrics = Metrics::default();
+    let operator = start_operator(&operator_client, &ns, prom.url(), election, &metrics);
     Env {
         client,
         ns,
         prom,
         _sim: sim,
         operator,
+        metrics,
     }
 }
 
@@ -139,8 +143,9 @@ fn start_operator(
     ns: &str,
     prometheus: String,
     election: Option<guardrails::leader::Election>,
+    metrics: &Metrics,
 ) -> tokio::task::JoinHandle<()> {
-    let ctx = Context::new(client.clone(), Some(prometheus), Metrics::default());
+    let ctx = Context::new(client.clone(), Some(prometheus), metrics.clone());
     let ns = ns.to_string();
     let slo = Api::<SloPolicy>::namespaced(client.clone(), &ns);
     let controllers = async move {
@@ -576,6 +581,13 @@ async fn deleting_the_rollout_gives_the_target_its_replicas_back() {
     let env = env("gr-delete").await;
     env.create(&target("app:1", 0.0), &rollout(json!([]))).await;
     assert_eq!(env.image_of("app").await.1, 0);
+    let phase_series = |m: &Metrics| {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with("guardrails_rollout_phase{"))
+            .count()
+    };
+    assert_eq!(phase_series(&env.metrics), 8, "one series per phase");
     env.rollouts()
         .delete("app", &DeleteParams::default())
         .await
@@ -601,6 +613,11 @@ async fn deleting_the_rollout_gives_the_target_its_replicas_back() {
             .await
             .unwrap()
             .is_none()
+    );
+    assert_eq!(
+        phase_series(&env.metrics),
+        0,
+        "phase series of the deleted rollout"
     );
 }
 
@@ -748,7 +765,7 @@ async fn restarted_operator_resumes_the_same_step() {
     let started = status(&before).step_started_at.clone();
     env.operator.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    env.operator = start_operator(&env.client, &env.ns, env.prom.url(), None);
+    env.operator = start_operator(&env.client, &env.ns, env.prom.url(), None, &env.metrics);
     let after = env
         .wait_for("app", 20, "reconciled again", |g| {
             status(g)

@@ -266,4 +266,24 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
         ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
     })
     .await;
+
+    // A deleted policy's series go from /metrics; the others stay.
+    let series_of = |ctx: &Context, name: &str| {
+        let label = format!("name=\"{name}\"");
+        ctx.metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("guardrails_slo_") && l.contains(&label))
+            .count()
+    };
+    assert!(series_of(&ctx, "good") > 0);
+    api.delete("good", &Default::default()).await.unwrap();
+    eventually(10, "deleted policy's series removed", || async {
+        series_of(&ctx, "good") == 0
+    })
+    .await;
+    assert!(
+        series_of(&ctx, "bad") > 0,
+        "the other policy keeps its series"
+    );
 }

@@ -203,16 +203,7 @@ fn record_metrics(
 ) {
     use crate::telemetry::{OutcomeLabels, PhaseLabels};
     let name = gr.name_any();
-    for phase in [
-        Phase::Initializing,
-        Phase::Idle,
-        Phase::Blocked,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Promoting,
-        Phase::Succeeded,
-        Phase::RolledBack,
-    ] {
+    for phase in Phase::ALL {
         let labels = PhaseLabels {
             namespace: ns.into(),
             name: name.clone(),
@@ -273,6 +264,16 @@ async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Act
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    // The rollout is gone: so is its phase series (outcome counters stay, as counters do).
+    for phase in Phase::ALL {
+        ctx.metrics
+            .rollout_phase
+            .remove(&crate::telemetry::PhaseLabels {
+                namespace: ns.into(),
+                name: gr.name_any(),
+                phase: format!("{phase:?}"),
+            });
     }
     Ok(Action::await_change())
 }

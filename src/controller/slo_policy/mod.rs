@@ -7,7 +7,7 @@ pub use observe::observe;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
@@ -33,11 +33,17 @@ const CONTROLLER: &str = "slopolicy";
 /// Runs the controller until the stream ends. `api` decides the namespaces watched.
 pub async fn run(api: Api<SloPolicy>, ctx: Arc<Context>, concurrency: u16) {
     let (reader, writer) = reflector::store();
+    let on_delete = ctx.clone();
     // Only spec changes trigger a reconcile: our own status writes must not cause an
     // extra evaluation. Periodic evaluation comes from the requeue.
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(policy) = event {
+                forget_metrics(&on_delete, policy);
+            }
+        })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let config = kube::runtime::controller::Config::default().concurrency(concurrency);
@@ -155,6 +161,36 @@ async fn announce(
     }
 }
 
+/// Removes a deleted policy's series, so dashboards do not show a budget that no
+/// longer exists.
+fn forget_metrics(ctx: &Context, policy: &SloPolicy) {
+    let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
+    let m = &ctx.metrics;
+    let status = policy.status.clone().unwrap_or_default();
+    for o in &status.objectives {
+        m.budget_remaining.remove(&ObjectiveLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            objective: o.name.clone(),
+        });
+        for window in o.burn_rates.keys() {
+            m.burn_rate.remove(&BurnRateLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                objective: o.name.clone(),
+                window: window.clone(),
+            });
+        }
+    }
+    for gate in Gate::ALL {
+        m.gate.remove(&GateLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            gate: format!("{gate:?}"),
+        });
+    }
+}
+
 fn record_metrics(ctx: &Context, namespace: &str, name: &str, status: &SloPolicyStatus) {
     let m = &ctx.metrics;
     for o in &status.objectives {
@@ -176,7 +212,7 @@ fn record_metrics(ctx: &Context, namespace: &str, name: &str, status: &SloPolicy
             m.burn_rate.get_or_create(&labels).set(*rate);
         }
     }
-    for gate in [Gate::Open, Gate::Restricted, Gate::Frozen] {
+    for gate in Gate::ALL {
         let labels = GateLabels {
             namespace: namespace.into(),
             name: name.into(),
