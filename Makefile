@@ -38,6 +38,8 @@ demo-down:
 crds:
 	rm -f crds/*.yaml
 	$(CARGO) run --quiet -- crd --out-dir crds
+	rm -f charts/guardrails/crds/*.yaml
+	cp crds/*.yaml charts/guardrails/crds/
 	$(CARGO) run --quiet -- crd --markdown > docs/reference.md
 
 docs: crds

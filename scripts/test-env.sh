@@ -3,6 +3,7 @@
 #   - Debian packages: etcd, Prometheus (+ promtool), Go and the tools to build kube-apiserver
 #   - kube-apiserver, built once from Debian's kubernetes source package and cached in
 #     $GUARDRAILS_CACHE (default ~/.cache/guardrails), unless $KUBEBUILDER_ASSETS has one.
+#   - the Helm engine for the chart tests: helm-python-sdk in a virtualenv in the cache.
 set -euo pipefail
 
 CACHE="${GUARDRAILS_CACHE:-$HOME/.cache/guardrails}"
@@ -16,7 +17,7 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------
-PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev openssl)
+PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev openssl python3-venv)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +34,18 @@ fi
 for tool in etcd prometheus promtool; do
   command -v "$tool" >/dev/null || { say "ERROR: $tool not on PATH after install"; exit 1; }
 done
+
+# --- Helm engine (helm-python-sdk: Helm's Go SDK behind a C ABI, no helm binary) ------------
+HELM_SDK=helm-python-sdk==0.2.2
+VENV="$CACHE/helm-venv"
+if "$VENV/bin/python" -c 'import helm_python' 2>/dev/null; then
+  say "Helm engine present ($VENV)"
+else
+  say "installing the Helm engine ($HELM_SDK) into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$HELM_SDK"
+fi
 
 # --- kube-apiserver ----------------------------------------------------------------------
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then

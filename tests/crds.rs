@@ -5,26 +5,29 @@ mod common;
 use common::repo_path;
 use guardrails::api::{GuardedRollout, SloPolicy, crd_files};
 
+/// crds/ and the Helm chart's copy hold exactly what the types generate.
 #[test]
 fn committed_crds_match_the_types() {
-    let files = crd_files();
-    let mut committed: Vec<String> = std::fs::read_dir(repo_path("crds"))
-        .expect("crds/ exists")
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    committed.sort();
-    let mut generated: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
-    generated.sort();
-    assert_eq!(
-        committed, generated,
-        "crds/ has other files than the types generate: run `make crds`"
-    );
-    for (name, yaml) in files {
-        let on_disk = std::fs::read_to_string(repo_path("crds").join(&name)).unwrap();
-        assert!(
-            on_disk == yaml,
-            "crds/{name} differs from the types: run `make crds`"
+    for dir in ["crds", "charts/guardrails/crds"] {
+        let files = crd_files();
+        let mut committed: Vec<String> = std::fs::read_dir(repo_path(dir))
+            .unwrap_or_else(|e| panic!("{dir}/: {e}"))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        committed.sort();
+        let mut generated: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        generated.sort();
+        assert_eq!(
+            committed, generated,
+            "{dir}/ has other files than the types generate: run `make crds`"
         );
+        for (name, yaml) in files {
+            let on_disk = std::fs::read_to_string(repo_path(dir).join(&name)).unwrap();
+            assert!(
+                on_disk == yaml,
+                "{dir}/{name} differs from the types: run `make crds`"
+            );
+        }
     }
 }
 

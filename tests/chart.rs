@@ -1,0 +1,218 @@
+//! The Helm chart, with the real Helm engine (helm-python-sdk, installed by
+//! `make test-env`): it lints clean, refuses unsafe values, grants exactly the rights of
+//! deploy/rbac.yaml, its manifests are accepted by the apiserver, and the operator binary
+//! runs with the arguments and environment the chart gives it.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{cluster, repo_path};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn python() -> std::path::PathBuf {
+    let py = guardrails_sandbox::cache_dir().join("helm-venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run `make test-env` (installs the Helm engine)",
+        py.display()
+    );
+    py
+}
+
+/// Runs scripts/helm.py; Ok(stdout JSON) or Err(stderr).
+fn helm(args: &[&str], values: &Value) -> Result<Value, String> {
+    let chart = repo_path("charts/guardrails");
+    let out = Command::new(python())
+        .arg(repo_path("scripts/helm.py"))
+        .arg(args[0])
+        .arg(&chart)
+        .arg(values.to_string())
+        .args(&args[1..])
+        .output()
+        .expect("running scripts/helm.py");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("JSON from helm.py"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Every object the chart renders (templates only; CRDs come from crds/).
+fn render(values: &Value, namespace: &str) -> Result<Vec<Value>, String> {
+    let files = helm(&["render", "guardrails", namespace], values)?;
+    let mut docs = Vec::new();
+    for (path, text) in files.as_object().unwrap() {
+        if !path.ends_with(".yaml") {
+            continue;
+        }
+        for doc in serde_yaml::Deserializer::from_str(text.as_str().unwrap()) {
+            let v = Value::deserialize(doc).unwrap();
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+    }
+    Ok(docs)
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("a {kind}"))
+}
+
+fn defaults() -> Value {
+    json!({"prometheusUrl": "http://prometheus.monitoring:9090"})
+}
+
+#[test]
+fn lints_clean_and_refuses_unsafe_values() {
+    let report = helm(&["lint"], &defaults()).unwrap();
+    assert_eq!(report["errors"], json!([]), "{report}");
+    let serious: Vec<&Value> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64().unwrap_or(0) >= 2)
+        .collect();
+    assert!(serious.is_empty(), "lint warnings: {serious:?}");
+
+    let err = render(&json!({}), "ops").unwrap_err();
+    assert!(err.contains("set prometheusUrl"), "{err}");
+    let two_leaders =
+        json!({"prometheusUrl": "http://p:9090", "leaderElection": {"enabled": false}});
+    let err = render(&two_leaders, "ops").unwrap_err();
+    assert!(err.contains("needs leaderElection.enabled"), "{err}");
+    let single = json!({"prometheusUrl": "http://p:9090", "replicas": 1, "leaderElection": {"enabled": false}});
+    let docs = render(&single, "ops").unwrap();
+    let d = of_kind(&docs, "Deployment");
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "Role"),
+        "no lease rights without election"
+    );
+}
+
+#[test]
+fn grants_exactly_the_documented_rights() {
+    let docs = render(&defaults(), "ops").unwrap();
+    let text = std::fs::read_to_string(repo_path("deploy/rbac.yaml")).unwrap();
+    let documented: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    for kind in ["ClusterRole", "Role"] {
+        assert_eq!(
+            of_kind(&docs, kind)["rules"],
+            of_kind(&documented, kind)["rules"],
+            "{kind} rules of the chart and deploy/rbac.yaml"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_are_accepted_and_the_operator_runs_with_them() {
+    let (cp, client, ns) = cluster("chart").await;
+    let values = json!({"prometheusUrl": "http://127.0.0.1:1", "watchNamespace": ns});
+    let docs = render(&values, &ns).unwrap();
+
+    // kubectl validates against the apiserver's OpenAPI (unknown fields fail), then
+    // creates every object.
+    let yaml: String = docs
+        .iter()
+        .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
+        .collect();
+    let mut kubectl = tokio::process::Command::new("kubectl")
+        .args(["create", "--validate=true", "-f", "-", "--kubeconfig"])
+        .arg(cp.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    use tokio::io::AsyncWriteExt;
+    kubectl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .await
+        .unwrap();
+    let out = kubectl.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created = String::from_utf8_lossy(&out.stdout);
+    for what in [
+        "serviceaccount/",
+        "clusterrole.rbac.authorization.k8s.io/",
+        "role.rbac.authorization.k8s.io/",
+        "deployment.apps/",
+        "service/",
+    ] {
+        assert!(created.contains(what), "{what} in {created}");
+    }
+
+    // The binary accepts the chart's arguments and environment: it starts, serves
+    // /readyz and takes the chart's Lease in the release namespace.
+    let container = &of_kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let port = guardrails_sandbox::free_port().unwrap();
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| {
+            if a.starts_with("--metrics-addr=") {
+                format!("--metrics-addr=127.0.0.1:{port}")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardrails"))
+        .args(&args)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("POD_NAME", "guardrails-abc12")
+        .env("POD_NAMESPACE", &ns)
+        .env(
+            "RUST_LOG",
+            container["env"][0]["value"].as_str().unwrap_or("info"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lease_name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--leader-election-lease="))
+        .expect("the chart names the Lease")
+        .to_string();
+    let leases: Api<Lease> = Api::namespaced(client, &ns);
+    let mut holder = None;
+    for _ in 0..100 {
+        if let Some(status) = operator.try_wait().unwrap() {
+            panic!("the operator exited with the chart's arguments: {status}");
+        }
+        holder = leases
+            .get_opt(&lease_name)
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity);
+        if holder.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let holder = holder.expect("the operator took the chart's Lease");
+    assert!(holder.starts_with("guardrails-abc12-"), "{holder}");
+    let ready = guardrails_sandbox::http::get(&format!("127.0.0.1:{port}"), "/readyz").await;
+    assert_eq!(ready.map(|r| r.0), Some(200));
+    operator.kill().await.unwrap();
+}
