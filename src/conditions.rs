@@ -23,12 +23,16 @@ pub mod reasons {
     /// The GuardedRollout's target Deployment does not exist.
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 
+    /// The HTTPRoute named by spec.trafficRouting.gatewayAPI does not exist.
+    pub const ROUTE_NOT_FOUND: &str = "RouteNotFound";
+
     /// Every reason above. GuardedRollout conditions also use the phase name as reason.
-    pub const ALL: [&str; 4] = [
+    pub const ALL: [&str; 5] = [
         EVALUATED,
         PROMETHEUS_UNAVAILABLE,
         INVALID_SPEC,
         TARGET_NOT_FOUND,
+        ROUTE_NOT_FOUND,
     ];
 }
 

@@ -11,3 +11,4 @@ pub mod promql;
 pub mod rollout;
 pub mod slo;
 pub mod telemetry;
+pub mod traffic;

@@ -257,6 +257,16 @@ impl Env {
         .await
     }
 
+    /// Waits (up to 20 s) until the GuardedRollout is gone, its finalizer done.
+    async fn wait_gone(&self, name: &str) {
+        for _ in 0..80 {
+            if self.rollouts().get_opt(name).await.unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     async fn image_of(&self, name: &str) -> (String, i32) {
         let d = self.deployments().get(name).await.unwrap();
         let spec = d.spec.unwrap();
@@ -497,11 +507,12 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         cond.message
     );
     assert!(env.events("bad").await.iter().any(|e| e.0 == "InvalidSpec"));
-    // Gateway API routing is in the API but not implemented: said so, not ignored.
+    // Gateway API routing to an HTTPRoute that does not exist: said so, not ignored.
     let mut gw = rollout(json!([]));
     gw.metadata.name = Some("gw".into());
+    gw.spec.target_ref.name = "gw-target".into();
     gw.spec.traffic_routing.gateway_api = Some(guardrails::api::GatewayApiRouting {
-        http_route: "app".into(),
+        http_route: "nowhere".into(),
         port: 8080,
     });
     env.rollouts()
@@ -509,18 +520,21 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .await
         .unwrap();
     let gw = env
-        .wait_for("gw", 20, "gatewayAPI refused", |g| {
+        .wait_for("gw", 20, "missing HTTPRoute reported", |g| {
             g.status
                 .as_ref()
                 .and_then(|s| conditions::get(&s.conditions, types::STALLED))
-                .is_some_and(|c| c.reason == "InvalidSpec")
+                .is_some_and(|c| c.reason == "RouteNotFound")
         })
         .await;
     let msg = conditions::get(&gw.status.unwrap().conditions, types::STALLED)
         .unwrap()
         .message
         .clone();
-    assert!(msg.contains("spec.trafficRouting.gatewayAPI"), "{msg}");
+    assert!(
+        msg.contains("spec.trafficRouting.gatewayAPI.httpRoute") && msg.contains("nowhere"),
+        "{msg}"
+    );
     // A second rollout for the same target is refused, the first keeps it.
     let mut twin = rollout(json!([]));
     twin.metadata.name = Some("twin".into());
@@ -592,12 +606,7 @@ async fn deleting_the_rollout_gives_the_target_its_replicas_back() {
         .delete("app", &DeleteParams::default())
         .await
         .unwrap();
-    for _ in 0..80 {
-        if env.rollouts().get_opt("app").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    env.wait_gone("app").await;
     assert!(
         env.rollouts().get_opt("app").await.unwrap().is_none(),
         "finalizer finished"
@@ -986,11 +995,138 @@ async fn the_documented_rbac_is_enough_for_a_whole_delivery() {
         d.spec.as_ref().and_then(|s| s.replicas) == Some(2)
     })
     .await;
-    for _ in 0..80 {
-        if env.rollouts().get_opt("app").await.unwrap().is_none() {
+    env.wait_gone("app").await;
+    assert!(env.rollouts().get_opt("app").await.unwrap().is_none());
+}
+
+/// A minimal HTTPRoute CRD (Gateway API's group, kind and version; schema not enforced)
+/// so the apiserver stores routes the way a cluster with the Gateway API does.
+fn httproute_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "metadata": {"name": "httproutes.gateway.networking.k8s.io",
+            "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/1538"}},
+        "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
+            "names": {"kind": "HTTPRoute", "plural": "httproutes", "singular": "httproute", "listKind": "HTTPRouteList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_api_routing_moves_route_weights_and_restores_the_route() {
+    use kube::{
+        ResourceExt,
+        api::{ApiResource, DynamicObject, GroupVersionKind},
+    };
+    let env = env("gr-gateway").await;
+    let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
+    cp.install_crds(&env.client, &[httproute_crd()])
+        .await
+        .unwrap();
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
+    );
+    let original_rules = json!([{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/s/"}}],
+        "backendRefs": [{"name": "app", "port": 8080}]
+    }]);
+    let mut gr = rollout(json!([]));
+    gr.spec.traffic_routing.gateway_api = Some(guardrails::api::GatewayApiRouting {
+        http_route: "app".into(),
+        port: 8080,
+    });
+    // The rollout exists before its route: reported, then picked up once it appears.
+    env.deployments()
+        .create(&PostParams::default(), &target("app:1", 0.0))
+        .await
+        .unwrap();
+    env.rollouts()
+        .create(&PostParams::default(), &gr)
+        .await
+        .unwrap();
+    env.wait_for("app", 20, "RouteNotFound", |g| {
+        g.status
+            .as_ref()
+            .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+            .is_some_and(|c| c.reason == "RouteNotFound")
+    })
+    .await;
+    let route: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "app"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": original_rules}
+    }))
+    .unwrap();
+    routes.create(&PostParams::default(), &route).await.unwrap();
+    env.wait_phase("app", Phase::Idle, 40).await;
+
+    let weights = |r: &DynamicObject| -> (i64, i64) {
+        let refs = &r.data["spec"]["rules"][0]["backendRefs"];
+        (
+            refs[0]["weight"].as_i64().unwrap_or(-1),
+            refs[1]["weight"].as_i64().unwrap_or(-1),
+        )
+    };
+    env.ship("app:2", 0.0).await;
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        let r = routes.get("app").await.unwrap();
+        let w = weights(&r);
+        if seen.last() != Some(&w) {
+            seen.push(w);
+        }
+        let gr = env.rollouts().get("app").await.unwrap();
+        if status(&gr).phase == Some(Phase::Succeeded) && w == (100, 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(env.rollouts().get_opt("app").await.unwrap().is_none());
+    assert!(
+        seen.contains(&(75, 25)) && seen.contains(&(50, 50)),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&(100, 0)), "{seen:?}");
+    let r = routes.get("app").await.unwrap();
+    assert_eq!(
+        r.data["spec"]["rules"][0]["matches"],
+        original_rules[0]["matches"]
+    );
+    assert_eq!(
+        r.data["spec"]["rules"][0]["backendRefs"][1]["name"],
+        "app-canary"
+    );
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let canary_svc = services.get("app-canary").await.unwrap();
+    let selector = canary_svc.spec.unwrap().selector.unwrap();
+    assert_eq!(selector.get("app").map(String::as_str), Some("app"));
+    assert_eq!(
+        selector.get("guardrails.dev/role").map(String::as_str),
+        Some("canary")
+    );
+
+    // A bad canary: its route weight is back to 0 with the rollback.
+    env.ship("app:3", 0.5).await;
+    env.wait_phase("app", Phase::RolledBack, 60).await;
+    assert_eq!(weights(&routes.get("app").await.unwrap()), (100, 0));
+
+    // Deletion gives the route its own backends back and removes our Services.
+    env.rollouts()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_gone("app").await;
+    let r = routes.get("app").await.unwrap();
+    assert_eq!(r.data["spec"]["rules"], original_rules);
+    assert!(
+        !r.annotations()
+            .contains_key("guardrails.dev/original-backend-refs")
+    );
+    assert!(services.get_opt("app-canary").await.unwrap().is_none());
+    assert!(services.get_opt("app-primary").await.unwrap().is_none());
 }

@@ -149,15 +149,19 @@ pub struct TrafficRouting {
     pub gateway_api: Option<GatewayApiRouting>,
 }
 
-/// Gateway API routing: the operator sets the weights of the primary and canary
-/// Services in the named HTTPRoute.
+/// Gateway API routing: the operator creates the Services `<target>-primary` and
+/// `<target>-canary` (the target's selector plus the role label) and sets every rule of
+/// the named HTTPRoute to send the step's weight to the canary Service, once the canary
+/// is ready for it; the route's own backendRefs come back when the GuardedRollout is
+/// deleted. The canary then runs its share of the primary's replicas (at least one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiRouting {
     /// Name of the HTTPRoute in the same namespace.
     #[schemars(length(min = 1, max = 253))]
     pub http_route: String,
-    /// Service port the backendRefs point at.
+    /// Port of the two Services, also the container port they forward to, and the port
+    /// of the backendRefs.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::traffic;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
@@ -353,7 +354,11 @@ impl Machine<'_> {
                             a.passing_ticks = 0;
                         }
                     }
-                    self.canary_ready_at(steps::canary_replicas(primary, w))
+                    self.canary_ready_at(traffic::canary_replicas(
+                        traffic::router(self.spec),
+                        primary,
+                        w,
+                    ))
                 }
                 (None, Some(pause)) => {
                     let elapsed = self.elapsed_in_step();
@@ -550,6 +555,22 @@ impl Machine<'_> {
         let phase = self.s.phase.unwrap_or(Phase::Initializing);
         let active = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
         let weight = self.s.canary_weight.unwrap_or(0);
+        let router = traffic::router(self.spec);
+        let canary_replicas = if active {
+            traffic::canary_replicas(router, primary, weight)
+        } else {
+            0
+        };
+        let route_weight = match router {
+            traffic::Router::ReplicaRatio => None,
+            traffic::Router::GatewayApi(_) => Some(
+                if active && weight > 0 && self.canary_ready_at(canary_replicas) {
+                    weight
+                } else {
+                    0
+                },
+            ),
+        };
         Plan {
             primary_template: match phase {
                 Phase::Initializing => PrimaryTemplate::FromTarget,
@@ -557,13 +578,10 @@ impl Machine<'_> {
                 _ => PrimaryTemplate::Keep,
             },
             primary_replicas: primary,
-            canary_replicas: if active {
-                steps::canary_replicas(primary, weight)
-            } else {
-                0
-            },
+            canary_replicas,
             canary_from_target: matches!(phase, Phase::Progressing | Phase::Paused),
             scale_target_to_zero: true,
+            route_weight,
         }
     }
 

@@ -101,6 +101,9 @@ pub struct Plan {
     pub canary_from_target: bool,
     /// Scale the target to 0 (after adoption).
     pub scale_target_to_zero: bool,
+    /// Canary weight of the HTTPRoute, with Gateway API routing: the step's weight once
+    /// the canary is ready for it, else 0.
+    pub route_weight: Option<i32>,
 }
 
 /// Stable reasons of the Events the rollout emits.

@@ -13,6 +13,8 @@ pub enum Problem<'a> {
     /// The message names the field.
     InvalidSpec(&'a str),
     TargetNotFound(&'a str),
+    /// The HTTPRoute of Gateway API routing does not exist.
+    RouteNotFound(&'a str),
 }
 
 /// Ready, Reconciling and Stalled: Ready while the primary serves a promoted or adopted
@@ -40,6 +42,13 @@ pub fn set_conditions(
             false,
             true,
             reasons::TARGET_NOT_FOUND.to_string(),
+            m.to_string(),
+        ),
+        Some(Problem::RouteNotFound(m)) => (
+            false,
+            false,
+            true,
+            reasons::ROUTE_NOT_FOUND.to_string(),
             m.to_string(),
         ),
         None => match phase {

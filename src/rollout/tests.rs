@@ -624,3 +624,39 @@ fn decide_is_deterministic_for_a_restart() {
     let b = decide(&w.spec, &w.status, &w.obs, &w.time());
     assert_eq!(a, b);
 }
+
+#[test]
+fn route_weight_waits_for_a_ready_canary_and_drops_on_rollback() {
+    let mut w = World::new();
+    w.spec.traffic_routing.gateway_api = Some(crate::api::GatewayApiRouting {
+        http_route: "r".into(),
+        port: 8080,
+    });
+    w.ship("r2");
+    w.run();
+    let route = |w: &World| w.last.as_ref().unwrap().plan.as_ref().unwrap().route_weight;
+    w.run(); // weight 10 decided; the canary was not yet sized for it
+    assert_eq!(w.status.canary_weight, Some(10));
+    assert_eq!(route(&w), Some(0), "no traffic before the canary is ready");
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 1, "ceil(4*10/100)");
+    w.tick(CheckResult::Pass, 0.0);
+    assert_eq!(route(&w), Some(10), "traffic once it is ready");
+    w.tick(CheckResult::Fail, 0.5);
+    w.tick(CheckResult::Fail, 0.5);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(route(&w), Some(0));
+    let plan = w.last.as_ref().unwrap().plan.clone().unwrap();
+    assert_eq!(plan.canary_replicas, 0);
+}
+
+#[test]
+fn replica_ratio_has_no_route() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    assert_eq!(
+        w.last.as_ref().unwrap().plan.as_ref().unwrap().route_weight,
+        None
+    );
+}

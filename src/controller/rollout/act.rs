@@ -46,6 +46,16 @@ pub async fn apply_plan(
             .and_then(|d| Some((user_template(d)?, annotation(d, ANNOTATION_REVISION)?)))
     };
 
+    // Traffic first: weights only go up once the canary is ready (decide saw it), and go
+    // down before the canary shrinks.
+    if let (Some(weight), Some(gw), Some(Some(route))) = (
+        plan.route_weight,
+        &gr.spec.traffic_routing.gateway_api,
+        &world.route,
+    ) {
+        super::route::apply(ctx, gr, ns, target, gw, route, weight).await?;
+    }
+
     let (template, rev) = match plan.primary_template {
         PrimaryTemplate::FromTarget => from_target.clone(),
         PrimaryTemplate::FromCanary => {

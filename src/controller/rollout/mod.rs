@@ -4,6 +4,7 @@
 mod act;
 mod checks;
 mod observe;
+mod route;
 
 pub use checks::pods_regex;
 
@@ -30,6 +31,7 @@ use tracing::{instrument, warn};
 use super::{Context, ERROR_REQUEUE, Error};
 use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
+    conditions::reasons,
     rollout::{
         self, Observations,
         status::{Problem, set_conditions},
@@ -126,21 +128,23 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         .and_then(|()| observe::check_references(&gr, &world.slo))
         .and_then(|()| observe::check_ownership(&gr, &world));
     if let Err(message) = invalid {
-        let mut status = previous.clone();
-        status.observed_generation = generation;
-        set_conditions(
-            &mut status,
-            Some(Problem::InvalidSpec(&message)),
-            generation,
-            &now,
-        );
-        if status != previous {
-            crate::controller::events::publish(ctx, gr.as_ref(), true, "InvalidSpec", message)
-                .await;
-            super::write_status(ctx, gr.as_ref(), &status).await?;
-        }
+        let problem = Problem::InvalidSpec(&message);
+        report(ctx, &gr, &previous, problem, reasons::INVALID_SPEC, &now).await?;
         timer.ok();
         return Ok(Action::await_change());
+    }
+
+    if let (Some(None), Some(gw)) = (&world.route, &gr.spec.traffic_routing.gateway_api) {
+        // Not an invalid spec: the route may be created later, so look again soon.
+        let message = format!(
+            "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute {} not found in namespace {ns} \
+             (is the Gateway API installed?)",
+            gw.http_route
+        );
+        let problem = Problem::RouteNotFound(&message);
+        report(ctx, &gr, &previous, problem, reasons::ROUTE_NOT_FOUND, &now).await?;
+        timer.ok();
+        return Ok(Action::requeue(Duration::from_secs(10)));
     }
 
     let canary = world.canary.as_ref().map(observe::workload);
@@ -192,6 +196,41 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     }
     timer.ok();
     Ok(Action::requeue(requeue.max(Duration::from_millis(500))))
+}
+
+/// Deletes `name`; already gone is fine.
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A problem that stops the reconcile: conditions, an Event and a status write, once.
+async fn report(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    previous: &GuardedRolloutStatus,
+    problem: Problem<'_>,
+    reason: &str,
+    now: &Time,
+) -> Result<(), Error> {
+    let generation = gr.meta().generation;
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    set_conditions(&mut status, Some(problem), generation, now);
+    if &status != previous {
+        let message = match problem {
+            Problem::InvalidSpec(m) | Problem::TargetNotFound(m) | Problem::RouteNotFound(m) => m,
+        };
+        crate::controller::events::publish(ctx, gr, true, reason, message.to_string()).await;
+        super::write_status(ctx, gr, &status).await?;
+    }
+    Ok(())
 }
 
 fn record_metrics(
@@ -258,12 +297,13 @@ async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Act
         api.patch(target, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
     }
+    if let Some(gw) = &gr.spec.traffic_routing.gateway_api
+        && !ours.is_empty()
+    {
+        route::remove(ctx, &gr, ns, gw).await?;
+    }
     for name in ours {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_if_present(&api, &name).await?;
     }
     // The rollout is gone: so is its phase series (outcome counters stay, as counters do).
     for phase in Phase::ALL {

@@ -24,6 +24,8 @@ pub struct World {
     pub canary: Option<Deployment>,
     /// None: no sloPolicyRef; Some(None): it does not exist.
     pub slo: Option<Option<SloPolicy>>,
+    /// None: no Gateway API routing; Some(None): the HTTPRoute does not exist.
+    pub route: Option<Option<kube::api::DynamicObject>>,
 }
 
 pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World, Error> {
@@ -46,11 +48,23 @@ pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World,
                 .await?,
         ),
     };
+    let route = match &gr.spec.traffic_routing.gateway_api {
+        None => None,
+        Some(gw) => Some(
+            match super::route::routes(ctx, ns).get_opt(&gw.http_route).await {
+                Ok(r) => r,
+                // The Gateway API CRDs are not installed: same as a missing route.
+                Err(kube::Error::Api(e)) if e.code == 404 => None,
+                Err(e) => return Err(e.into()),
+            },
+        ),
+    };
     Ok(World {
         target,
         primary,
         canary,
         slo,
+        route,
     })
 }
 
@@ -145,19 +159,11 @@ pub fn check_ownership(gr: &GuardedRollout, world: &World) -> Result<(), String>
     }
 }
 
-/// Checks beyond validate(): every sloBurnRate objective exists in the SloPolicy, and
-/// the traffic routing is one this version implements.
+/// Checks beyond validate(): every sloBurnRate objective exists in the SloPolicy.
 pub fn check_references(
     gr: &GuardedRollout,
     slo: &Option<Option<SloPolicy>>,
 ) -> Result<(), String> {
-    if gr.spec.traffic_routing.gateway_api.is_some() {
-        return Err(
-            "spec.trafficRouting.gatewayAPI: not supported by this version of the operator; \
-                    remove it to split traffic by replica ratio"
-                .into(),
-        );
-    }
     let Some(Some(policy)) = slo else {
         return Ok(());
     };
