@@ -267,6 +267,23 @@ impl Env {
         .await
     }
 
+    /// Waits (up to 20 s) for Stalled=True with `reason`; returns the condition's message.
+    async fn wait_stalled(&self, name: &str, reason: &str) -> String {
+        let stalled = |g: &GuardedRollout| {
+            g.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+                .filter(|c| c.status == "True" && c.reason == reason)
+                .map(|c| c.message.clone())
+        };
+        let gr = self
+            .wait_for(name, 20, &format!("Stalled {reason}"), |g| {
+                stalled(g).is_some()
+            })
+            .await;
+        stalled(&gr).unwrap_or_default()
+    }
+
     /// Waits (up to 20 s) until the GuardedRollout is gone, its finalizer done.
     async fn wait_gone(&self, name: &str) {
         for _ in 0..80 {
@@ -529,18 +546,7 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .create(&PostParams::default(), &gw)
         .await
         .unwrap();
-    let gw = env
-        .wait_for("gw", 20, "missing HTTPRoute reported", |g| {
-            g.status
-                .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
-                .is_some_and(|c| c.reason == "RouteNotFound")
-        })
-        .await;
-    let msg = conditions::get(&gw.status.unwrap().conditions, types::STALLED)
-        .unwrap()
-        .message
-        .clone();
+    let msg = env.wait_stalled("gw", "RouteNotFound").await;
     assert!(
         msg.contains("spec.trafficRouting.gatewayAPI.httpRoute") && msg.contains("nowhere"),
         "{msg}"
@@ -552,18 +558,7 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .create(&PostParams::default(), &twin)
         .await
         .unwrap();
-    let twin = env
-        .wait_for("twin", 20, "twin refused", |g| {
-            g.status
-                .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
-                .is_some_and(|c| c.reason == "InvalidSpec")
-        })
-        .await;
-    let msg = conditions::get(&twin.status.unwrap().conditions, types::STALLED)
-        .unwrap()
-        .message
-        .clone();
+    let msg = env.wait_stalled("twin", "InvalidSpec").await;
     assert!(
         msg.contains("already managed by GuardedRollout app"),
         "{msg}"
@@ -576,18 +571,7 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .create(&PostParams::default(), &orphan)
         .await
         .unwrap();
-    let orphan = env
-        .wait_for("orphan", 20, "TargetNotFound", |g| {
-            g.status
-                .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
-                .is_some_and(|c| c.reason == "TargetNotFound")
-        })
-        .await;
-    let msg = conditions::get(&orphan.status.unwrap().conditions, types::STALLED)
-        .unwrap()
-        .message
-        .clone();
+    let msg = env.wait_stalled("orphan", "TargetNotFound").await;
     assert!(msg.contains("nope"), "{msg}");
     assert!(
         env.events("orphan")
@@ -1060,13 +1044,7 @@ async fn gateway_api_routing_moves_route_weights_and_restores_the_route() {
         .create(&PostParams::default(), &gr)
         .await
         .unwrap();
-    env.wait_for("app", 20, "RouteNotFound", |g| {
-        g.status
-            .as_ref()
-            .and_then(|s| conditions::get(&s.conditions, types::STALLED))
-            .is_some_and(|c| c.reason == "RouteNotFound")
-    })
-    .await;
+    env.wait_stalled("app", "RouteNotFound").await;
     let route: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": "app"},
