@@ -1099,10 +1099,19 @@ async fn gateway_api_routing_moves_route_weights_and_restores_the_route() {
         Some("canary")
     );
 
-    // A bad canary: its route weight is back to 0 with the rollback.
+    // A bad canary: its route weight is back to 0 with the rollback (status is written
+    // first, the route right after it).
     env.ship("app:3", 0.5).await;
     env.wait_phase("app", Phase::RolledBack, 60).await;
-    assert_eq!(weights(&routes.get("app").await.unwrap()), (100, 0));
+    let mut after = (0, 0);
+    for _ in 0..20 {
+        after = weights(&routes.get("app").await.unwrap());
+        if after == (100, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(after, (100, 0));
 
     // Deletion gives the route its own backends back and removes our Services.
     env.rollouts()

@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{GuardedRolloutSpec, GuardedRolloutStatus, Phase};
 
 /// Whether an analysis tick is due: the canary serves traffic and `interval` has passed
-/// since the last tick.
+/// since the last tick, or for the first tick since the canary started. The first window
+/// then holds only this canary's traffic: pods of a canary drained moments ago match
+/// the same pod regex, and their last healthy samples must not pass for the new revision.
 pub fn tick_due(
     spec: &GuardedRolloutSpec,
     status: &GuardedRolloutStatus,
@@ -25,11 +27,12 @@ pub fn tick_due(
 ) -> bool {
     let active = matches!(status.phase, Some(Phase::Progressing | Phase::Paused));
     let serving = status.canary_weight.unwrap_or(0) > 0 && canary.is_some_and(|c| c.ready > 0);
-    let last = status
+    let since = status
         .analysis
         .as_ref()
-        .and_then(|a| a.last_tick_time.as_ref());
-    let waited = last.is_none_or(|t| {
+        .and_then(|a| a.last_tick_time.as_ref())
+        .or(status.canary_started_at.as_ref());
+    let waited = since.is_none_or(|t| {
         now.0.duration_since(t.0).unsigned_abs() >= spec.analysis.interval.as_duration()
     });
     active && serving && waited

@@ -660,3 +660,33 @@ fn replica_ratio_has_no_route() {
         None
     );
 }
+
+#[test]
+fn first_tick_waits_one_interval_after_the_canary_started() {
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+    let at = |s: i64| Time(Timestamp::from_second(s).unwrap());
+    let mut w = World::new();
+    w.spec.analysis.interval = "30s".parse().unwrap();
+    let mut status = GuardedRolloutStatus {
+        phase: Some(Phase::Progressing),
+        canary_weight: Some(10),
+        canary_started_at: Some(at(1000)),
+        ..Default::default()
+    };
+    let canary = settled(Some("r2".into()), 1);
+    let due =
+        |s: &GuardedRolloutStatus, now: i64| super::tick_due(&w.spec, s, Some(&canary), &at(now));
+    assert!(
+        !due(&status, 1010),
+        "the window would still hold older pods' samples"
+    );
+    assert!(due(&status, 1030));
+    status.analysis = Some(crate::api::AnalysisStatus {
+        last_tick_time: Some(at(1030)),
+        ..Default::default()
+    });
+    assert!(!due(&status, 1050));
+    assert!(due(&status, 1060));
+    status.canary_weight = Some(0);
+    assert!(!due(&status, 2000), "no traffic, no tick");
+}
