@@ -200,16 +200,8 @@ impl Stories {
         if let Some(h) = entry {
             r.outcome = format!("{:?}", h.outcome);
             r.detail = h.reason.clone().unwrap_or_default();
-            let span =
-                |a: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-                 b: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-                    Some(
-                        (b.as_ref()?.0.as_millisecond() - a.as_ref()?.0.as_millisecond()) as f64
-                            / 1000.0,
-                    )
-                };
-            r.detect_seconds = span(&h.started_at, &h.detected_at);
-            r.recover_seconds = span(&h.detected_at, &h.finished_at);
+            r.detect_seconds = h.detect_seconds();
+            r.recover_seconds = h.recover_seconds();
         }
         r
     }

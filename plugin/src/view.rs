@@ -239,13 +239,9 @@ fn describe_step(step: &Step) -> String {
 }
 
 pub fn history_view(entry: &HistoryEntry) -> HistoryView {
-    let span = |a: &Option<Time>, b: &Option<Time>| match (a, b) {
-        (Some(a), Some(b)) => Some(seconds_between(a, b)),
-        _ => None,
-    };
     HistoryView {
-        detect_seconds: span(&entry.started_at, &entry.detected_at),
-        recover_seconds: span(&entry.detected_at, &entry.finished_at),
+        detect_seconds: entry.detect_seconds(),
+        recover_seconds: entry.recover_seconds(),
         entry: entry.clone(),
     }
 }

@@ -182,6 +182,22 @@ pub struct CheckStatus {
     pub message: Option<String>,
 }
 
+impl HistoryEntry {
+    /// Seconds from the canary's start to its first failing tick (rollbacks).
+    pub fn detect_seconds(&self) -> Option<f64> {
+        seconds_between(self.started_at.as_ref()?, self.detected_at.as_ref()?)
+    }
+
+    /// Seconds from the first failing tick to the canary drained (rollbacks).
+    pub fn recover_seconds(&self) -> Option<f64> {
+        seconds_between(self.detected_at.as_ref()?, self.finished_at.as_ref()?)
+    }
+}
+
+fn seconds_between(a: &Time, b: &Time) -> Option<f64> {
+    Some((b.0.as_millisecond() - a.0.as_millisecond()) as f64 / 1000.0)
+}
+
 /// One past delivery.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -17,6 +17,23 @@ pub enum Problem<'a> {
     RouteNotFound(&'a str),
 }
 
+impl Problem<'_> {
+    /// The condition (and Event) reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::InvalidSpec(_) => reasons::INVALID_SPEC,
+            Problem::TargetNotFound(_) => reasons::TARGET_NOT_FOUND,
+            Problem::RouteNotFound(_) => reasons::ROUTE_NOT_FOUND,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Problem::InvalidSpec(m) | Problem::TargetNotFound(m) | Problem::RouteNotFound(m) => m,
+        }
+    }
+}
+
 /// Ready, Reconciling and Stalled: Ready while the primary serves a promoted or adopted
 /// revision; Reconciling while work is under way (including waiting on the gate);
 /// Stalled when a person must act (invalid spec, missing target, a rollback).
@@ -30,26 +47,12 @@ pub fn set_conditions(
     let phase_name = format!("{phase:?}");
     let message = s.message.clone().unwrap_or_default();
     let (ready, reconciling, stalled, reason, message) = match problem {
-        Some(Problem::InvalidSpec(m)) => (
+        Some(p) => (
             false,
             false,
             true,
-            reasons::INVALID_SPEC.to_string(),
-            m.to_string(),
-        ),
-        Some(Problem::TargetNotFound(m)) => (
-            false,
-            false,
-            true,
-            reasons::TARGET_NOT_FOUND.to_string(),
-            m.to_string(),
-        ),
-        Some(Problem::RouteNotFound(m)) => (
-            false,
-            false,
-            true,
-            reasons::ROUTE_NOT_FOUND.to_string(),
-            m.to_string(),
+            p.reason().to_string(),
+            p.message().to_string(),
         ),
         None => match phase {
             Phase::Idle | Phase::Succeeded => (true, false, false, phase_name, message),

@@ -31,7 +31,6 @@ use tracing::{instrument, warn};
 use super::{Context, ERROR_REQUEUE, Error};
 use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
-    conditions::reasons,
     rollout::{
         self, Observations,
         status::{Problem, set_conditions},
@@ -129,7 +128,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         .and_then(|()| observe::check_ownership(&gr, &world));
     if let Err(message) = invalid {
         let problem = Problem::InvalidSpec(&message);
-        report(ctx, &gr, &previous, problem, reasons::INVALID_SPEC, &now).await?;
+        report(ctx, &gr, &previous, problem, &now).await?;
         timer.ok();
         return Ok(Action::await_change());
     }
@@ -142,7 +141,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
             gw.http_route
         );
         let problem = Problem::RouteNotFound(&message);
-        report(ctx, &gr, &previous, problem, reasons::ROUTE_NOT_FOUND, &now).await?;
+        report(ctx, &gr, &previous, problem, &now).await?;
         timer.ok();
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
@@ -216,7 +215,6 @@ async fn report(
     gr: &GuardedRollout,
     previous: &GuardedRolloutStatus,
     problem: Problem<'_>,
-    reason: &str,
     now: &Time,
 ) -> Result<(), Error> {
     let generation = gr.meta().generation;
@@ -224,10 +222,8 @@ async fn report(
     status.observed_generation = generation;
     set_conditions(&mut status, Some(problem), generation, now);
     if &status != previous {
-        let message = match problem {
-            Problem::InvalidSpec(m) | Problem::TargetNotFound(m) | Problem::RouteNotFound(m) => m,
-        };
-        crate::controller::events::publish(ctx, gr, true, reason, message.to_string()).await;
+        let message = problem.message().to_string();
+        crate::controller::events::publish(ctx, gr, true, problem.reason(), message).await;
         super::write_status(ctx, gr, &status).await?;
     }
     Ok(())
