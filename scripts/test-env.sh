@@ -17,7 +17,9 @@ as_root() {
 }
 
 # --- Debian packages -------------------------------------------------------------------
-PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev openssl python3-venv)
+# rsync, make and the others are called by kubernetes' own build scripts (hack/, build/).
+PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev openssl python3-venv
+  rsync make findutils diffutils gawk coreutils sed grep tar xz-utils ca-certificates)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -56,6 +58,11 @@ if [ -x "$BIN/kube-apiserver" ]; then
   say "kube-apiserver cached at $BIN/kube-apiserver"
   exit 0
 fi
+
+# Every tool kubernetes' build calls, checked before a 5-minute build rather than inside it.
+for tool in go make rsync find diff awk sed grep tar xz dpkg-source openssl; do
+  command -v "$tool" >/dev/null || { say "ERROR: $tool is missing (needed by the kube-apiserver build); install it and run make test-env again"; exit 1; }
+done
 
 say "building kube-apiserver from Debian's kubernetes source (one time, ~5 min on 2 cores)"
 start=$(date +%s)
