@@ -41,7 +41,7 @@ fn rollout(steps: serde_json::Value) -> GuardedRollout {
         "metadata": {"name": "app"},
         "spec": {"targetRef": {"name": "app"}, "steps": steps,
             "analysis": {"interval": "5s", "failureLimit": 2, "checks": [{"name": "error-rate",
-                "query": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
+                "query": "(sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) or vector(0)) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
                 "max": 0.05}]}}
     }))
     .unwrap()

@@ -191,7 +191,7 @@ fn target(image: &str, error_rate: f64) -> Deployment {
 fn error_rate_check() -> serde_json::Value {
     json!({
         "name": "error-rate",
-        "query": "sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
+        "query": "(sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) or vector(0)) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
         "max": 0.05
     })
 }

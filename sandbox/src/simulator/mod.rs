@@ -1,20 +1,26 @@
 //! Plays the parts of kube-controller-manager and the kubelets for tests and the demo:
-//! marks Deployments rolled out, and serves per-pod request and latency metrics whose
-//! error rate and latency follow pod-template annotations. Prometheus scrapes it.
+//! rolls Deployments out as the Deployment controller would, pod by pod, and serves
+//! per-pod request and latency metrics that follow pod-template annotations. Prometheus
+//! scrapes it. The model itself (readiness, rolling updates, lost requests, counters)
+//! is in [`world`].
 //!
 //! Annotations on a pod template:
 //! - `sim.guardrails.dev/error-rate`: share of requests answered 500 (default 0)
 //! - `sim.guardrails.dev/latency-ms`: latency of every request (default 20)
-//! - `sim.guardrails.dev/rps`: requests per second per pod (default 20)
+//! - `sim.guardrails.dev/rps`: requests per second per ready pod (default 20)
+//! - `sim.guardrails.dev/ready-after-ms`: readiness delay of a new pod (default: the
+//!   simulator's, 2 s unless configured)
+//! - `sim.guardrails.dev/never-ready: "true"`: pods never become ready (a bad image)
 //!
 //! Pods are named as the Deployment controller names them, `<deployment>-<hash>-<suffix>`,
 //! with the hash taken from the pod template.
 
+mod world;
+
 use std::{
-    collections::{BTreeMap, HashMap},
-    fmt::Write as _,
+    collections::HashMap,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
@@ -27,71 +33,99 @@ use kube::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
+pub use world::{Behaviour, DeploymentStatus, DeploymentView, World};
+
 pub const ERROR_RATE: &str = "sim.guardrails.dev/error-rate";
 pub const LATENCY_MS: &str = "sim.guardrails.dev/latency-ms";
 pub const RPS: &str = "sim.guardrails.dev/rps";
+pub const READY_AFTER_MS: &str = "sim.guardrails.dev/ready-after-ms";
+pub const NEVER_READY: &str = "sim.guardrails.dev/never-ready";
 
 /// Histogram bucket bounds, seconds.
 pub const BUCKETS: [f64; 6] = [0.025, 0.05, 0.1, 0.3, 1.0, 2.5];
 
-#[derive(Debug, Clone, PartialEq)]
-struct PodSpec {
-    namespace: String,
-    service: String,
-    error_rate: f64,
-    latency: f64,
-    rps: f64,
-}
+/// Readiness delay of new pods unless their template says otherwise. Every story runs
+/// with at least this: real pods are never ready at once.
+pub const DEFAULT_READY_AFTER: Duration = Duration::from_secs(2);
 
+/// How often the simulated controllers look at the world.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Simulator settings.
 #[derive(Debug, Clone)]
-struct Pod {
-    spec: PodSpec,
-    /// Requests and errors counted up to `since`.
-    requests: f64,
-    errors: f64,
-    since: Instant,
+pub struct Config {
+    /// Readiness delay of pods whose template has no `ready-after-ms` annotation.
+    pub ready_after: Duration,
 }
 
-impl Pod {
-    fn counts(&self) -> (f64, f64) {
-        let elapsed = self.since.elapsed().as_secs_f64();
-        let new = self.spec.rps * elapsed;
-        (
-            self.requests + new,
-            self.errors + new * self.spec.error_rate,
-        )
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ready_after: DEFAULT_READY_AFTER,
+        }
     }
 }
 
-type Pods = Arc<Mutex<BTreeMap<String, Pod>>>;
+type Shared = Arc<Mutex<World>>;
 
 /// A running simulator. Stops when dropped.
 pub struct Simulator {
     addr: String,
+    world: Shared,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Simulator {
-    /// Watches Deployments in `namespace` (all when None) and serves /metrics.
+    /// Watches Deployments in `namespace` (all when None) and serves /metrics, with the
+    /// default readiness delay.
     pub async fn start(client: Client, namespace: Option<&str>) -> Result<Self> {
+        Self::start_with(client, namespace, Config::default()).await
+    }
+
+    pub async fn start_with(
+        client: Client,
+        namespace: Option<&str>,
+        config: Config,
+    ) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
-        let pods: Pods = Default::default();
+        let world: Shared = Default::default();
         let api: Api<Deployment> = match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let watch = tokio::spawn(watch_deployments(api, client, pods.clone()));
-        let serve = tokio::spawn(serve(listener, pods));
+        let controller = tokio::spawn(run(api, client, world.clone(), config));
+        let shared = world.clone();
+        let serve = tokio::spawn(async move {
+            crate::http::serve_text(listener, move || lock(&shared).render()).await
+        });
         Ok(Self {
             addr,
-            tasks: vec![watch, serve],
+            world,
+            tasks: vec![controller, serve],
         })
     }
 
     /// host:port of /metrics.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Requests of `app` (the pods' `app` label) in `namespace` that found no ready pod.
+    pub fn lost(&self, namespace: &str, app: &str) -> f64 {
+        let mut w = lock(&self.world);
+        w.advance(Instant::now());
+        w.lost(namespace, app)
+    }
+
+    /// Restarts every pod of a Deployment (a crash): counters from 0, unready again.
+    pub fn restart(&self, namespace: &str, deployment: &str) {
+        lock(&self.world).restart(namespace, deployment, Instant::now());
+    }
+
+    /// The pods of a Deployment and whether each is ready.
+    pub fn pods(&self, namespace: &str, deployment: &str) -> Vec<(String, bool)> {
+        lock(&self.world).pods_of(namespace, deployment, Instant::now())
     }
 }
 
@@ -103,92 +137,132 @@ impl Drop for Simulator {
     }
 }
 
-async fn watch_deployments(api: Api<Deployment>, client: Client, pods: Pods) {
-    let mut stream = watcher(api, watcher::Config::default())
+fn lock(world: &Shared) -> std::sync::MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Feeds Deployment events into the world and writes back the status the Deployment
+/// controller would, every tick.
+async fn run(api: Api<Deployment>, client: Client, world: Shared, config: Config) {
+    let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
-        .applied_objects()
         .boxed();
-    // Pods per Deployment (namespace/name), to drop those of old templates.
-    let mut owned: HashMap<String, Vec<String>> = HashMap::new();
-    while let Some(event) = stream.next().await {
-        let Ok(d) = event else { continue };
-        let ns = d.namespace().unwrap_or_default();
-        let name = d.name_any();
-        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let template = d
-            .spec
-            .as_ref()
-            .map(|s| s.template.clone())
-            .unwrap_or_default();
-        let hash = template_hash(&serde_json::to_string(&template).unwrap_or_default());
-        let meta = template.metadata.unwrap_or_default();
-        let ann = meta.annotations.unwrap_or_default();
-        let labels = meta.labels.unwrap_or_default();
-        let num =
-            |k: &str, default: f64| ann.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
-        let spec = PodSpec {
-            namespace: ns.clone(),
-            service: labels.get("app").cloned().unwrap_or_else(|| name.clone()),
-            error_rate: num(ERROR_RATE, 0.0),
-            latency: num(LATENCY_MS, 20.0) / 1000.0,
-            rps: num(RPS, 20.0),
-        };
-        let names: Vec<String> = (0..replicas)
-            .map(|i| format!("{name}-{hash}-{}", suffix(i)))
-            .collect();
-        {
-            let mut map = pods.lock().unwrap_or_else(|p| p.into_inner());
-            let key = format!("{ns}/{name}");
-            for old in owned.remove(&key).unwrap_or_default() {
-                if !names.contains(&old) {
-                    map.remove(&old);
+    let mut ticker = tokio::time::interval(TICK);
+    let mut written: HashMap<String, DeploymentStatus> = HashMap::new();
+    let mut listing: Option<Vec<String>> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return };
+                let Ok(event) = event else { continue };
+                let now = Instant::now();
+                let mut w = lock(&world);
+                match event {
+                    watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
+                        if let Some(l) = listing.as_mut() {
+                            l.push(format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any()));
+                        }
+                        w.apply(view(&d, &config), now);
+                    }
+                    watcher::Event::Delete(d) => {
+                        w.delete(&d.namespace().unwrap_or_default(), &d.name_any(), now);
+                    }
+                    watcher::Event::Init => listing = Some(Vec::new()),
+                    watcher::Event::InitDone => {
+                        // Deployments deleted while the watch was down.
+                        let seen = listing.take().unwrap_or_default();
+                        for k in w.keys().into_iter().filter(|k| !seen.contains(k)) {
+                            if let Some((ns, name)) = k.split_once('/') {
+                                w.delete(ns, name, now);
+                            }
+                        }
+                    }
                 }
             }
-            for pod in &names {
-                let entry = map.entry(pod.clone()).or_insert_with(|| Pod {
-                    spec: spec.clone(),
-                    requests: 0.0,
-                    errors: 0.0,
-                    since: Instant::now(),
-                });
-                if entry.spec != spec {
-                    let (r, e) = entry.counts();
-                    *entry = Pod {
-                        spec: spec.clone(),
-                        requests: r,
-                        errors: e,
-                        since: Instant::now(),
-                    };
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                let changed: Vec<(String, DeploymentStatus)> = {
+                    let mut w = lock(&world);
+                    w.advance(now);
+                    w.keys()
+                        .into_iter()
+                        .filter_map(|k| {
+                            let (ns, name) = k.split_once('/')?;
+                            let s = w.status(ns, name, now)?;
+                            (written.get(&k) != Some(&s)).then_some((k, s))
+                        })
+                        .collect()
+                };
+                for (k, s) in changed {
+                    if write_status(&client, &k, &s).await {
+                        written.insert(k, s);
+                    }
                 }
             }
-            owned.insert(key, names);
         }
-        mark_rolled_out(&client, &d, &ns, &name, replicas).await;
     }
 }
 
-/// What kube-controller-manager would write once every pod is up.
-async fn mark_rolled_out(client: &Client, d: &Deployment, ns: &str, name: &str, replicas: i32) {
-    let generation = d.metadata.generation.unwrap_or(0);
-    let status = d.status.clone().unwrap_or_default();
-    let done = status.observed_generation == Some(generation)
-        && status.replicas == Some(replicas)
-        && status.ready_replicas.unwrap_or(0) == replicas
-        && status.updated_replicas == Some(replicas);
-    if done {
-        return;
+/// What the simulator needs of a Deployment.
+fn view(d: &Deployment, config: &Config) -> DeploymentView {
+    let spec = d.spec.clone().unwrap_or_default();
+    let template = spec.template.clone();
+    let hash = template_hash(&serde_json::to_string(&template).unwrap_or_default());
+    let meta = template.metadata.unwrap_or_default();
+    let ann = meta.annotations.unwrap_or_default();
+    let labels = meta.labels.unwrap_or_default();
+    let num = |k: &str, default: f64| ann.get(k).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let never = ann.get(NEVER_READY).is_some_and(|v| v == "true");
+    let ready_after = Duration::from_secs_f64(
+        num(READY_AFTER_MS, config.ready_after.as_secs_f64() * 1000.0) / 1000.0,
+    );
+    DeploymentView {
+        namespace: d.namespace().unwrap_or_default(),
+        name: d.name_any(),
+        generation: d.metadata.generation.unwrap_or(0),
+        replicas: spec.replicas.unwrap_or(1),
+        hash,
+        behaviour: Behaviour {
+            app: labels.get("app").cloned().unwrap_or_else(|| d.name_any()),
+            error_rate: num(ERROR_RATE, 0.0),
+            latency: num(LATENCY_MS, 20.0) / 1000.0,
+            rps: num(RPS, 20.0),
+            ready_after: (!never).then_some(ready_after),
+        },
+        min_ready: Duration::from_secs(spec.min_ready_seconds.unwrap_or(0).max(0) as u64),
+        progress_deadline: Duration::from_secs(
+            spec.progress_deadline_seconds.unwrap_or(600).max(0) as u64,
+        ),
     }
+}
+
+/// What kube-controller-manager would write. False when the write failed (retried on
+/// the next tick).
+async fn write_status(client: &Client, key: &str, s: &DeploymentStatus) -> bool {
+    let Some((ns, name)) = key.split_once('/') else {
+        return true;
+    };
+    let (ok, reason, message) = &s.progressing;
+    let available = s.minimum_available;
     let patch = serde_json::json!({"status": {
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "readyReplicas": replicas,
-        "updatedReplicas": replicas,
-        "availableReplicas": replicas,
+        "observedGeneration": s.observed_generation,
+        "replicas": s.replicas,
+        "readyReplicas": s.ready,
+        "updatedReplicas": s.updated,
+        "availableReplicas": s.available,
+        "unavailableReplicas": (s.replicas - s.available).max(0),
+        "conditions": [
+            {"type": "Available", "status": if available { "True" } else { "False" },
+             "reason": if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+             "message": "simulated"},
+            {"type": "Progressing", "status": if *ok { "True" } else { "False" },
+             "reason": reason, "message": message},
+        ],
     }});
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let _ = api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .is_ok()
 }
 
 /// Stable 10-character hash of a pod template (FNV-1a), like the ReplicaSet hash.
@@ -202,69 +276,4 @@ pub fn template_hash(text: &str) -> String {
     (0..10)
         .map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char)
         .collect()
-}
-
-fn suffix(i: i32) -> String {
-    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut n = (i as u64).wrapping_mul(2654435761).wrapping_add(7);
-    (0..5)
-        .map(|_| {
-            let c = alphabet[(n % alphabet.len() as u64) as usize] as char;
-            n /= alphabet.len() as u64;
-            c
-        })
-        .collect()
-}
-
-fn render(pods: &Pods) -> String {
-    let map = pods.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = String::new();
-    out.push_str("# TYPE http_requests_total counter\n");
-    for (name, pod) in map.iter() {
-        let (requests, errors) = pod.counts();
-        let l = format!(
-            "namespace=\"{}\",service=\"{}\",pod=\"{name}\"",
-            pod.spec.namespace, pod.spec.service
-        );
-        let _ = writeln!(
-            out,
-            "http_requests_total{{{l},code=\"200\"}} {}",
-            requests - errors
-        );
-        let _ = writeln!(out, "http_requests_total{{{l},code=\"500\"}} {errors}");
-    }
-    out.push_str("# TYPE http_request_duration_seconds histogram\n");
-    for (name, pod) in map.iter() {
-        let (requests, _) = pod.counts();
-        let l = format!(
-            "namespace=\"{}\",service=\"{}\",pod=\"{name}\"",
-            pod.spec.namespace, pod.spec.service
-        );
-        for le in BUCKETS {
-            let v = if pod.spec.latency <= le {
-                requests
-            } else {
-                0.0
-            };
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {v}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {requests}"
-        );
-        let _ = writeln!(
-            out,
-            "http_request_duration_seconds_sum{{{l}}} {}",
-            requests * pod.spec.latency
-        );
-        let _ = writeln!(out, "http_request_duration_seconds_count{{{l}}} {requests}");
-    }
-    out
-}
-
-async fn serve(listener: TcpListener, pods: Pods) {
-    crate::http::serve_text(listener, move || render(&pods)).await;
 }
