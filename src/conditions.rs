@@ -10,6 +10,8 @@ pub mod types {
     pub const RECONCILING: &str = "Reconciling";
     /// The operator cannot make progress without a change from a person (kstatus).
     pub const STALLED: &str = "Stalled";
+    /// Another writer keeps scaling a GuardedRollout's target up.
+    pub const TARGET_CONFLICT: &str = "TargetConflict";
 }
 
 /// Condition reasons. Stable: documented in the troubleshooting guide.
@@ -26,13 +28,24 @@ pub mod reasons {
     /// The HTTPRoute named by spec.trafficRouting.gatewayAPI does not exist.
     pub const ROUTE_NOT_FOUND: &str = "RouteNotFound";
 
+    /// The primary is gone and the stable revision's template is known nowhere.
+    pub const PRIMARY_TEMPLATE_UNKNOWN: &str = "PrimaryTemplateUnknown";
+
+    /// Another writer (named) scaled the target up after the operator scaled it to 0.
+    pub const TARGET_SCALED_UP: &str = "TargetScaledUp";
+    /// No writer has scaled the target up lately.
+    pub const NO_CONFLICT: &str = "NoConflict";
+
     /// Every reason above. GuardedRollout conditions also use the phase name as reason.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 8] = [
         EVALUATED,
         PROMETHEUS_UNAVAILABLE,
         INVALID_SPEC,
         TARGET_NOT_FOUND,
         ROUTE_NOT_FOUND,
+        PRIMARY_TEMPLATE_UNKNOWN,
+        TARGET_SCALED_UP,
+        NO_CONFLICT,
     ];
 }
 

@@ -73,6 +73,12 @@ pub struct GuardedRolloutSpec {
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
 
+    /// A canary, or a primary being promoted, that is not fully available (every pod
+    /// updated, ready and available) this long after it was asked to change is rolled
+    /// back with reason ProgressDeadlineExceeded. Default 10m.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: PromDuration,
+
     /// How traffic is split. Default (empty): by replica ratio through the user's own
     /// Service, which selects both the primary and the canary pods.
     #[serde(default)]
@@ -256,6 +262,9 @@ impl Default for Analysis {
     }
 }
 
+fn default_progress_deadline() -> PromDuration {
+    dur!("10m")
+}
 fn default_analysis_interval() -> PromDuration {
     dur!("30s")
 }

@@ -86,6 +86,18 @@ pub struct GuardedRolloutStatus {
     /// Revision (pod-template hash) the primary runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,
+    /// The stable revision's pod template: the primary is rebuilt only from it (if the
+    /// primary is deleted, or a promotion is rolled back), never from an unanalysed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_template: Option<RevisionTemplate>,
+    /// Since when the canary (or the primary being promoted) has not been fully
+    /// available at the size asked of it; past spec.progressDeadline it is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_since: Option<Time>,
+    /// Someone else scaled the target up after the operator scaled it to 0 (a GitOps
+    /// tool re-applying its replicas): who, to what, when last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_scaled_up: Option<TargetScaledUp>,
     /// Revision under analysis, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_revision: Option<String>,
@@ -116,6 +128,29 @@ pub struct GuardedRolloutStatus {
     /// Ready, Reconciling and Stalled (kstatus), each with observedGeneration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A writer that scales the target up behind the operator's back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetScaledUp {
+    /// The field manager that owns the target's spec.replicas (from managedFields).
+    pub manager: String,
+    /// The replicas it set.
+    pub replicas: i32,
+    /// When the operator last found the target scaled up.
+    pub last_seen: Time,
+}
+
+/// A revision and its pod template.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionTemplate {
+    /// The revision (pod-template hash).
+    pub revision: String,
+    /// The pod template, as the target had it.
+    #[schemars(schema_with = "super::schema::embedded_object")]
+    pub template: k8s_openapi::api::core::v1::PodTemplateSpec,
 }
 
 /// The budget gate's decision for a revision.

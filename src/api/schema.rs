@@ -58,3 +58,11 @@ pub fn add_rules(schema: &mut Schema, rules: &[(&str, &str)]) {
         .ensure_object()
         .insert("x-kubernetes-validations".into(), list.into());
 }
+
+/// An embedded Kubernetes object kept as it is (a pod template): any fields.
+pub fn embedded_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}

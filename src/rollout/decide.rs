@@ -9,11 +9,12 @@ use super::{
     gate::{allowed, effective_class},
     model::*,
     steps, tick,
+    workloads::Role,
 };
 use crate::api::{
     ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
     AnalysisStatus, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry, Outcome,
-    Phase,
+    Phase, RevisionTemplate, TargetScaledUp,
 };
 
 /// Most history entries kept.
@@ -27,6 +28,7 @@ struct Machine<'a> {
     notes: Vec<Note>,
     consumed: Vec<&'static str>,
     requeue: Duration,
+    stall: Option<Stall>,
 }
 
 /// The next status, the workloads as they should be, and what to tell people.
@@ -43,19 +45,16 @@ pub fn decide(
         s: status.clone(),
         notes: Vec::new(),
         consumed: Vec::new(),
-        requeue: Duration::from_secs(30),
+        requeue: WATCH_FALLBACK,
+        stall: None,
     };
     let Some(target) = &obs.target else {
-        m.s.message = Some(format!(
-            "target Deployment {} not found",
-            spec.target_ref.name
-        ));
+        let message = format!("target Deployment {} not found", spec.target_ref.name);
+        m.s.message = Some(message.clone());
         if status.message != m.s.message {
-            m.note(
-                Reason::TargetNotFound,
-                m.s.message.clone().unwrap_or_default(),
-            );
+            m.note(Reason::TargetNotFound, message.clone());
         }
+        m.stall = Some(Stall::TargetNotFound(message));
         return m.finish(None);
     };
     if m.s.phase.is_none() || m.s.stable_revision.is_none() {
@@ -63,9 +62,25 @@ pub fn decide(
     } else {
         m.step(target);
     }
-    let plan = m.plan();
+    m.remember_stable_template(target);
+    let plan = m.plan(target);
     m.finish(Some(plan))
 }
+
+/// Time from `since` to `now`; zero when a clock is behind (never negative).
+pub fn elapsed(since: &Time, now: &Time) -> Duration {
+    now.0
+        .duration_since(since.0)
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// How long a writer that scaled the target up is remembered (one Event per writer in
+/// that time; the TargetScaledUp condition stays True as long).
+pub const CONFLICT_MEMORY: Duration = Duration::from_secs(600);
+
+/// How long to wait for a watch to tell us something changed, at most.
+const WATCH_FALLBACK: Duration = Duration::from_secs(30);
 
 impl Machine<'_> {
     fn note(&mut self, reason: Reason, message: impl Into<String>) {
@@ -84,34 +99,57 @@ impl Machine<'_> {
         self.s.message = Some(message.into());
     }
 
+    /// The primary's size: the autoscaler's current choice when one sizes it, else
+    /// spec.replicas, else the target's size at adoption.
     fn primary_replicas(&self) -> i32 {
-        self.spec.replicas.or(self.s.target_replicas).unwrap_or(1)
+        let autoscaled = self
+            .obs
+            .primary
+            .as_ref()
+            .filter(|_| self.obs.autoscaled)
+            .map(|p| p.replicas);
+        autoscaled
+            .or(self.spec.replicas)
+            .or(self.s.target_replicas)
+            .unwrap_or(1)
     }
 
-    /// First sight: remember the target's size, run its template as the primary.
+    /// First sight: remember the target's size, run its template as the primary. A
+    /// primary of ours that already exists (status lost) keeps what it runs: the target
+    /// may hold an unanalysed template, and its size may be the 0 we gave it.
     fn adopt(&mut self, target: &Target) {
+        let ours = self.obs.primary.as_ref().filter(|p| p.revision.is_some());
         if self.s.target_replicas.is_none() {
-            self.s.target_replicas = Some(target.replicas);
+            let size = match ours {
+                Some(p) if target.replicas == 0 => p.replicas,
+                _ => target.replicas,
+            };
+            self.s.target_replicas = Some(size);
         }
-        self.s.stable_revision = Some(target.revision.clone());
+        let stable = ours
+            .and_then(|p| p.revision.clone())
+            .unwrap_or_else(|| target.revision.clone());
+        self.s.stable_revision = Some(stable.clone());
         self.s.replicas = Some(self.primary_replicas());
         self.set_phase(
             Phase::Initializing,
-            "adopting the target: creating the primary",
+            "adopting the target: creating the primary; the target serves until it is available",
         );
         self.note(
             Reason::Adopted,
             format!(
-                "adopted revision {} with {} replicas",
-                target.revision, target.replicas
+                "adopted revision {stable} with {} replicas",
+                self.s.target_replicas.unwrap_or_default()
             ),
         );
-        self.requeue_within(Duration::from_secs(1));
     }
 
     fn step(&mut self, target: &Target) {
         self.s.replicas = Some(self.primary_replicas());
         let phase = self.s.phase.unwrap_or(Phase::Initializing);
+        if phase != Phase::Initializing && target.replicas > 0 {
+            self.scaled_up_behind_our_back(target);
+        }
         match phase {
             Phase::Initializing => self.initializing(),
             Phase::Idle | Phase::Succeeded | Phase::RolledBack | Phase::Blocked => {
@@ -123,6 +161,35 @@ impl Machine<'_> {
         self.mark_drained();
     }
 
+    /// The target was at 0 and someone scaled it up again (a GitOps tool without
+    /// ignoreDifferences): it is scaled to 0 again, and who did it is said once in a
+    /// while rather than fought in silence.
+    fn scaled_up_behind_our_back(&mut self, target: &Target) {
+        let manager = target
+            .scaled_by
+            .clone()
+            .unwrap_or_else(|| "an unknown writer".into());
+        let known = self.s.target_scaled_up.as_ref().is_some_and(|t| {
+            t.manager == manager && elapsed(&t.last_seen, self.now) < CONFLICT_MEMORY
+        });
+        if !known {
+            self.note(
+                Reason::TargetScaledUp,
+                format!(
+                    "Deployment {} was scaled to {} by {manager} after the operator scaled it \
+                     to 0; it is scaled to 0 again. Make {manager} ignore the target's \
+                     spec.replicas (see docs/operations.md, GitOps)",
+                    self.spec.target_ref.name, target.replicas
+                ),
+            );
+        }
+        self.s.target_scaled_up = Some(TargetScaledUp {
+            manager,
+            replicas: target.replicas,
+            last_seen: self.now.clone(),
+        });
+    }
+
     fn initializing(&mut self) {
         let stable = self.s.stable_revision.clone().unwrap_or_default();
         let ready = self
@@ -132,8 +199,6 @@ impl Machine<'_> {
             .is_some_and(|p| p.settled(&stable, self.primary_replicas()));
         if ready {
             self.set_phase(Phase::Idle, format!("primary serves revision {stable}"));
-        } else {
-            self.requeue_within(Duration::from_secs(1));
         }
     }
 
@@ -305,9 +370,59 @@ impl Machine<'_> {
             let msg = steps::describe(self.spec, &self.s, "paused (spec.paused)");
             self.set_phase(Phase::Paused, msg);
             self.requeue_within(self.spec.analysis.interval.as_duration());
+        } else {
+            self.progress();
+        }
+        if matches!(self.s.phase, Some(Phase::Progressing | Phase::Paused)) {
+            let size = self.canary_size();
+            let ready = self.canary_ready_at(size);
+            let canary = self.obs.canary.clone();
+            self.deadline(Role::Canary, canary.as_ref(), ready, size);
+        }
+    }
+
+    /// The canary's size at its current weight.
+    fn canary_size(&self) -> i32 {
+        let weight = self.s.canary_weight.unwrap_or(0);
+        traffic::canary_replicas(traffic::router(self.spec), self.primary_replicas(), weight)
+    }
+
+    /// spec.progressDeadline: a workload asked to change that is not fully available in
+    /// time is rolled back.
+    fn deadline(&mut self, role: Role, w: Option<&Workload>, ready: bool, size: i32) {
+        if ready {
+            self.s.unavailable_since = None;
             return;
         }
-        self.progress();
+        let since = self
+            .s
+            .unavailable_since
+            .get_or_insert_with(|| self.now.clone())
+            .clone();
+        let waited = elapsed(&since, self.now);
+        let limit = self.spec.progress_deadline.as_duration();
+        if waited < limit {
+            self.requeue_within(limit - waited);
+            return;
+        }
+        let name = role.name(&self.spec.target_ref.name);
+        let seen = w.map_or("it does not exist".to_string(), |w| {
+            let condition = w
+                .deadline_exceeded
+                .as_ref()
+                .map(|m| format!("; Progressing: ProgressDeadlineExceeded, {m}"))
+                .unwrap_or_default();
+            format!(
+                "{}/{size} ready, {} available, {} updated{condition}",
+                w.ready, w.available, w.updated
+            )
+        });
+        let reason = format!(
+            "ProgressDeadlineExceeded: Deployment {name} not fully available after {} ({seen})",
+            self.spec.progress_deadline
+        );
+        self.note(Reason::ProgressDeadlineExceeded, reason.clone());
+        self.roll_back(Outcome::RolledBack, reason);
     }
 
     fn burn_rate_alert(&self) -> Option<String> {
@@ -382,7 +497,6 @@ impl Machine<'_> {
             if !done {
                 let what = steps::describe(self.spec, &self.s, "");
                 self.set_phase(Phase::Progressing, what);
-                self.requeue_within(Duration::from_secs(1));
                 return;
             }
             self.note(
@@ -406,7 +520,7 @@ impl Machine<'_> {
         self.s
             .step_started_at
             .as_ref()
-            .map(|t| self.now.0.duration_since(t.0).unsigned_abs())
+            .map(|t| elapsed(t, self.now))
             .unwrap_or_default()
     }
 
@@ -430,9 +544,12 @@ impl Machine<'_> {
             .as_ref()
             .is_some_and(|p| p.settled(&rev, self.primary_replicas()));
         if !done {
-            self.requeue_within(Duration::from_secs(1));
+            let size = self.primary_replicas();
+            let primary = self.obs.primary.clone();
+            self.deadline(Role::Primary, primary.as_ref(), false, size);
             return;
         }
+        self.s.unavailable_since = None;
         // Why it was promoted (steps passed, or by hand) lives in the Promoting message.
         let why = self
             .s
@@ -523,6 +640,7 @@ impl Machine<'_> {
         self.s.canary_weight = Some(0);
         self.s.step_started_at = None;
         self.s.canary_started_at = None;
+        self.s.unavailable_since = None;
     }
 
     fn push_history(&mut self, entry: HistoryEntry) {
@@ -549,40 +667,130 @@ impl Machine<'_> {
         }
     }
 
+    /// Keeps the stable revision's template in status, from wherever it is seen, so
+    /// the primary can always be rebuilt from it.
+    fn remember_stable_template(&mut self, target: &Target) {
+        let Some(stable) = self.s.stable_revision.clone() else {
+            return;
+        };
+        if self.stable().is_some() {
+            return;
+        }
+        let from_workload = |w: &Option<Workload>| {
+            w.as_ref()
+                .filter(|w| w.revision.as_deref() == Some(stable.as_str()))
+                .and_then(|w| w.template.clone())
+        };
+        let found = from_workload(&self.obs.primary)
+            .or_else(|| from_workload(&self.obs.canary))
+            .or_else(|| (target.revision == stable).then(|| target.template.clone()));
+        if let Some(template) = found {
+            self.s.stable_template = Some(RevisionTemplate {
+                revision: stable,
+                template,
+            });
+        }
+    }
+
+    /// The stable revision's template, if known.
+    fn stable(&self) -> Option<Desired> {
+        let rev = self.s.stable_revision.clone()?;
+        let stored = self
+            .s
+            .stable_template
+            .clone()
+            .filter(|t| t.revision == rev)?;
+        Some(Desired {
+            revision: rev,
+            template: stored.template,
+            replicas: self.primary_replicas(),
+        })
+    }
+
     /// Desired workloads for the state reached.
-    fn plan(&self) -> Plan {
-        let primary = self.primary_replicas();
+    fn plan(&mut self, target: &Target) -> Plan {
         let phase = self.s.phase.unwrap_or(Phase::Initializing);
-        let active = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
-        let weight = self.s.canary_weight.unwrap_or(0);
-        let router = traffic::router(self.spec);
-        let canary_replicas = if active {
-            traffic::canary_replicas(router, primary, weight)
+        let from_target = |replicas| Desired {
+            revision: target.revision.clone(),
+            template: target.template.clone(),
+            replicas,
+        };
+        let existing_canary = |replicas| {
+            self.obs
+                .canary
+                .as_ref()
+                .and_then(|c| {
+                    Some(Desired {
+                        revision: c.revision.clone()?,
+                        template: c.template.clone()?,
+                        replicas,
+                    })
+                })
+                .unwrap_or_else(|| from_target(replicas))
+        };
+        let canary = match phase {
+            Phase::Progressing | Phase::Paused => from_target(self.canary_size()),
+            Phase::Promoting => existing_canary(self.canary_size()),
+            _ => existing_canary(0),
+        };
+        let primary = if phase == Phase::Promoting {
+            Some(Desired {
+                replicas: self.primary_replicas(),
+                ..canary.clone()
+            })
         } else {
-            0
+            self.stable()
         };
-        let route_weight = match router {
-            traffic::Router::ReplicaRatio => None,
-            traffic::Router::GatewayApi(_) => Some(
-                if active && weight > 0 && self.canary_ready_at(canary_replicas) {
-                    weight
-                } else {
-                    0
-                },
-            ),
-        };
+        self.check_primary(primary.as_ref());
+        let route_weight = self.route_weight(phase, canary.replicas);
         Plan {
-            primary_template: match phase {
-                Phase::Initializing => PrimaryTemplate::FromTarget,
-                Phase::Promoting => PrimaryTemplate::FromCanary,
-                _ => PrimaryTemplate::Keep,
-            },
-            primary_replicas: primary,
-            canary_replicas,
-            canary_from_target: matches!(phase, Phase::Progressing | Phase::Paused),
-            scale_target_to_zero: true,
+            primary,
+            canary,
+            scale_target_to_zero: phase != Phase::Initializing,
             route_weight,
         }
+    }
+
+    /// A primary that is gone is rebuilt from the stable template, or the rollout
+    /// stalls saying how to recover.
+    fn check_primary(&mut self, desired: Option<&Desired>) {
+        let stable = self.s.stable_revision.clone().unwrap_or_default();
+        let name = Role::Primary.name(&self.spec.target_ref.name);
+        match (desired, &self.obs.primary) {
+            (None, p) if p.as_ref().and_then(|p| p.revision.as_deref()) != Some(&stable) => {
+                self.stall = Some(Stall::PrimaryTemplateUnknown(format!(
+                    "Deployment {name} is gone and the template of stable revision {stable} is \
+                     known nowhere: set the target's template back to revision {stable} (for \
+                     example revert the change in Git), or delete and re-create the \
+                     GuardedRollout to adopt the target as it is"
+                )));
+            }
+            (Some(_), None) if self.s.phase != Some(Phase::Initializing) => self.note(
+                Reason::PrimaryRebuilt,
+                format!("Deployment {name} was missing: rebuilt from stable revision {stable}"),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Gateway API: the step's weight once the canary is ready for it, else 0; the route
+    /// is left alone until the primary has been adopted.
+    fn route_weight(&self, phase: Phase, canary_replicas: i32) -> Option<i32> {
+        let traffic::Router::GatewayApi(_) = traffic::router(self.spec) else {
+            return None;
+        };
+        if phase == Phase::Initializing {
+            return None;
+        }
+        let active = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
+        let weight = self.s.canary_weight.unwrap_or(0);
+        Some(
+            if active && weight > 0 && self.canary_ready_at(canary_replicas) {
+                weight
+            } else {
+                0
+            },
+        )
     }
 
     fn finish(self, plan: Option<Plan>) -> Decision {
@@ -592,6 +800,7 @@ impl Machine<'_> {
             notes: self.notes,
             consumed: self.consumed,
             requeue: self.requeue,
+            stall: self.stall,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The GuardedRollout state machine: decide(spec, status, observations, now). No IO.
 
 mod decide;
+pub mod deletion;
 pub mod gate;
 mod model;
 pub mod status;
@@ -8,7 +9,7 @@ pub mod steps;
 mod tick;
 pub mod workloads;
 
-pub use decide::{HISTORY_LIMIT, decide};
+pub use decide::{CONFLICT_MEMORY, HISTORY_LIMIT, decide, elapsed};
 pub use model::*;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,9 +33,7 @@ pub fn tick_due(
         .as_ref()
         .and_then(|a| a.last_tick_time.as_ref())
         .or(status.canary_started_at.as_ref());
-    let waited = since.is_none_or(|t| {
-        now.0.duration_since(t.0).unsigned_abs() >= spec.analysis.interval.as_duration()
-    });
+    let waited = since.is_none_or(|t| elapsed(t, now) >= spec.analysis.interval.as_duration());
     active && serving && waited
 }
 

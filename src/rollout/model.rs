@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
 use crate::api::{ChangeClass, CheckStatus, Gate, GuardedRolloutStatus, Severity};
 
 /// A managed or target Deployment as observed.
@@ -11,27 +13,46 @@ pub struct Workload {
     pub revision: Option<String>,
     /// spec.replicas.
     pub replicas: i32,
+    /// status.replicas: every pod, old template or new.
+    pub pods: i32,
     /// status.readyReplicas.
     pub ready: i32,
     /// status.updatedReplicas.
     pub updated: i32,
+    /// status.availableReplicas.
+    pub available: i32,
     /// status.observedGeneration == metadata.generation.
     pub current: bool,
+    /// The Progressing condition's message when it says ProgressDeadlineExceeded.
+    pub deadline_exceeded: Option<String>,
+    /// Its pod template as the user wrote it (without our labels).
+    pub template: Option<PodTemplateSpec>,
 }
 
 impl Workload {
-    /// Fully rolled out at `replicas` on `revision`.
+    /// Fully rolled out at `replicas` on `revision`: the Deployment controller has seen
+    /// the spec, and every pod runs the template, is ready and available; no old pod is
+    /// left.
     pub fn settled(&self, revision: &str, replicas: i32) -> bool {
         self.current
             && self.revision.as_deref() == Some(revision)
             && self.replicas == replicas
-            && self.ready >= replicas
-            && self.updated >= replicas
+            && [self.pods, self.updated, self.ready, self.available]
+                .iter()
+                .all(|n| *n == replicas)
+    }
+
+    /// Fully available at its own size, whatever its revision.
+    pub fn available_at_size(&self) -> bool {
+        self.current
+            && [self.pods, self.updated, self.ready, self.available]
+                .iter()
+                .all(|n| *n == self.replicas)
     }
 
     /// Scaled to zero and drained.
     pub fn drained(&self) -> bool {
-        self.replicas == 0 && self.ready == 0
+        self.replicas == 0 && self.ready == 0 && self.pods == 0
     }
 }
 
@@ -44,6 +65,10 @@ pub struct Target {
     pub replicas: i32,
     /// The pod-template annotation guardrails.dev/change-class, if valid.
     pub change_class: Option<ChangeClass>,
+    /// Its pod template.
+    pub template: PodTemplateSpec,
+    /// The field manager owning spec.replicas, when it is not the operator.
+    pub scaled_by: Option<String>,
 }
 
 /// The referenced SloPolicy as observed.
@@ -78,31 +103,28 @@ pub struct Observations {
     /// Check results, when an analysis tick ran for this reconcile.
     pub tick: Option<Vec<CheckStatus>>,
     pub manual: Manual,
+    /// A HorizontalPodAutoscaler sizes the primary: its replicas are not ours to set.
+    pub autoscaled: bool,
 }
 
-/// Where the primary's pod template comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrimaryTemplate {
-    /// Leave it as it is.
-    Keep,
-    /// The target's template (adoption).
-    FromTarget,
-    /// The canary's template (promotion).
-    FromCanary,
+/// A managed Deployment as it should be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub revision: String,
+    /// The user's template (role labels are added when it is applied).
+    pub template: PodTemplateSpec,
+    pub replicas: i32,
 }
 
 /// The managed workloads as they should be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    pub primary_template: PrimaryTemplate,
-    pub primary_replicas: i32,
-    /// Canary size; its template follows the target's while a canary runs.
-    pub canary_replicas: i32,
-    pub canary_from_target: bool,
-    /// Scale the target to 0 (after adoption).
+    /// None: leave the primary alone (the stable template is known nowhere).
+    pub primary: Option<Desired>,
+    pub canary: Desired,
+    /// Scale the target to 0: only once the primary is fully available.
     pub scale_target_to_zero: bool,
-    /// Canary weight of the HTTPRoute, with Gateway API routing: the step's weight once
-    /// the canary is ready for it, else 0.
+    /// Canary weight of the HTTPRoute, with Gateway API routing; None: leave the route.
     pub route_weight: Option<i32>,
 }
 
@@ -125,10 +147,14 @@ pub enum Reason {
     Retried,
     TargetNotFound,
     SloPolicyNotFound,
+    ProgressDeadlineExceeded,
+    PrimaryRebuilt,
+    TargetNotStable,
+    TargetScaledUp,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Adopted,
         Reason::PhaseChanged,
         Reason::GateAllowed,
@@ -145,6 +171,10 @@ impl Reason {
         Reason::Retried,
         Reason::TargetNotFound,
         Reason::SloPolicyNotFound,
+        Reason::ProgressDeadlineExceeded,
+        Reason::PrimaryRebuilt,
+        Reason::TargetNotStable,
+        Reason::TargetScaledUp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -165,6 +195,10 @@ impl Reason {
             Reason::Retried => "Retried",
             Reason::TargetNotFound => "TargetNotFound",
             Reason::SloPolicyNotFound => "SloPolicyNotFound",
+            Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Reason::PrimaryRebuilt => "PrimaryRebuilt",
+            Reason::TargetNotStable => "TargetNotStable",
+            Reason::TargetScaledUp => "TargetScaledUp",
         }
     }
 
@@ -177,6 +211,10 @@ impl Reason {
                 | Reason::Aborted
                 | Reason::TargetNotFound
                 | Reason::SloPolicyNotFound
+                | Reason::ProgressDeadlineExceeded
+                | Reason::PrimaryRebuilt
+                | Reason::TargetNotStable
+                | Reason::TargetScaledUp
         )
     }
 }
@@ -186,6 +224,23 @@ impl Reason {
 pub struct Note {
     pub reason: Reason,
     pub message: String,
+}
+
+/// Why a person must act, beyond the phase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stall {
+    TargetNotFound(String),
+    PrimaryTemplateUnknown(String),
+}
+
+impl Stall {
+    pub fn problem(&self) -> super::status::Problem<'_> {
+        use super::status::Problem;
+        match self {
+            Stall::TargetNotFound(m) => Problem::TargetNotFound(m),
+            Stall::PrimaryTemplateUnknown(m) => Problem::PrimaryTemplateUnknown(m),
+        }
+    }
 }
 
 /// The result of one decision.
@@ -199,4 +254,5 @@ pub struct Decision {
     pub consumed: Vec<&'static str>,
     /// When to look again at the latest.
     pub requeue: Duration,
+    pub stall: Option<Stall>,
 }

@@ -15,6 +15,8 @@ pub enum Problem<'a> {
     TargetNotFound(&'a str),
     /// The HTTPRoute of Gateway API routing does not exist.
     RouteNotFound(&'a str),
+    /// The primary is gone and the stable template is known nowhere.
+    PrimaryTemplateUnknown(&'a str),
 }
 
 impl Problem<'_> {
@@ -24,12 +26,16 @@ impl Problem<'_> {
             Problem::InvalidSpec(_) => reasons::INVALID_SPEC,
             Problem::TargetNotFound(_) => reasons::TARGET_NOT_FOUND,
             Problem::RouteNotFound(_) => reasons::ROUTE_NOT_FOUND,
+            Problem::PrimaryTemplateUnknown(_) => reasons::PRIMARY_TEMPLATE_UNKNOWN,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Problem::InvalidSpec(m) | Problem::TargetNotFound(m) | Problem::RouteNotFound(m) => m,
+            Problem::InvalidSpec(m)
+            | Problem::TargetNotFound(m)
+            | Problem::RouteNotFound(m)
+            | Problem::PrimaryTemplateUnknown(m) => m,
         }
     }
 }
@@ -76,6 +82,41 @@ pub fn set_conditions(
         types::STALLED,
         stalled,
         &reason,
+        &message,
+        generation,
+        now,
+    );
+    set_target_conflict(s, generation, now);
+}
+
+/// TargetConflict: True while another writer keeps scaling the target up (seen within
+/// CONFLICT_MEMORY), naming it; absent when there never was one.
+fn set_target_conflict(s: &mut GuardedRolloutStatus, generation: Option<i64>, now: &Time) {
+    let Some(t) = &s.target_scaled_up else {
+        return;
+    };
+    let recent = super::elapsed(&t.last_seen, now) < super::CONFLICT_MEMORY;
+    let (reason, message) = if recent {
+        (
+            reasons::TARGET_SCALED_UP,
+            format!(
+                "{} keeps scaling the target up (last to {} replicas); the operator scales it \
+                 to 0 again: make it ignore the target's spec.replicas",
+                t.manager, t.replicas
+            ),
+        )
+    } else {
+        (
+            reasons::NO_CONFLICT,
+            format!("{} has not scaled the target up lately", t.manager),
+        )
+    };
+    let c = &mut s.conditions;
+    conditions::set(
+        c,
+        types::TARGET_CONFLICT,
+        recent,
+        reason,
         &message,
         generation,
         now,

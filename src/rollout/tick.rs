@@ -29,7 +29,7 @@ pub fn apply(
     let held = |since: &Option<Time>| {
         since
             .as_ref()
-            .map(|t| now.0.duration_since(t.0).unsigned_abs())
+            .map(|t| super::elapsed(t, now))
             .unwrap_or_default()
     };
     a.last_tick_time = Some(now.clone());

@@ -3,11 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, DeploymentSpec},
-        core::v1::PodTemplateSpec,
-    },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+    api::{apps::v1::Deployment, core::v1::PodTemplateSpec},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 
 use crate::api::{LABEL_ROLE, LABEL_ROLLOUT};
@@ -47,8 +44,9 @@ pub fn revision(template: &PodTemplateSpec) -> String {
     format!("{:08x}", (h >> 32) as u32 ^ h as u32)
 }
 
-/// A managed Deployment: the target's selector and template plus the role and rollout
-/// labels, owned by the GuardedRollout.
+/// A managed Deployment: the target's whole spec (strategy, minReadySeconds,
+/// progressDeadlineSeconds, selector expressions...) with `template` and `replicas`, plus
+/// the role and rollout labels (also in the selector), owned by the GuardedRollout.
 pub fn managed(
     role: Role,
     target: &Deployment,
@@ -63,16 +61,19 @@ pub fn managed(
         (LABEL_ROLE.to_string(), role.as_str().to_string()),
         (LABEL_ROLLOUT.to_string(), rollout.to_string()),
     ]);
-    let mut selector = target
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.clone())
-        .unwrap_or_default();
+    let mut spec = target.spec.clone().unwrap_or_default();
+    spec.replicas = Some(replicas);
+    spec.paused = None;
+    let selector = spec
+        .selector
+        .match_labels
+        .get_or_insert_with(Default::default);
     selector.insert(LABEL_ROLE.into(), role.as_str().into());
     let mut template = template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
     let labels = meta.labels.get_or_insert_with(Default::default);
     labels.extend(ours.clone());
+    spec.template = template;
     let mut deployment_labels = target.metadata.labels.clone().unwrap_or_default();
     deployment_labels.extend(ours);
     Deployment {
@@ -87,15 +88,7 @@ pub fn managed(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                match_expressions: None,
-            },
-            template,
-            ..Default::default()
-        }),
+        spec: Some(spec),
         status: None,
     }
 }
@@ -168,6 +161,47 @@ mod tests {
         );
         // Back to the user's template: same revision as the target.
         assert_eq!(revision(&user_template(&d).unwrap()), revision(&template));
+    }
+
+    #[test]
+    fn managed_deployment_copies_the_targets_whole_spec() {
+        let mut t = target();
+        let spec = t.spec.as_mut().unwrap();
+        spec.min_ready_seconds = Some(5);
+        spec.progress_deadline_seconds = Some(120);
+        spec.revision_history_limit = Some(3);
+        spec.strategy = serde_json::from_value(serde_json::json!(
+            {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        ))
+        .unwrap();
+        spec.selector.match_expressions = serde_json::from_value(serde_json::json!(
+            [{"key": "tier", "operator": "In", "values": ["web"]}]
+        ))
+        .unwrap();
+        let template = spec.template.clone();
+        let d = managed(
+            Role::Primary,
+            &t,
+            "r",
+            OwnerReference::default(),
+            &template,
+            "x",
+            7,
+        );
+        let got = d.spec.unwrap();
+        let want = t.spec.unwrap();
+        assert_eq!(got.replicas, Some(7));
+        assert_eq!(got.min_ready_seconds, want.min_ready_seconds);
+        assert_eq!(
+            got.progress_deadline_seconds,
+            want.progress_deadline_seconds
+        );
+        assert_eq!(got.revision_history_limit, want.revision_history_limit);
+        assert_eq!(got.strategy, want.strategy);
+        assert_eq!(
+            got.selector.match_expressions,
+            want.selector.match_expressions
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! CRDs installed, a namespace per test.
 #![allow(dead_code)]
 
+pub mod env;
+
 use guardrails_sandbox::ControlPlane;
 use kube::Client;
 
@@ -38,8 +40,8 @@ pub fn example_files() -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Polls `api.get(name)` every 250 ms until `ok` holds; panics after `secs` with the
-/// last object seen.
+/// Polls `api.get(name)` every 250 ms until the object exists and `ok` holds; panics
+/// after `secs` with the last object seen.
 pub async fn wait_for<K>(
     api: &kube::Api<K>,
     name: &str,
@@ -52,11 +54,12 @@ where
 {
     let mut last = None;
     for _ in 0..secs * 4 {
-        let obj = api.get(name).await.expect("get");
-        if ok(&obj) {
-            return obj;
+        // Not there (yet) counts as not reached.
+        let obj = api.get_opt(name).await.expect("get");
+        if let Some(obj) = obj.as_ref().filter(|o| ok(o)) {
+            return obj.clone();
         }
-        last = Some(obj);
+        last = obj;
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     panic!("{what}: not reached in {secs}s; last seen: {last:#?}");

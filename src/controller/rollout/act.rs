@@ -13,7 +13,7 @@ use crate::{
     api::{GuardedRollout, GuardedRolloutStatus},
     controller::{Error, FIELD_MANAGER, events},
     rollout::{
-        Decision, Plan, PrimaryTemplate, Reason,
+        Decision, Desired, Plan, Reason,
         workloads::{ANNOTATION_REVISION, Role, managed, revision, user_template},
     },
 };
@@ -23,7 +23,7 @@ fn annotation(d: &Deployment, key: &str) -> Option<String> {
 }
 
 /// Server-side applies the primary and the canary as the plan says, and scales the
-/// target to zero.
+/// target to zero once the primary is available.
 pub async fn apply_plan(
     ctx: &Context,
     gr: &GuardedRollout,
@@ -34,17 +34,9 @@ pub async fn apply_plan(
     let Some(target) = &world.target else {
         return Ok(());
     };
-    let Some(target_template) = target.spec.as_ref().map(|s| s.template.clone()) else {
-        return Ok(());
-    };
     let owner = gr.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
     let name = gr.name_any();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let from_target = (target_template.clone(), revision(&target_template));
-    let existing = |d: &Option<Deployment>| {
-        d.as_ref()
-            .and_then(|d| Some((user_template(d)?, annotation(d, ANNOTATION_REVISION)?)))
-    };
 
     // Traffic first: weights only go up once the canary is ready (decide saw it), and go
     // down before the canary shrinks.
@@ -56,46 +48,34 @@ pub async fn apply_plan(
         super::route::apply(ctx, gr, ns, target, gw, route, weight).await?;
     }
 
-    let (template, rev) = match plan.primary_template {
-        PrimaryTemplate::FromTarget => from_target.clone(),
-        PrimaryTemplate::FromCanary => {
-            existing(&world.canary).unwrap_or_else(|| from_target.clone())
-        }
-        PrimaryTemplate::Keep => existing(&world.primary).unwrap_or_else(|| from_target.clone()),
+    let build = |role, d: &Desired| {
+        managed(
+            role,
+            target,
+            &name,
+            owner.clone(),
+            &d.template,
+            &d.revision,
+            d.replicas,
+        )
     };
-    let primary = managed(
-        Role::Primary,
-        target,
-        &name,
-        owner.clone(),
-        &template,
-        &rev,
-        plan.primary_replicas,
-    );
-    ensure(ctx, &api, &world.primary, &primary, &rev).await?;
-
-    let (template, rev) = if plan.canary_from_target {
-        from_target
-    } else {
-        existing(&world.canary).unwrap_or(from_target)
-    };
-    let canary = managed(
-        Role::Canary,
-        target,
-        &name,
-        owner,
-        &template,
-        &rev,
-        plan.canary_replicas,
-    );
-    ensure(ctx, &api, &world.canary, &canary, &rev).await?;
+    if let Some(primary) = &plan.primary {
+        let desired = build(Role::Primary, primary);
+        ensure(ctx, &api, &world.primary, &desired, &primary.revision).await?;
+    }
+    let desired = build(Role::Canary, &plan.canary);
+    ensure(ctx, &api, &world.canary, &desired, &plan.canary.revision).await?;
+    super::autoscaler::ensure(ctx, gr, &world.autoscalers).await?;
 
     let target_replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     if plan.scale_target_to_zero && target_replicas != 0 {
         let patch = json!({"spec": {"replicas": 0}});
         api.patch(
             &gr.spec.target_ref.name,
-            &PatchParams::default(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
             &Patch::Merge(patch),
         )
         .await?;

@@ -2,7 +2,9 @@
 //! decide (pure) -> act (server-side apply) -> status.
 
 mod act;
+mod autoscaler;
 mod checks;
+mod deletion;
 mod observe;
 mod route;
 
@@ -16,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -25,7 +27,6 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 use tracing::{instrument, warn};
 
 use super::{Context, ERROR_REQUEUE, Error};
@@ -34,7 +35,6 @@ use crate::{
     rollout::{
         self, Observations,
         status::{Problem, set_conditions},
-        workloads::Role,
     },
 };
 
@@ -97,10 +97,17 @@ fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Context>) -> Actio
 pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = gr.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    // Deletion in two phases: the target serves again before anything of ours goes.
+    if gr.meta().deletion_timestamp.is_some()
+        && gr.finalizers().iter().any(|f| f == FINALIZER)
+        && let Some(wait) = deletion::hand_back(&gr, &ctx, &ns).await?
+    {
+        return Ok(wait);
+    }
     finalizer(&api, FINALIZER, gr, |event| async {
         match event {
             Finalizer::Apply(gr) => apply(gr, &ctx, &ns).await,
-            Finalizer::Cleanup(gr) => cleanup(gr, &ctx, &ns).await,
+            Finalizer::Cleanup(gr) => deletion::cleanup(gr, &ctx, &ns).await,
         }
     })
     .await
@@ -154,6 +161,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         gate: observe::gate(&world.slo),
         tick: None,
         manual: observe::manual(gr.annotations()),
+        autoscaled: world.autoscalers.user.is_some(),
     };
     if rollout::tick_due(&gr.spec, &previous, canary.as_ref(), &now) {
         let slo = world.slo.as_ref().and_then(|s| s.as_ref());
@@ -163,16 +171,8 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
 
     let mut decision = rollout::decide(&gr.spec, &previous, &obs, &now);
     decision.status.observed_generation = generation;
-    let problem = obs
-        .target
-        .is_none()
-        .then(|| decision.status.message.clone().unwrap_or_default());
-    set_conditions(
-        &mut decision.status,
-        problem.as_deref().map(Problem::TargetNotFound),
-        generation,
-        &now,
-    );
+    let problem = decision.stall.as_ref().map(|s| s.problem());
+    set_conditions(&mut decision.status, problem, generation, &now);
 
     // Status first: what was decided (e.g. the target's recorded size) survives a crash
     // before the workloads change; acting again from it is idempotent.
@@ -186,11 +186,20 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     act::announce(ctx, &gr, &previous, &decision).await;
     record_metrics(ctx, &gr, ns, &previous, &decision.status);
 
+    // Ticks run while the canary serves; otherwise the watches on the Deployments wake
+    // the rollout when something changes.
     let mut requeue = decision.requeue;
-    if matches!(
-        decision.status.phase,
-        Some(crate::api::Phase::Progressing | crate::api::Phase::Paused)
-    ) {
+    let serving = decision.status.canary_weight.unwrap_or(0) > 0
+        && world
+            .canary
+            .as_ref()
+            .is_some_and(|c| observe::workload(c).ready > 0);
+    if serving
+        && matches!(
+            decision.status.phase,
+            Some(crate::api::Phase::Progressing | crate::api::Phase::Paused)
+        )
+    {
         requeue = requeue.min(gr.spec.analysis.interval.as_duration());
     }
     timer.ok();
@@ -198,7 +207,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
 }
 
 /// Deletes `name`; already gone is fine.
-async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+pub(super) async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -267,49 +276,4 @@ fn record_metrics(
         };
         ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
     }
-}
-
-/// Deletion: the target gets its replicas back, then the managed Deployments go.
-async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let target = &gr.spec.target_ref.name;
-    // Only what this rollout manages: a refused twin must not touch another's workloads.
-    let mut ours = Vec::new();
-    for role in [Role::Canary, Role::Primary] {
-        let name = role.name(target);
-        let owner = api
-            .get_opt(&name)
-            .await?
-            .and_then(|d| d.metadata.labels?.get(LABEL_ROLLOUT).cloned());
-        if owner.as_deref() == gr.metadata.name.as_deref() {
-            ours.push(name);
-        }
-    }
-    if let Some(replicas) = gr.status.as_ref().and_then(|s| s.target_replicas)
-        && !ours.is_empty()
-        && api.get_opt(target).await?.is_some()
-    {
-        let patch = json!({"spec": {"replicas": replicas}});
-        api.patch(target, &PatchParams::default(), &Patch::Merge(patch))
-            .await?;
-    }
-    if let Some(gw) = &gr.spec.traffic_routing.gateway_api
-        && !ours.is_empty()
-    {
-        route::remove(ctx, &gr, ns, gw).await?;
-    }
-    for name in ours {
-        delete_if_present(&api, &name).await?;
-    }
-    // The rollout is gone: so is its phase series (outcome counters stay, as counters do).
-    for phase in Phase::ALL {
-        ctx.metrics
-            .rollout_phase
-            .remove(&crate::telemetry::PhaseLabels {
-                namespace: ns.into(),
-                name: gr.name_any(),
-                phase: format!("{phase:?}"),
-            });
-    }
-    Ok(Action::await_change())
 }

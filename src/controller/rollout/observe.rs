@@ -13,7 +13,7 @@ use crate::{
     },
     rollout::{
         GateView, Manual, Target, Workload,
-        workloads::{ANNOTATION_REVISION, Role, revision},
+        workloads::{ANNOTATION_REVISION, Role, revision, user_template},
     },
 };
 
@@ -26,6 +26,7 @@ pub struct World {
     pub slo: Option<Option<SloPolicy>>,
     /// None: no Gateway API routing; Some(None): the HTTPRoute does not exist.
     pub route: Option<Option<kube::api::DynamicObject>>,
+    pub autoscalers: super::autoscaler::Autoscalers,
 }
 
 pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World, Error> {
@@ -59,17 +60,29 @@ pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World,
             },
         ),
     };
+    let autoscalers = super::autoscaler::read(ctx, ns, target_name).await?;
     Ok(World {
         target,
         primary,
         canary,
         slo,
         route,
+        autoscalers,
     })
 }
 
 pub fn workload(d: &Deployment) -> Workload {
     let status = d.status.clone().unwrap_or_default();
+    let deadline_exceeded = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| c.message.clone().unwrap_or_default());
     Workload {
         revision: d
             .metadata
@@ -77,10 +90,14 @@ pub fn workload(d: &Deployment) -> Workload {
             .as_ref()
             .and_then(|a| a.get(ANNOTATION_REVISION).cloned()),
         replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        pods: status.replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
         updated: status.updated_replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
         current: status.observed_generation.is_some()
             && status.observed_generation == d.metadata.generation,
+        deadline_exceeded,
+        template: user_template(d),
     }
 }
 
@@ -99,7 +116,26 @@ pub fn target(d: &Deployment) -> Option<Target> {
         revision: revision(&spec.template),
         replicas: spec.replicas.unwrap_or(1),
         change_class: class,
+        template: spec.template.clone(),
+        scaled_by: replicas_owner(d),
     })
+}
+
+/// The field manager that last wrote the Deployment's spec.replicas, when it is not
+/// the operator (from managedFields).
+fn replicas_owner(d: &Deployment) -> Option<String> {
+    d.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(crate::controller::FIELD_MANAGER))
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:replicas").is_some())
+        })
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
 }
 
 pub fn gate(slo: &Option<Option<SloPolicy>>) -> Option<Option<GateView>> {

@@ -9,12 +9,16 @@ use crate::api::{
     Phase, Severity,
 };
 
+mod workloads;
+
 struct World {
     spec: GuardedRolloutSpec,
     status: GuardedRolloutStatus,
     obs: Observations,
     now: i64,
     last: Option<Decision>,
+    /// A revision whose pods never become ready (a bad image).
+    never_ready: Option<String>,
 }
 
 fn spec() -> GuardedRolloutSpec {
@@ -68,12 +72,15 @@ impl World {
                     revision: "r1".into(),
                     replicas: 3,
                     change_class: None,
+                    template: Default::default(),
+                    scaled_by: None,
                 }),
                 gate: open_gate(),
                 ..Default::default()
             },
             now: 0,
             last: None,
+            never_ready: None,
         };
         w.run();
         w.run();
@@ -87,11 +94,17 @@ impl World {
 
     /// One reconcile; the plan is then carried out completely.
     fn run(&mut self) -> &Decision {
+        self.decide_only();
+        if let Some(plan) = self.last.as_ref().and_then(|d| d.plan.clone()) {
+            self.apply(&plan);
+        }
+        self.last.as_ref().unwrap()
+    }
+
+    /// One reconcile whose plan nobody carries out (the workloads do not move).
+    fn decide_only(&mut self) -> &Decision {
         let d = decide(&self.spec, &self.status, &self.obs, &self.time());
         self.status = d.status.clone();
-        if let Some(plan) = &d.plan {
-            self.apply(plan);
-        }
         self.obs.tick = None;
         self.obs.manual = Manual::default();
         self.last = Some(d);
@@ -99,20 +112,26 @@ impl World {
     }
 
     fn apply(&mut self, plan: &Plan) {
-        let target_rev = self.obs.target.as_ref().unwrap().revision.clone();
-        let canary_rev = self.obs.canary.as_ref().and_then(|c| c.revision.clone());
-        let primary_rev = match plan.primary_template {
-            PrimaryTemplate::FromTarget => Some(target_rev.clone()),
-            PrimaryTemplate::FromCanary => canary_rev.clone(),
-            PrimaryTemplate::Keep => self.obs.primary.as_ref().and_then(|p| p.revision.clone()),
-        };
-        self.obs.primary = Some(settled(primary_rev, plan.primary_replicas));
-        let canary_rev = if plan.canary_from_target {
-            Some(target_rev)
-        } else {
-            canary_rev
-        };
-        self.obs.canary = Some(settled(canary_rev, plan.canary_replicas));
+        if let Some(p) = &plan.primary {
+            self.obs.primary = Some(self.rolled_out(&p.revision, p.replicas));
+        }
+        let c = &plan.canary;
+        self.obs.canary = Some(self.rolled_out(&c.revision, c.replicas));
+        if plan.scale_target_to_zero
+            && let Some(t) = self.obs.target.as_mut()
+        {
+            t.replicas = 0;
+        }
+    }
+
+    /// A Deployment after its controller is done: all ready, unless the revision's
+    /// pods never become ready.
+    fn rolled_out(&self, revision: &str, replicas: i32) -> Workload {
+        let mut w = settled(Some(revision.into()), replicas);
+        if self.never_ready.as_deref() == Some(revision) {
+            (w.ready, w.available) = (0, 0);
+        }
+        w
     }
 
     fn phase(&self) -> Phase {
@@ -154,9 +173,13 @@ fn settled(revision: Option<String>, replicas: i32) -> Workload {
     Workload {
         revision,
         replicas,
+        pods: replicas,
         ready: replicas,
         updated: replicas,
+        available: replicas,
         current: true,
+        deadline_exceeded: None,
+        template: Some(Default::default()),
     }
 }
 
@@ -170,22 +193,31 @@ fn adoption_records_the_target_and_creates_the_primary() {
                 revision: "r1".into(),
                 replicas: 3,
                 change_class: None,
+                template: Default::default(),
+                scaled_by: None,
             }),
             ..Default::default()
         },
         now: 0,
         last: None,
+        never_ready: None,
     };
     let d = w.run().clone();
     assert_eq!(d.status.phase, Some(Phase::Initializing));
     assert_eq!(d.status.target_replicas, Some(3));
     assert_eq!(d.status.stable_revision.as_deref(), Some("r1"));
     let plan = d.plan.unwrap();
-    assert_eq!(plan.primary_template, PrimaryTemplate::FromTarget);
-    assert_eq!((plan.primary_replicas, plan.canary_replicas), (4, 0));
-    assert!(plan.scale_target_to_zero);
+    let primary = plan.primary.as_ref().expect("a primary");
+    assert_eq!(primary.revision, "r1", "the target's template");
+    assert_eq!((primary.replicas, plan.canary.replicas), (4, 0));
+    assert!(
+        !plan.scale_target_to_zero,
+        "the target serves until the primary is available"
+    );
     w.run();
     assert_eq!(w.phase(), Phase::Idle);
+    let plan = w.last.as_ref().unwrap().plan.clone().unwrap();
+    assert!(plan.scale_target_to_zero, "the primary serves: target to 0");
     // Nothing to ship: Idle stays Idle.
     w.run();
     assert_eq!(w.phase(), Phase::Idle);
@@ -219,8 +251,11 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
             .plan
             .as_ref()
             .unwrap()
-            .primary_template,
-        PrimaryTemplate::FromCanary
+            .primary
+            .as_ref()
+            .map(|p| p.revision.as_str()),
+        Some("r2"),
+        "the primary takes the canary's template"
     );
     w.run();
     assert_eq!(w.phase(), Phase::Succeeded);
@@ -646,7 +681,7 @@ fn route_weight_waits_for_a_ready_canary_and_drops_on_rollback() {
     assert_eq!(w.phase(), Phase::RolledBack);
     assert_eq!(route(&w), Some(0));
     let plan = w.last.as_ref().unwrap().plan.clone().unwrap();
-    assert_eq!(plan.canary_replicas, 0);
+    assert_eq!(plan.canary.replicas, 0);
 }
 
 #[test]

@@ -1,0 +1,120 @@
+//! Deleting a GuardedRollout: the target gets its replicas back and is waited for, then
+//! the route weights, the primary's autoscaler and the managed Deployments go.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tracing::info;
+
+use super::{
+    super::{Context, Error, FIELD_MANAGER},
+    autoscaler, observe, route,
+};
+use crate::{
+    api::{GuardedRollout, LABEL_ROLLOUT, Phase},
+    rollout::{
+        Reason,
+        deletion::{HandBack, TargetNow, hand_back as next},
+        workloads::{Role, revision},
+    },
+};
+
+/// How often a deletion looks at a target that is scaling up (its watch also wakes it).
+const WAIT: Duration = Duration::from_secs(2);
+
+/// The managed Deployments that belong to this rollout (a refused twin's deletion must
+/// not touch another rollout's workloads).
+async fn ours(api: &Api<Deployment>, gr: &GuardedRollout) -> Result<Vec<Deployment>, Error> {
+    let mut found = Vec::new();
+    for role in [Role::Canary, Role::Primary] {
+        let d = api.get_opt(&role.name(&gr.spec.target_ref.name)).await?;
+        if let Some(d) = d.filter(|d| d.labels().get(LABEL_ROLLOUT) == gr.metadata.name.as_ref()) {
+            found.push(d);
+        }
+    }
+    Ok(found)
+}
+
+/// Phase one: scales the target back and waits until it is fully available. None when
+/// the managed objects may go.
+pub async fn hand_back(
+    gr: &GuardedRollout,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<Action>, Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let managed = ours(&api, gr).await?;
+    let Some(primary) = managed.iter().find(|d| d.name_any().ends_with("-primary")) else {
+        return Ok(None);
+    };
+    let target_name = &gr.spec.target_ref.name;
+    let Some(target) = api.get_opt(target_name).await? else {
+        return Ok(None);
+    };
+    let Some(template) = target.spec.as_ref().map(|s| &s.template) else {
+        return Ok(None);
+    };
+    let now = TargetNow {
+        revision: revision(template),
+        workload: observe::workload(&target),
+    };
+    let status = gr.status.clone().unwrap_or_default();
+    let autoscaled = autoscaler::read(ctx, ns, target_name).await?.user.is_some();
+    let primary_size = primary.spec.as_ref().and_then(|s| s.replicas);
+    match next(&status, &now, primary_size, autoscaled) {
+        HandBack::Done => Ok(None),
+        HandBack::Wait(why) => {
+            info!(%why, "deletion waits for the target");
+            Ok(Some(Action::requeue(WAIT)))
+        }
+        HandBack::Scale { replicas, warning } => {
+            if let Some(w) = warning {
+                let reason = Reason::TargetNotStable;
+                crate::controller::events::publish(ctx, gr, true, reason.as_str(), w).await;
+            }
+            let patch = json!({"spec": {"replicas": replicas}});
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.patch(target_name, &params, &Patch::Merge(patch))
+                .await?;
+            ctx.metrics.wrote("deployment");
+            Ok(Some(Action::requeue(WAIT)))
+        }
+    }
+}
+
+/// Phase two, once the target serves: route weights back, then our objects go.
+pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let managed = ours(&api, &gr).await?;
+    if let Some(gw) = &gr.spec.traffic_routing.gateway_api
+        && !managed.is_empty()
+    {
+        route::remove(ctx, &gr, ns, gw).await?;
+    }
+    if !managed.is_empty() {
+        autoscaler::remove(ctx, &gr, ns).await?;
+    }
+    for d in managed {
+        super::delete_if_present(&api, &d.name_any()).await?;
+    }
+    // The rollout is gone: so is its phase series (outcome counters stay, as counters do).
+    for phase in Phase::ALL {
+        ctx.metrics
+            .rollout_phase
+            .remove(&crate::telemetry::PhaseLabels {
+                namespace: ns.into(),
+                name: gr.name_any(),
+                phase: format!("{phase:?}"),
+            });
+    }
+    Ok(Action::await_change())
+}

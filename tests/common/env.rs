@@ -1,0 +1,363 @@
+//! The GuardedRollout end-to-end environment: the shared control plane, a namespace,
+//! Prometheus scraping the realistic simulator every second, and the operator's
+//! controllers with a 5 s analysis interval.
+
+use std::time::Duration;
+
+use guardrails::{
+    api::{GuardedRollout, Phase, SloPolicy},
+    conditions::{self, types},
+    controller::{self, Context},
+    telemetry::Metrics,
+};
+use guardrails_sandbox::{Prometheus, PrometheusConfig, Simulator, simulator};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::cluster;
+
+pub struct Env {
+    pub client: Client,
+    pub ns: String,
+    pub prom: Prometheus,
+    pub sim: Simulator,
+    pub operator: tokio::task::JoinHandle<()>,
+    /// The operator's metrics (shared with every operator this Env starts).
+    pub metrics: Metrics,
+}
+
+pub fn annotate(key: &str, value: &str) -> Patch<serde_json::Value> {
+    Patch::Merge(json!({"metadata": {"annotations": {key: value}}}))
+}
+
+pub fn status(gr: &GuardedRollout) -> guardrails::api::GuardedRolloutStatus {
+    gr.status.clone().unwrap_or_default()
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+pub async fn env(name: &str) -> Env {
+    env_with(name, false).await
+}
+
+/// With `documented_rbac`, the operator runs as a user whose only rights are the roles
+/// of deploy/rbac.yaml, and reconciles only while holding its leader-election Lease.
+pub async fn env_with(name: &str, documented_rbac: bool) -> Env {
+    let (cp, client, ns) = cluster(name).await;
+    let operator_client = if documented_rbac {
+        grant_documented_rbac(&client, &ns).await;
+        let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    } else {
+        client.clone()
+    };
+    let sim = Simulator::start(client.clone(), Some(&ns)).await.unwrap();
+    let prom = Prometheus::start(PrometheusConfig {
+        targets: vec![("sim".into(), sim.addr().to_string())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let election = documented_rbac.then(|| {
+        let leases = Api::namespaced(operator_client.clone(), &ns);
+        guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))
+    });
+    let metrics = Metrics::default();
+    let operator = start_operator(&operator_client, &ns, prom.url(), election, &metrics);
+    Env {
+        client,
+        ns,
+        prom,
+        sim,
+        operator,
+        metrics,
+    }
+}
+
+/// Binds the ClusterRole of deploy/rbac.yaml to the sandbox's restricted user, and its
+/// leader-election Role in `ns` (standing in for the operator's namespace).
+pub async fn grant_documented_rbac(client: &Client, ns: &str) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(super::repo_path("deploy/rbac.yaml")).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(serde_yaml::Value::deserialize)
+        .map(Result::unwrap)
+        .collect();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("a {kind} in deploy/rbac.yaml"))
+    };
+    let mut lease_role: Role = serde_yaml::from_value(of_kind("Role")).unwrap();
+    lease_role.metadata.namespace = Some(ns.into());
+    let lease_binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "guardrails-leader-election", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": lease_role.metadata.name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": guardrails_sandbox::RESTRICTED_USER}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &lease_role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &lease_binding)
+        .await
+        .unwrap();
+    let role: ClusterRole = serde_yaml::from_value(of_kind("ClusterRole")).unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "guardrails-documented"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role.metadata.name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": guardrails_sandbox::RESTRICTED_USER}]
+    }))
+    .unwrap();
+    // Cluster-wide: the first story to get here creates them, the others find them.
+    let created = |r: Result<_, kube::Error>| match r {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    };
+    created(
+        Api::<ClusterRole>::all(client.clone())
+            .create(&PostParams::default(), &role)
+            .await
+            .map(|_| ()),
+    );
+    created(
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .map(|_| ()),
+    );
+}
+
+pub fn start_operator(
+    client: &Client,
+    ns: &str,
+    prometheus: String,
+    election: Option<guardrails::leader::Election>,
+    metrics: &Metrics,
+) -> tokio::task::JoinHandle<()> {
+    let ctx = Context::new(client.clone(), Some(prometheus), metrics.clone());
+    let ns = ns.to_string();
+    let slo = Api::<SloPolicy>::namespaced(client.clone(), &ns);
+    let controllers = async move {
+        tokio::join!(
+            controller::slo_policy::run(slo, ctx.clone(), 4),
+            controller::rollout::run(Some(ns), ctx, 4),
+        );
+    };
+    tokio::spawn(async move {
+        match election {
+            None => controllers.await,
+            Some(e) => e.run(controllers).await.expect("leadership kept"),
+        }
+    })
+}
+
+pub fn target(image: &str, error_rate: f64) -> Deployment {
+    target_with(
+        image,
+        2,
+        json!({simulator::ERROR_RATE: error_rate.to_string()}),
+    )
+}
+
+/// The `app` Deployment with `replicas` and these pod-template annotations.
+pub fn target_with(image: &str, replicas: i32, annotations: serde_json::Value) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "labels": {"app": "app"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}, "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": image}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+pub fn error_rate_check() -> serde_json::Value {
+    json!({
+        "name": "error-rate",
+        "query": "(sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\",code=\"500\"}[{{interval}}])) or vector(0)) / sum(rate(http_requests_total{namespace=\"{{namespace}}\",pod=~\"{{canary_pods}}\"}[{{interval}}]))",
+        "max": 0.05
+    })
+}
+
+/// Four steps of 5 s pauses, the error-rate check.
+pub fn rollout(_: serde_json::Value) -> GuardedRollout {
+    rollout_with(
+        json!([{"setWeight": 25}, {"pause": {"duration": "5s"}}, {"setWeight": 50}, {"pause": {"duration": "5s"}}]),
+        json!([error_rate_check()]),
+    )
+}
+
+pub fn rollout_with(steps: serde_json::Value, checks: serde_json::Value) -> GuardedRollout {
+    serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
+        "metadata": {"name": "app"},
+        "spec": {
+            "targetRef": {"name": "app"},
+            "steps": steps,
+            "analysis": {"interval": "5s", "failureLimit": 2, "noData": {"timeout": "1m"}, "providerErrors": {"timeout": "15s"}, "checks": checks}
+        }
+    }))
+    .unwrap()
+}
+
+impl Env {
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn rollouts(&self) -> Api<GuardedRollout> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn create(&self, d: &Deployment, gr: &GuardedRollout) {
+        self.deployments()
+            .create(&PostParams::default(), d)
+            .await
+            .unwrap();
+        self.rollouts()
+            .create(&PostParams::default(), gr)
+            .await
+            .unwrap();
+        self.wait_phase("app", Phase::Idle, 30).await;
+    }
+
+    /// Changes the target's template (what a Git commit does).
+    pub async fn ship(&self, image: &str, error_rate: f64) {
+        self.ship_with(
+            image,
+            json!({simulator::ERROR_RATE: error_rate.to_string()}),
+        )
+        .await;
+    }
+
+    /// Changes the target's image and these pod-template annotations.
+    pub async fn ship_with(&self, image: &str, annotations: serde_json::Value) {
+        let patch = json!({"spec": {"template": {
+            "metadata": {"annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": image}]}
+        }}});
+        self.deployments()
+            .patch("app", &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .unwrap();
+    }
+
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        secs: u64,
+        what: &str,
+        ok: impl Fn(&GuardedRollout) -> bool,
+    ) -> GuardedRollout {
+        super::wait_for(&self.rollouts(), name, secs, what, ok).await
+    }
+
+    pub async fn wait_phase(&self, name: &str, phase: Phase, secs: u64) -> GuardedRollout {
+        self.wait_for(name, secs, &format!("phase {phase:?}"), |g| {
+            g.status.as_ref().and_then(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    /// Waits (up to 20 s) for Stalled=True with `reason`; returns the condition's message.
+    pub async fn wait_stalled(&self, name: &str, reason: &str) -> String {
+        let stalled = |g: &GuardedRollout| {
+            g.status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+                .filter(|c| c.status == "True" && c.reason == reason)
+                .map(|c| c.message.clone())
+        };
+        let gr = self
+            .wait_for(name, 20, &format!("Stalled {reason}"), |g| {
+                stalled(g).is_some()
+            })
+            .await;
+        stalled(&gr).unwrap_or_default()
+    }
+
+    /// Waits (up to `secs`) until the GuardedRollout is gone, its finalizer done; fails
+    /// the test otherwise.
+    pub async fn wait_gone(&self, name: &str, secs: u64) {
+        for _ in 0..secs * 4 {
+            if self.rollouts().get_opt(name).await.unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let left = self.rollouts().get_opt(name).await.unwrap();
+        panic!("GuardedRollout {name} still there after {secs}s: {left:#?}");
+    }
+
+    pub async fn image_of(&self, name: &str) -> (String, i32) {
+        let d = self.deployments().get(name).await.unwrap();
+        let spec = d.spec.unwrap();
+        (
+            spec.template.spec.unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap(),
+            spec.replicas.unwrap(),
+        )
+    }
+
+    pub async fn events(&self, name: &str) -> Vec<(String, String)> {
+        super::events_about(&self.client, &self.ns, name).await
+    }
+
+    pub async fn set_gate(&self, gate: &str) {
+        let api: Api<SloPolicy> = Api::namespaced(self.client.clone(), &self.ns);
+        let patch = json!({
+            "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+            "status": {"gate": gate, "gateReason": format!("set by the test: {gate}")}
+        });
+        api.patch_status(
+            "app",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Every pod of the Deployment is updated, ready and available at `replicas`.
+pub fn available(d: &Deployment, replicas: i32) -> bool {
+    let s = d.status.clone().unwrap_or_default();
+    d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
+        && s.observed_generation == d.metadata.generation
+        && [
+            s.replicas,
+            s.updated_replicas,
+            s.ready_replicas,
+            s.available_replicas,
+        ]
+        .iter()
+        .all(|n| n.unwrap_or(0) == replicas)
+}
