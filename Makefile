@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build test test-env crds docs fmt lint bench demo demo-down
+.PHONY: all build test test-env crds docs fmt lint bench demo demo-down fresh-check
 
 all: build
 
@@ -33,6 +33,11 @@ demo: test-env
 demo-down:
 	@$(CARGO) build --quiet -p guardrails-demo --bin guardrails-demo
 	@$(TARGET_DIR)/debug/guardrails-demo down
+
+## The README's commands on a throwaway Debian 12 minbase root (debootstrap) with only
+## Rust: make test-env, make demo, make demo-down. Needs root; not part of `make test`.
+fresh-check:
+	@bash scripts/fresh-check.sh
 
 ## Regenerate crds/ and docs/reference.md from the Rust types.
 crds:
