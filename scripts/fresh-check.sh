@@ -62,7 +62,14 @@ inside() {
     bash -c "$1"
 }
 say "installing the Rust toolchain's own needs: gcc, libc6-dev, make"
-inside 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev make >/dev/null'
+inside 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev make ca-certificates >/dev/null'
+# The network this machine is on: the certificate authorities it trusts (an egress proxy
+# may sign TLS with its own) and pip's configuration, as any machine here would have.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  as_root cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  inside 'update-ca-certificates >/dev/null'
+fi
+[ -f /etc/pip.conf ] && as_root cp /etc/pip.conf "$ROOT/etc/pip.conf"
 with_rust=$(as_root chroot "$ROOT" dpkg-query -W -f='${Package}\n' | sort)
 
 say "make test-env (first time: apt packages and the kube-apiserver build)"
