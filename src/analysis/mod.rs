@@ -11,6 +11,8 @@ pub enum Sample {
     NoData,
     /// Prometheus unreachable or the query failed.
     Error(String),
+    /// Prometheus answered, but not with one number (several series).
+    Invalid(String),
 }
 
 /// The samples one check needs on one tick.
@@ -35,24 +37,42 @@ pub fn evaluate(check: &Check, input: &Input) -> CheckStatus {
     };
     match input {
         Input::Single(sample) => match sample {
+            Sample::Value(v) if v.is_nan() => status.message = Some("no data (NaN)".into()),
             Sample::Value(v) => {
-                status.value = Some(*v);
-                status.result = if min.is_some_and(|m| *v < m) || max.is_some_and(|m| *v > m) {
+                status.value = v.is_finite().then_some(*v);
+                let out = min.is_some_and(|m| *v < m) || max.is_some_and(|m| *v > m);
+                // An infinite value never passes, whatever the bounds.
+                status.result = if out || !v.is_finite() {
                     CheckResult::Fail
                 } else {
                     CheckResult::Pass
                 };
+                if !v.is_finite() {
+                    status.message = Some(format!("value {v}"));
+                }
             }
             Sample::NoData => status.message = Some("no data".into()),
             Sample::Error(e) => {
                 status.result = CheckResult::Error;
                 status.message = Some(e.clone());
             }
+            Sample::Invalid(e) => {
+                status.result = CheckResult::Invalid;
+                status.message = Some(e.clone());
+            }
         },
         Input::Pair(canary, primary) => match (canary, primary) {
+            (Sample::Invalid(e), _) | (_, Sample::Invalid(e)) => {
+                status.result = CheckResult::Invalid;
+                status.message = Some(e.clone());
+            }
             (Sample::Error(e), _) | (_, Sample::Error(e)) => {
                 status.result = CheckResult::Error;
                 status.message = Some(e.clone());
+            }
+            (Sample::Value(c), Sample::Value(p)) if increase_percent(*c, *p).is_nan() => {
+                // Both infinite, or a NaN: not comparable, so not a pass.
+                status.message = Some(format!("canary {c} and primary {p} cannot be compared"));
             }
             (Sample::Value(c), Sample::Value(p)) => {
                 let increase = increase_percent(*c, *p);
@@ -129,15 +149,24 @@ pub enum Verdict {
     ProviderError(String),
     /// No check failed or errored but some had no data.
     NoData(String),
+    /// No check failed, but a query does not give one number: fix the check.
+    Invalid(String),
 }
 
-/// Failures outrank provider errors, which outrank missing data. No data and errors
-/// are never a pass.
+/// Failures outrank invalid queries, which outrank provider errors, which outrank
+/// missing data. None of those is ever a pass.
 pub fn verdict(checks: &[CheckStatus]) -> Verdict {
     let of = |r: CheckResult| checks.iter().filter(move |c| c.result == r);
     let failed: Vec<String> = of(CheckResult::Fail).map(describe_failure).collect();
     if !failed.is_empty() {
         return Verdict::Fail(failed.join(", "));
+    }
+    if let Some(c) = of(CheckResult::Invalid).next() {
+        return Verdict::Invalid(format!(
+            "{}: {}",
+            c.name,
+            c.message.clone().unwrap_or_default()
+        ));
     }
     if let Some(c) = of(CheckResult::Error).next() {
         return Verdict::ProviderError(format!(

@@ -114,3 +114,36 @@ fn verdict_ranks_fail_over_error_over_no_data() {
         Verdict::NoData("no data for error-rate".into())
     );
 }
+
+#[test]
+fn several_series_is_an_invalid_query_not_a_provider_error() {
+    let c = query(None, Some(0.01));
+    let s = evaluate(
+        &c,
+        &Input::Single(Sample::Invalid("query returned 3 series".into())),
+    );
+    assert_eq!(s.result, CheckResult::Invalid);
+    assert!(matches!(verdict(&[s]), Verdict::Invalid(m) if m.contains("3 series")));
+}
+
+#[test]
+fn nan_and_infinite_values_never_pass() {
+    let only_max = query(None, Some(0.01));
+    let single = |v| evaluate(&only_max, &Input::Single(Sample::Value(v))).result;
+    assert_eq!(single(f64::NAN), CheckResult::NoData);
+    assert_eq!(
+        single(f64::NEG_INFINITY),
+        CheckResult::Fail,
+        "below a max, still no pass"
+    );
+    assert_eq!(single(f64::INFINITY), CheckResult::Fail);
+    let c = compare(20.0);
+    let pair = |a, b| evaluate(&c, &Input::Pair(Sample::Value(a), Sample::Value(b))).result;
+    assert_eq!(
+        pair(f64::INFINITY, f64::INFINITY),
+        CheckResult::NoData,
+        "inf vs inf"
+    );
+    assert_eq!(pair(f64::INFINITY, 0.2), CheckResult::Fail);
+    assert_eq!(pair(0.2, 0.2), CheckResult::Pass);
+}

@@ -50,6 +50,9 @@ pub enum CheckResult {
     NoData,
     /// Prometheus was unreachable or returned an error.
     Error,
+    /// The query does not give one number (e.g. it returned several series): the check
+    /// must be fixed; it never passes.
+    Invalid,
 }
 
 /// How a revision's delivery ended.

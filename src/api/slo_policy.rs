@@ -287,6 +287,16 @@ pub enum Severity {
     Ticket,
 }
 
+/// The API spelling: page, ticket.
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Page => "page",
+            Severity::Ticket => "ticket",
+        })
+    }
+}
+
 /// One alerting tier: fires when the burn rate over both windows is >= burnRate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -379,6 +389,12 @@ pub struct ObjectiveStatus {
     /// Severities of the tiers currently firing, e.g. [page].
     #[serde(default)]
     pub firing_alerts: Vec<Severity>,
+
+    /// When each firing severity started firing, e.g. {page: "2026-11-27T10:00:00Z"}.
+    /// A canary is aborted by abortOnBurnRateAlert only for a tier that started firing
+    /// after the canary started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub firing_since: BTreeMap<Severity, Time>,
 
     /// When these values were read from Prometheus. Older than lastEvaluationTime when
     /// the latest evaluation failed and the last good values are kept.

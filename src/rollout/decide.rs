@@ -27,6 +27,9 @@ struct Machine<'a> {
     s: GuardedRolloutStatus,
     notes: Vec<Note>,
     consumed: Vec<&'static str>,
+    /// Manual actions read and not yet acted on: taken by the step they apply to,
+    /// dropped with an Event at the end of the decision otherwise.
+    pending: Manual,
     requeue: Duration,
     stall: Option<Stall>,
 }
@@ -44,7 +47,8 @@ pub fn decide(
         now,
         s: status.clone(),
         notes: Vec::new(),
-        consumed: Vec::new(),
+        consumed: obs.manual.keys(),
+        pending: obs.manual.clone(),
         requeue: WATCH_FALLBACK,
         stall: None,
     };
@@ -57,6 +61,13 @@ pub fn decide(
         m.stall = Some(Stall::TargetNotFound(message));
         return m.finish(None);
     };
+    if let Some(b) = &obs.blocker {
+        m.stall = Some(Stall::Blocked(b.clone()));
+        if matches!(b, Blocker::RouteNotFound(_)) {
+            // The route may be created any moment: look again soon.
+            m.requeue_within(Duration::from_secs(10));
+        }
+    }
     if m.s.phase.is_none() || m.s.stable_revision.is_none() {
         m.adopt(target);
     } else {
@@ -205,12 +216,10 @@ impl Machine<'_> {
     /// No canary runs. A new revision starts one if the gate allows.
     fn steady(&mut self, target: &Target) {
         let rev = target.revision.as_str();
-        if self.obs.manual.retry {
-            self.consumed.push(ANNOTATION_RETRY);
-            if self.s.failed_revision.as_deref() == Some(rev) {
-                self.s.failed_revision = None;
-                self.note(Reason::Retried, format!("retrying revision {rev}"));
-            }
+        if self.pending.retry && self.s.failed_revision.as_deref() == Some(rev) {
+            self.pending.retry = false;
+            self.s.failed_revision = None;
+            self.note(Reason::Retried, format!("retrying revision {rev}"));
         }
         if self.s.stable_revision.as_deref() == Some(rev) {
             if self.s.phase == Some(Phase::Blocked) {
@@ -226,10 +235,41 @@ impl Machine<'_> {
         self.start(target);
     }
 
+    /// Why no canary may run now: an invalid spec, a missing route or SloPolicy.
+    fn blocked(&self) -> Option<String> {
+        if let Some(b) = &self.obs.blocker {
+            return Some(b.message().to_string());
+        }
+        let name = &self.spec.slo_policy_ref.as_ref()?.name;
+        matches!(self.obs.gate, Some(None)).then(|| format!("SloPolicy {name} not found"))
+    }
+
+    /// The canary leaves traffic (weight 0, replicas 0) and its revision waits as
+    /// Blocked; once fixed it starts again from the first step.
+    fn drain(&mut self, why: &str) {
+        let rev = self.s.canary_revision.clone().unwrap_or_default();
+        let entry = self.finished_entry(Outcome::Blocked, Some(format!("drained: {why}")));
+        self.push_history(entry);
+        self.note(
+            Reason::CanaryDrained,
+            format!("canary {rev} drained: {why}; it starts again from the first step once fixed"),
+        );
+        self.clear_canary();
+        self.s.canary_revision = Some(rev.clone());
+        self.s.analysis = None;
+        self.set_phase(Phase::Blocked, format!("revision {rev} waits: {why}"));
+        self.requeue_within(Duration::from_secs(5));
+    }
+
     /// Gate check, then a canary for the target's revision.
     fn start(&mut self, target: &Target) {
         let rev = target.revision.clone();
         let class = effective_class(self.spec, target);
+        if let Some(b) = &self.obs.blocker {
+            let message = format!("revision {rev} waits: {}", b.message());
+            self.block(&rev, class, None, message);
+            return;
+        }
         let gate = match &self.obs.gate {
             None => None,
             Some(None) => {
@@ -248,7 +288,6 @@ impl Machine<'_> {
             }
             Some(Some(view)) => Some(view),
         };
-        let override_reason = self.obs.manual.override_gate.clone();
         let decision = gate.map(|g| (g.state, g.reason.clone()));
         let (state, ok, why) = match decision {
             None => (
@@ -272,8 +311,8 @@ impl Machine<'_> {
             r#override: None,
         };
         if !ok {
-            if let Some(reason) = override_reason {
-                self.consumed.push(ANNOTATION_OVERRIDE_GATE);
+            // Only the revision the gate blocks now may use an override read now.
+            if let Some(reason) = self.pending.override_gate.take() {
                 gate_status.allowed = true;
                 gate_status.r#override = Some(reason.clone());
                 self.note(
@@ -346,8 +385,11 @@ impl Machine<'_> {
             self.supersede(target, &rev);
             return;
         }
-        if let Some(reason) = self.obs.manual.abort.clone() {
-            self.consumed.push(ANNOTATION_ABORT);
+        if let Some(why) = self.blocked() {
+            self.drain(&why);
+            return;
+        }
+        if let Some(reason) = self.pending.abort.take() {
             self.roll_back(Outcome::Aborted, format!("aborted: {reason}"));
             return;
         }
@@ -361,8 +403,7 @@ impl Machine<'_> {
             self.roll_back(Outcome::RolledBack, reason);
             return;
         }
-        if self.obs.manual.promote {
-            self.consumed.push(ANNOTATION_PROMOTE);
+        if std::mem::take(&mut self.pending.promote) {
             self.begin_promotion("promoted by hand");
             return;
         }
@@ -425,18 +466,37 @@ impl Machine<'_> {
         self.roll_back(Outcome::RolledBack, reason);
     }
 
+    /// abortOnBurnRateAlert: a tier of the SloPolicy that started firing after this
+    /// canary started. Never for a corrective change (it is the fix for the incident),
+    /// and never for a tier already firing before the canary (an earlier bad revision's
+    /// errors still in the window are not this canary's).
     fn burn_rate_alert(&self) -> Option<String> {
+        let class = self
+            .s
+            .gate
+            .as_ref()
+            .map_or(self.spec.change_class, |g| g.change_class);
+        if class == crate::api::ChangeClass::Corrective {
+            return None;
+        }
         let view = self.obs.gate.as_ref()?.as_ref()?;
         let on = self.spec.analysis.abort_on_burn_rate_alert;
-        let severity = view.firing.iter().find(|s| on.aborts_on(**s))?;
+        let started = self.s.canary_started_at.as_ref()?;
+        let (severity, since) = view.firing.iter().find(|(s, since)| {
+            on.aborts_on(*s) && since.as_ref().is_none_or(|t| t.0 >= started.0)
+        })?;
         let name = self
             .spec
             .slo_policy_ref
             .as_ref()
             .map(|r| r.name.as_str())
             .unwrap_or("");
+        let when = since
+            .as_ref()
+            .map(|t| format!(" since {}", t.0))
+            .unwrap_or_default();
         Some(format!(
-            "SloPolicy {name} fires a {severity:?} burn-rate alert"
+            "SloPolicy {name} fires a {severity} burn-rate alert{when}, after the canary started"
         ))
     }
 
@@ -447,6 +507,7 @@ impl Machine<'_> {
         if let Some(note) = outcome.failed_tick {
             self.note(Reason::AnalysisFailed, note);
         }
+
         outcome.rollback
     }
 
@@ -456,6 +517,12 @@ impl Machine<'_> {
         loop {
             let index = self.s.current_step.unwrap_or(0) as usize;
             let Some(step) = self.spec.steps.get(index) else {
+                if !self.analysis_passing() {
+                    // Promotion needs a passing tick at the final weight, and none since.
+                    let what = steps::describe(self.spec, &self.s, "waiting for a passing tick");
+                    self.set_phase(Phase::Progressing, what);
+                    return;
+                }
                 let why = format!("all {} steps passed", self.spec.steps.len());
                 self.begin_promotion(&why);
                 return;
@@ -482,7 +549,7 @@ impl Machine<'_> {
                             self.requeue_within(d.as_duration() - elapsed);
                             false
                         }
-                        Some(_) => passing >= 1,
+                        Some(_) => passing >= 1 && self.analysis_passing(),
                         None => {
                             let what =
                                 steps::describe(self.spec, &self.s, "waiting for a manual promote");
@@ -506,6 +573,17 @@ impl Machine<'_> {
             self.s.current_step = Some(index as i32 + 1);
             self.s.step_started_at = Some(self.now.clone());
         }
+    }
+
+    /// The analysis stands on a pass: a passing tick at the current weight, and no
+    /// failure, missing data or provider error since.
+    fn analysis_passing(&self) -> bool {
+        self.s.analysis.as_ref().is_some_and(|a| {
+            a.passing_ticks >= 1
+                && a.consecutive_failures == 0
+                && a.no_data_since.is_none()
+                && a.provider_errors_since.is_none()
+        })
     }
 
     fn canary_ready_at(&self, replicas: i32) -> bool {
@@ -537,6 +615,14 @@ impl Machine<'_> {
     /// The primary takes the canary's template; once it is fully rolled out the canary
     /// goes to zero.
     fn promoting(&mut self) {
+        if let Some(reason) = self.pending.abort.take() {
+            // The primary goes back to the stable template with the rollback.
+            self.roll_back(
+                Outcome::Aborted,
+                format!("aborted while promoting: {reason}"),
+            );
+            return;
+        }
         let rev = self.s.canary_revision.clone().unwrap_or_default();
         let done = self
             .obs
@@ -793,7 +879,75 @@ impl Machine<'_> {
         )
     }
 
-    fn finish(self, plan: Option<Plan>) -> Decision {
+    /// Actions read but not applicable to anything in flight: dropped, and said so.
+    fn drop_leftovers(&mut self) {
+        let phase = self
+            .s
+            .phase
+            .map_or("not adopted yet".to_string(), |p| format!("phase {p:?}"));
+        let pending = std::mem::take(&mut self.pending);
+        let dropped = [
+            (
+                pending.promote,
+                ANNOTATION_PROMOTE,
+                "no canary in flight to promote",
+            ),
+            (
+                pending.abort.is_some(),
+                ANNOTATION_ABORT,
+                "no canary in flight to abort",
+            ),
+            (
+                pending.retry,
+                ANNOTATION_RETRY,
+                "the target's revision is not the failed revision",
+            ),
+            (
+                pending.override_gate.is_some(),
+                ANNOTATION_OVERRIDE_GATE,
+                "no revision is blocked by the gate",
+            ),
+        ];
+        for (_, key, why) in dropped.into_iter().filter(|d| d.0) {
+            self.note(
+                Reason::ActionDropped,
+                format!(
+                    "{key} dropped: {why} ({phase}); it does not carry over to a later revision"
+                ),
+            );
+        }
+    }
+
+    /// A check of the running canary whose last answer was not one number stalls the
+    /// rollout until the check is fixed (it holds as no data meanwhile).
+    fn invalid_check(&mut self) {
+        let running = matches!(self.s.phase, Some(Phase::Progressing | Phase::Paused));
+        let invalid = self
+            .s
+            .analysis
+            .iter()
+            .flat_map(|a| &a.checks)
+            .find(|c| c.result == crate::api::CheckResult::Invalid);
+        if let (true, None, Some(c)) = (running, &self.stall, invalid) {
+            let index = self
+                .spec
+                .analysis
+                .checks
+                .iter()
+                .position(|k| k.name == c.name);
+            let message = format!(
+                "spec.analysis.checks[{}] ({}): {}",
+                index.unwrap_or_default(),
+                c.name,
+                c.message.clone().unwrap_or_default()
+            );
+            self.stall = Some(Stall::Blocked(Blocker::InvalidSpec(message)));
+        }
+    }
+
+    fn finish(mut self, plan: Option<Plan>) -> Decision {
+        self.drop_leftovers();
+        self.invalid_check();
         Decision {
             status: self.s,
             plan,

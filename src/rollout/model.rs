@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::{api::core::v1::PodTemplateSpec, apimachinery::pkg::apis::meta::v1::Time};
 
 use crate::api::{ChangeClass, CheckStatus, Gate, GuardedRolloutStatus, Severity};
 
@@ -78,8 +78,8 @@ pub struct GateView {
     pub state: Option<Gate>,
     /// Why, from the SloPolicy.
     pub reason: Option<String>,
-    /// Severities of its firing burn-rate tiers.
-    pub firing: Vec<Severity>,
+    /// Severities of its firing burn-rate tiers, with when each started firing.
+    pub firing: Vec<(Severity, Option<Time>)>,
 }
 
 /// Manual actions from annotations.
@@ -89,6 +89,24 @@ pub struct Manual {
     pub abort: Option<String>,
     pub retry: bool,
     pub override_gate: Option<String>,
+}
+
+impl Manual {
+    /// The annotations present: every one is removed once read, whatever the phase.
+    pub fn keys(&self) -> Vec<&'static str> {
+        use crate::api::{
+            ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
+        };
+        [
+            (self.promote, ANNOTATION_PROMOTE),
+            (self.abort.is_some(), ANNOTATION_ABORT),
+            (self.retry, ANNOTATION_RETRY),
+            (self.override_gate.is_some(), ANNOTATION_OVERRIDE_GATE),
+        ]
+        .into_iter()
+        .filter_map(|(present, key)| present.then_some(key))
+        .collect()
+    }
 }
 
 /// Everything `decide` looks at besides spec, status and the clock.
@@ -105,6 +123,24 @@ pub struct Observations {
     pub manual: Manual,
     /// A HorizontalPodAutoscaler sizes the primary: its replicas are not ours to set.
     pub autoscaled: bool,
+    /// Something that stops any canary from running (an invalid spec, a missing route).
+    pub blocker: Option<Blocker>,
+}
+
+/// What keeps canaries from running until a person fixes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Blocker {
+    /// The message names the field.
+    InvalidSpec(String),
+    RouteNotFound(String),
+}
+
+impl Blocker {
+    pub fn message(&self) -> &str {
+        match self {
+            Blocker::InvalidSpec(m) | Blocker::RouteNotFound(m) => m,
+        }
+    }
 }
 
 /// A managed Deployment as it should be.
@@ -151,10 +187,12 @@ pub enum Reason {
     PrimaryRebuilt,
     TargetNotStable,
     TargetScaledUp,
+    ActionDropped,
+    CanaryDrained,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Adopted,
         Reason::PhaseChanged,
         Reason::GateAllowed,
@@ -175,6 +213,8 @@ impl Reason {
         Reason::PrimaryRebuilt,
         Reason::TargetNotStable,
         Reason::TargetScaledUp,
+        Reason::ActionDropped,
+        Reason::CanaryDrained,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -199,6 +239,8 @@ impl Reason {
             Reason::PrimaryRebuilt => "PrimaryRebuilt",
             Reason::TargetNotStable => "TargetNotStable",
             Reason::TargetScaledUp => "TargetScaledUp",
+            Reason::ActionDropped => "ActionDropped",
+            Reason::CanaryDrained => "CanaryDrained",
         }
     }
 
@@ -215,6 +257,7 @@ impl Reason {
                 | Reason::PrimaryRebuilt
                 | Reason::TargetNotStable
                 | Reason::TargetScaledUp
+                | Reason::CanaryDrained
         )
     }
 }
@@ -231,6 +274,7 @@ pub struct Note {
 pub enum Stall {
     TargetNotFound(String),
     PrimaryTemplateUnknown(String),
+    Blocked(Blocker),
 }
 
 impl Stall {
@@ -239,6 +283,8 @@ impl Stall {
         match self {
             Stall::TargetNotFound(m) => Problem::TargetNotFound(m),
             Stall::PrimaryTemplateUnknown(m) => Problem::PrimaryTemplateUnknown(m),
+            Stall::Blocked(Blocker::InvalidSpec(m)) => Problem::InvalidSpec(m),
+            Stall::Blocked(Blocker::RouteNotFound(m)) => Problem::RouteNotFound(m),
         }
     }
 }

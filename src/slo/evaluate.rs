@@ -57,7 +57,10 @@ pub fn evaluate(
                 .objectives
                 .iter()
                 .zip(readings)
-                .map(|(o, r)| objective_status(spec, &o.name, o.target, r, now))
+                .map(|(o, r)| {
+                    let before = previous.objectives.iter().find(|p| p.name == o.name);
+                    objective_status(spec, &o.name, o.target, r, before, now)
+                })
                 .collect();
             let consumption: Vec<gate::Consumption> = status
                 .objectives
@@ -110,6 +113,7 @@ fn objective_status(
     name: &str,
     target: f64,
     readings: &Readings,
+    previous: Option<&ObjectiveStatus>,
     now: &Time,
 ) -> ObjectiveStatus {
     let ratio = |w: &str| readings.get(w).copied().flatten();
@@ -118,17 +122,28 @@ fn objective_status(
     let mut burn_rates = BTreeMap::new();
     for t in &spec.alerting.burn_rate_tiers {
         for w in [&t.long_window, &t.short_window] {
-            if let Some(r) = ratio(w.as_str()) {
-                burn_rates.insert(
-                    w.to_string(),
-                    math::round_sig(math::burn_rate(r, target), 4),
-                );
+            // A non-finite rate (a counter anomaly) is left out rather than written as null.
+            let rate = ratio(w.as_str()).map(|r| math::burn_rate(r, target));
+            if let Some(b) = rate.filter(|b| b.is_finite()) {
+                burn_rates.insert(w.to_string(), math::round_sig(b, 4));
             }
         }
     }
     let firing_alerts = math::firing(&spec.alerting.burn_rate_tiers, |w| {
         burn_rates.get(w).copied()
     });
+    // A tier firing since before keeps its start; one that stopped forgets it.
+    let firing_since = firing_alerts
+        .iter()
+        .map(|s| {
+            let since = previous
+                .and_then(|p| p.firing_since.get(s))
+                .filter(|_| previous.is_some_and(|p| p.firing_alerts.contains(s)))
+                .cloned()
+                .unwrap_or_else(|| now.clone());
+            (*s, since)
+        })
+        .collect();
     ObjectiveStatus {
         name: name.to_string(),
         sli: sli.map(|s| math::round_sig(s, 7)),
@@ -136,6 +151,7 @@ fn objective_status(
         error_budget_remaining: consumed.map(|c| math::round_sig(100.0 - c, 4)),
         burn_rates,
         firing_alerts,
+        firing_since,
         observed_time: Some(now.clone()),
     }
 }

@@ -182,14 +182,24 @@ pub fn target(image: &str, error_rate: f64) -> Deployment {
 
 /// The `app` Deployment with `replicas` and these pod-template annotations.
 pub fn target_with(image: &str, replicas: i32, annotations: serde_json::Value) -> Deployment {
+    deployment("app", image, replicas, annotations)
+}
+
+/// A Deployment whose pods carry `app: <name>` (the Service and metrics label).
+pub fn deployment(
+    name: &str,
+    image: &str,
+    replicas: i32,
+    annotations: serde_json::Value,
+) -> Deployment {
     serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "app", "labels": {"app": "app"}},
+        "metadata": {"name": name, "labels": {"app": name}},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": "app"}},
+            "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": "app"}, "annotations": annotations},
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
                 "spec": {"containers": [{"name": "app", "image": image}]}
             }
         }

@@ -48,6 +48,7 @@ async fn sample(
         Ok(s) => match s.scalar(&query, at).await {
             Ok(Some(v)) => Sample::Value(v),
             Ok(None) => Sample::NoData,
+            Err(e @ SourceError::NotSingle(_)) => Sample::Invalid(e.to_string()),
             Err(e) => Sample::Error(e.to_string()),
         },
     }

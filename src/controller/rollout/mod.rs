@@ -33,7 +33,7 @@ use super::{Context, ERROR_REQUEUE, Error};
 use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
     rollout::{
-        self, Observations,
+        self, Blocker, Observations,
         status::{Problem, set_conditions},
     },
 };
@@ -127,30 +127,27 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     let generation = gr.meta().generation;
     let world = observe::read(ctx, &gr, ns).await?;
 
-    let invalid = gr
-        .spec
-        .validate()
-        .map_err(|e| e.to_string())
-        .and_then(|()| observe::check_references(&gr, &world.slo))
-        .and_then(|()| observe::check_ownership(&gr, &world));
-    if let Err(message) = invalid {
-        let problem = Problem::InvalidSpec(&message);
-        report(ctx, &gr, &previous, problem, &now).await?;
+    let blocker = blocker(&gr, &world, ns);
+    // A target belongs to one rollout: a second one never touches it (its own spec
+    // errors are reported first).
+    if let Err(owned) = observe::check_ownership(&gr, &world) {
+        let message = match &blocker {
+            Some(Blocker::InvalidSpec(m)) => m.clone(),
+            _ => owned,
+        };
+        report(ctx, &gr, &previous, Problem::InvalidSpec(&message), &now).await?;
         timer.ok();
         return Ok(Action::await_change());
     }
-
-    if let (Some(None), Some(gw)) = (&world.route, &gr.spec.traffic_routing.gateway_api) {
-        // Not an invalid spec: the route may be created later, so look again soon.
-        let message = format!(
-            "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute {} not found in namespace {ns} \
-             (is the Gateway API installed?)",
-            gw.http_route
-        );
-        let problem = Problem::RouteNotFound(&message);
-        report(ctx, &gr, &previous, problem, &now).await?;
+    if let Some(b) = blocker.as_ref().filter(|_| previous.phase.is_none()) {
+        // Nothing adopted yet: nothing to drain, say why and wait.
+        let stall = rollout::Stall::Blocked(b.clone());
+        report(ctx, &gr, &previous, stall.problem(), &now).await?;
         timer.ok();
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return Ok(match b {
+            Blocker::InvalidSpec(_) => Action::await_change(),
+            Blocker::RouteNotFound(_) => Action::requeue(Duration::from_secs(10)),
+        });
     }
 
     let canary = world.canary.as_ref().map(observe::workload);
@@ -162,8 +159,9 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         tick: None,
         manual: observe::manual(gr.annotations()),
         autoscaled: world.autoscalers.user.is_some(),
+        blocker,
     };
-    if rollout::tick_due(&gr.spec, &previous, canary.as_ref(), &now) {
+    if obs.blocker.is_none() && rollout::tick_due(&gr.spec, &previous, canary.as_ref(), &now) {
         let slo = world.slo.as_ref().and_then(|s| s.as_ref());
         let at = Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
         obs.tick = Some(checks::tick(ctx, &gr, slo, ns, at).await);
@@ -179,10 +177,12 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     if decision.status != previous {
         super::write_status(ctx, gr.as_ref(), &decision.status).await?;
     }
+    // Manual actions were read and decided on: gone before anything else can fail, so
+    // none is applied twice or to a later revision.
+    act::consume(ctx, &gr, ns, &decision.consumed).await?;
     if let Some(plan) = &decision.plan {
         act::apply_plan(ctx, &gr, ns, &world, plan).await?;
     }
-    act::consume(ctx, &gr, ns, &decision.consumed).await?;
     act::announce(ctx, &gr, &previous, &decision).await;
     record_metrics(ctx, &gr, ns, &previous, &decision.status);
 
@@ -204,6 +204,27 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     }
     timer.ok();
     Ok(Action::requeue(requeue.max(Duration::from_millis(500))))
+}
+
+/// What stops canaries until a person acts: an invalid spec (the message names the
+/// field) or a missing HTTPRoute.
+fn blocker(gr: &GuardedRollout, world: &observe::World, ns: &str) -> Option<Blocker> {
+    let invalid = gr
+        .spec
+        .validate()
+        .map_err(|e| e.to_string())
+        .and_then(|()| observe::check_references(gr, &world.slo));
+    if let Err(message) = invalid {
+        return Some(Blocker::InvalidSpec(message));
+    }
+    let (Some(None), Some(gw)) = (&world.route, &gr.spec.traffic_routing.gateway_api) else {
+        return None;
+    };
+    Some(Blocker::RouteNotFound(format!(
+        "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute {} not found in namespace {ns} \
+         (is the Gateway API installed?)",
+        gw.http_route
+    )))
 }
 
 /// Deletes `name`; already gone is fine.

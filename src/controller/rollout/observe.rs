@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time};
 use kube::Api;
 
 use super::super::{Context, Error};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_CHANGE_CLASS, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE,
-        ANNOTATION_RETRY, ChangeClass, GuardedRollout, SloPolicy,
+        ANNOTATION_RETRY, ChangeClass, GuardedRollout, Severity, SloPolicy,
     },
     rollout::{
         GateView, Manual, Target, Workload,
@@ -142,13 +142,18 @@ pub fn gate(slo: &Option<Option<SloPolicy>>) -> Option<Option<GateView>> {
     slo.as_ref().map(|found| {
         found.as_ref().map(|p| {
             let status = p.status.clone().unwrap_or_default();
-            let mut firing: Vec<_> = status
-                .objectives
-                .iter()
-                .flat_map(|o| o.firing_alerts.iter().copied())
-                .collect();
-            firing.sort();
-            firing.dedup();
+            // Per severity, the earliest start across objectives.
+            let mut firing: Vec<(Severity, Option<Time>)> = Vec::new();
+            for o in &status.objectives {
+                for s in &o.firing_alerts {
+                    let since = o.firing_since.get(s).cloned();
+                    match firing.iter_mut().find(|(f, _)| f == s) {
+                        Some((_, t)) => *t = t.clone().min(since),
+                        None => firing.push((*s, since)),
+                    }
+                }
+            }
+            firing.sort_by_key(|(s, _)| *s);
             GateView {
                 state: status.gate,
                 reason: status.gate_reason,

@@ -9,6 +9,7 @@ use crate::api::{
     Phase, Severity,
 };
 
+mod decisions;
 mod workloads;
 
 struct World {
@@ -529,7 +530,7 @@ fn burn_rate_alert_of_the_slo_policy_rolls_back() {
     w.obs.gate = Some(Some(GateView {
         state: Some(Gate::Open),
         reason: None,
-        firing: vec![Severity::Page],
+        firing: vec![(Severity::Page, Some(w.time()))],
     }));
     w.run();
     assert_eq!(w.phase(), Phase::RolledBack);
@@ -540,7 +541,7 @@ fn burn_rate_alert_of_the_slo_policy_rolls_back() {
     w.obs.gate = Some(Some(GateView {
         state: Some(Gate::Open),
         reason: None,
-        firing: vec![Severity::Ticket],
+        firing: vec![(Severity::Ticket, Some(w.time()))],
     }));
     w.run();
     assert_eq!(w.phase(), Phase::Progressing);
