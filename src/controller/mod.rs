@@ -6,6 +6,7 @@ pub mod slo_policy;
 
 use std::{sync::Arc, time::Duration};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Client, runtime::events::Reporter};
 
 use crate::{prometheus::Sources, telemetry::Metrics};
@@ -20,6 +21,30 @@ pub struct Context {
     pub sources: Sources,
     pub metrics: Metrics,
     pub reporter: Reporter,
+    pub evaluations: Evaluations,
+}
+
+/// When this process last evaluated each SloPolicy (generation and time). Its status is
+/// not rewritten when only timestamps change, so a rollout asks here how fresh a gate is.
+#[derive(Clone, Default)]
+pub struct Evaluations(
+    Arc<std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, Time)>>>,
+);
+
+impl Evaluations {
+    fn key(namespace: &str, name: &str) -> String {
+        format!("{namespace}/{name}")
+    }
+
+    pub fn record(&self, namespace: &str, name: &str, generation: Option<i64>, at: Time) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(Self::key(namespace, name), (generation, at));
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<(Option<i64>, Time)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&Self::key(namespace, name)).cloned()
+    }
 }
 
 impl Context {
@@ -32,6 +57,7 @@ impl Context {
                 controller: "guardrails".into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
+            evaluations: Evaluations::default(),
         })
     }
 }

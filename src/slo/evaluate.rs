@@ -19,8 +19,20 @@ pub type Readings = BTreeMap<String, Option<f64>>;
 pub enum Observation {
     /// Readings for every objective, in spec order.
     Read(Vec<Readings>),
+    /// Some queries failed (a slow 28d query, say): the others' readings, in spec order,
+    /// and the failures; the failed windows keep their last good values.
+    Partial(Vec<Readings>, Vec<FailedReading>),
     /// Prometheus could not be queried; why.
     Unavailable(String),
+}
+
+/// One window of one objective that could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedReading {
+    /// Index of the objective in the spec.
+    pub objective: usize,
+    pub window: String,
+    pub error: String,
 }
 
 /// Every window an evaluation needs: the compliance window, then each tier window once.
@@ -51,15 +63,27 @@ pub fn evaluate(
         conditions: previous.conditions.clone(),
         ..Default::default()
     };
+    let (readings, failed): (&[Readings], &[FailedReading]) = match observation {
+        Observation::Read(r) => (r, &[]),
+        Observation::Partial(r, f) => (r, f),
+        Observation::Unavailable(_) => (&[], &[]),
+    };
     let (gate, reason) = match observation {
-        Observation::Read(readings) => {
+        Observation::Read(_) | Observation::Partial(..) => {
             status.objectives = spec
                 .objectives
                 .iter()
                 .zip(readings)
-                .map(|(o, r)| {
+                .enumerate()
+                .map(|(i, (o, r))| {
                     let before = previous.objectives.iter().find(|p| p.name == o.name);
-                    objective_status(spec, &o.name, o.target, r, before, now)
+                    let lost: Vec<&str> = failed
+                        .iter()
+                        .filter(|f| f.objective == i)
+                        .map(|f| f.window.as_str())
+                        .collect();
+                    let read = objective_status(spec, &o.name, o.target, r, before, now);
+                    keep_failed_windows(spec, read, &lost, before)
                 })
                 .collect();
             let consumption: Vec<gate::Consumption> = status
@@ -70,7 +94,20 @@ pub fn evaluate(
                     consumed: o.error_budget_consumed,
                 })
                 .collect();
-            let (g, reason) = gate::decide(&spec.budget_policy, &consumption);
+            let (g, mut reason) = gate::decide(&spec.budget_policy, &consumption);
+            if !failed.is_empty() {
+                let what: Vec<String> = failed
+                    .iter()
+                    .map(|f| {
+                        let name = spec.objectives.get(f.objective).map_or("", |o| &o.name);
+                        format!("{name} {}: {}", f.window, f.error)
+                    })
+                    .collect();
+                reason.push_str(&format!(
+                    "; last good values kept for queries that failed ({})",
+                    what.join("; ")
+                ));
+            }
             conditions::set(
                 &mut status.conditions,
                 types::READY,
@@ -106,6 +143,42 @@ pub fn evaluate(
         .filter_map(|o| o.error_budget_remaining)
         .min_by(f64::total_cmp);
     status
+}
+
+/// Windows whose query failed keep the last good values (SLI and budget for the
+/// compliance window, the burn rate for a tier window); firing tiers follow.
+fn keep_failed_windows(
+    spec: &SloPolicySpec,
+    mut o: ObjectiveStatus,
+    lost: &[&str],
+    before: Option<&ObjectiveStatus>,
+) -> ObjectiveStatus {
+    if lost.is_empty() {
+        return o;
+    }
+    if lost.contains(&spec.window.as_str()) {
+        o.sli = before.and_then(|b| b.sli);
+        o.error_budget_consumed = before.and_then(|b| b.error_budget_consumed);
+        o.error_budget_remaining = before.and_then(|b| b.error_budget_remaining);
+    }
+    for w in lost {
+        match before.and_then(|b| b.burn_rates.get(*w)) {
+            Some(rate) => o.burn_rates.insert(w.to_string(), *rate),
+            None => o.burn_rates.remove(*w),
+        };
+    }
+    o.firing_alerts = math::firing(&spec.alerting.burn_rate_tiers, |w| {
+        o.burn_rates.get(w).copied()
+    });
+    o.firing_since.retain(|s, _| o.firing_alerts.contains(s));
+    for s in &o.firing_alerts {
+        let since = before.and_then(|b| b.firing_since.get(s)).cloned();
+        let at = o.observed_time.clone();
+        o.firing_since
+            .entry(*s)
+            .or_insert_with(|| since.or(at).unwrap_or_else(|| conditions::epoch()));
+    }
+    o
 }
 
 fn objective_status(

@@ -201,3 +201,33 @@ fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
     );
     assert_eq!(ready.observed_generation, Some(3));
 }
+
+#[test]
+fn one_failed_window_keeps_the_others_and_says_which_failed() {
+    let first = evaluate(&spec(), Some(1), &Default::default(), &steady(0.0001), &at(0));
+    // The 28d query times out; the short windows now show a fast burn.
+    let mut readings: Readings = windows(&spec())
+        .into_iter()
+        .map(|w| (w, Some(0.02)))
+        .collect();
+    readings.remove("28d");
+    let failed = vec![FailedReading {
+        objective: 0,
+        window: "28d".into(),
+        error: "timeout".into(),
+    }];
+    let s = evaluate(
+        &spec(),
+        Some(1),
+        &first,
+        &Observation::Partial(vec![readings], failed),
+        &at(60),
+    );
+    let o = &s.objectives[0];
+    assert_eq!(o.error_budget_consumed, Some(10.0), "28d kept from before");
+    assert_eq!(o.burn_rates["5m"], 20.0, "short windows read now");
+    assert_eq!(o.firing_alerts, vec![Severity::Page, Severity::Ticket]);
+    assert_eq!(s.gate, Some(Gate::Open), "not whenUnknown");
+    let reason = s.gate_reason.unwrap();
+    assert!(reason.contains("availability 28d: timeout"), "{reason}");
+}

@@ -8,6 +8,7 @@ mod queries;
 pub mod rules;
 
 pub use evaluate::{
-    Observation, Readings, evaluate, gate_transition, invalid, windows, without_timestamps,
+    FailedReading, Observation, Readings, evaluate, gate_transition, invalid, windows,
+    without_timestamps,
 };
 pub use queries::{Indicators, parse_all};

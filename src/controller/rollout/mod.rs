@@ -155,7 +155,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         target: world.target.as_ref().and_then(observe::target),
         primary: world.primary.as_ref().map(observe::workload),
         canary: canary.clone(),
-        gate: observe::gate(&world.slo),
+        gate: observe::gate(&world.slo, &ctx.evaluations, &now),
         tick: None,
         manual: observe::manual(gr.annotations()),
         autoscaled: world.autoscalers.user.is_some(),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time};
-use kube::Api;
+use kube::{Api, ResourceExt};
 
 use super::super::{Context, Error};
 use crate::{
@@ -138,10 +138,26 @@ fn replicas_owner(d: &Deployment) -> Option<String> {
         .and_then(|m| m.manager.clone())
 }
 
-pub fn gate(slo: &Option<Option<SloPolicy>>) -> Option<Option<GateView>> {
+/// The gate as the rollout must take it: a stale one (older than three intervals, or
+/// behind its generation) counts as the policy's whenUnknown, saying why.
+pub fn gate(
+    slo: &Option<Option<SloPolicy>>,
+    evaluations: &crate::controller::Evaluations,
+    now: &Time,
+) -> Option<Option<GateView>> {
     slo.as_ref().map(|found| {
         found.as_ref().map(|p| {
             let status = p.status.clone().unwrap_or_default();
+            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            let evaluated = evaluations.get(ns, &p.name_any());
+            let stale = crate::rollout::gate::stale(p, evaluated, now).map(|why| {
+                let unknown = p.spec.budget_policy.when_unknown;
+                let reason = format!(
+                    "SloPolicy {}: gate not fresh ({why}): counts as whenUnknown ({unknown:?})",
+                    p.name_any()
+                );
+                (unknown, reason)
+            });
             // Per severity, the earliest start across objectives.
             let mut firing: Vec<(Severity, Option<Time>)> = Vec::new();
             for o in &status.objectives {
@@ -154,10 +170,17 @@ pub fn gate(slo: &Option<Option<SloPolicy>>) -> Option<Option<GateView>> {
                 }
             }
             firing.sort_by_key(|(s, _)| *s);
-            GateView {
-                state: status.gate,
-                reason: status.gate_reason,
-                firing,
+            match stale {
+                Some((unknown, reason)) => GateView {
+                    state: Some(unknown),
+                    reason: Some(reason),
+                    firing,
+                },
+                None => GateView {
+                    state: status.gate,
+                    reason: status.gate_reason,
+                    firing,
+                },
             }
         })
     })

@@ -115,6 +115,9 @@ pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Acti
     if slo::without_timestamps(&previous) != slo::without_timestamps(&next) {
         super::write_status(&ctx, policy.as_ref(), &next).await?;
     }
+    // The status (written or unchanged) is the gate as of now.
+    ctx.evaluations
+        .record(&namespace, &policy.name_any(), generation, time);
     timer.ok();
     Ok(action)
 }

@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::{
     api::SloPolicySpec,
     prometheus::MetricSource,
-    slo::{Indicators, Observation, Readings, windows},
+    slo::{FailedReading, Indicators, Observation, Readings, windows},
 };
 
 /// Queries the error ratio of every objective over every window the policy needs, all
@@ -31,13 +31,25 @@ pub async fn observe<S: MetricSource>(
     let results = join_all(queries.iter().map(|(_, _, q)| source.scalar(q, at))).await;
     let sent = queries.len() as u64;
     let mut readings = vec![Readings::new(); indicators.len()];
+    let mut failed = Vec::new();
     for ((i, window, _), result) in queries.iter().zip(results) {
         match result {
             Ok(value) => {
                 readings[*i].insert(window.to_string(), value);
             }
-            Err(e) => return (Observation::Unavailable(e.to_string()), sent),
+            Err(e) => failed.push(FailedReading {
+                objective: *i,
+                window: window.to_string(),
+                error: e.to_string(),
+            }),
         }
     }
-    (Observation::Read(readings), sent)
+    // One slow window keeps the others; only when nothing answered is the whole
+    // evaluation unavailable.
+    let observation = match failed.len() {
+        0 => Observation::Read(readings),
+        n if n == queries.len() => Observation::Unavailable(failed[0].error.clone()),
+        _ => Observation::Partial(readings, failed),
+    };
+    (observation, sent)
 }
