@@ -27,9 +27,10 @@ pub struct Context {
 /// When this process last evaluated each SloPolicy (generation and time). Its status is
 /// not rewritten when only timestamps change, so a rollout asks here how fresh a gate is.
 #[derive(Clone, Default)]
-pub struct Evaluations(
-    Arc<std::sync::Mutex<std::collections::HashMap<String, (Option<i64>, Time)>>>,
-);
+pub struct Evaluations(Arc<std::sync::Mutex<std::collections::HashMap<String, Evaluated>>>);
+
+/// The generation evaluated, and when.
+pub type Evaluated = (Option<i64>, Time);
 
 impl Evaluations {
     fn key(namespace: &str, name: &str) -> String {
@@ -41,7 +42,7 @@ impl Evaluations {
         map.insert(Self::key(namespace, name), (generation, at));
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<(Option<i64>, Time)> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Evaluated> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&Self::key(namespace, name)).cloned()
     }

@@ -176,7 +176,7 @@ fn keep_failed_windows(
         let at = o.observed_time.clone();
         o.firing_since
             .entry(*s)
-            .or_insert_with(|| since.or(at).unwrap_or_else(|| conditions::epoch()));
+            .or_insert_with(|| since.or(at).unwrap_or_else(conditions::epoch));
     }
     o
 }

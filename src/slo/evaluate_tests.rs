@@ -204,7 +204,13 @@ fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
 
 #[test]
 fn one_failed_window_keeps_the_others_and_says_which_failed() {
-    let first = evaluate(&spec(), Some(1), &Default::default(), &steady(0.0001), &at(0));
+    let first = evaluate(
+        &spec(),
+        Some(1),
+        &Default::default(),
+        &steady(0.0001),
+        &at(0),
+    );
     // The 28d query times out; the short windows now show a fast burn.
     let mut readings: Readings = windows(&spec())
         .into_iter()
