@@ -28,6 +28,17 @@ impl Action {
         }
     }
 
+    /// The annotation the action sets, for those the operator consumes.
+    pub fn annotation(&self) -> Option<&'static str> {
+        match self {
+            Action::Promote => Some(ANNOTATION_PROMOTE),
+            Action::Abort { .. } => Some(ANNOTATION_ABORT),
+            Action::Retry => Some(ANNOTATION_RETRY),
+            Action::OverrideGate { .. } => Some(ANNOTATION_OVERRIDE_GATE),
+            Action::Pause | Action::Resume => None,
+        }
+    }
+
     /// The merge patch that asks for the action.
     pub fn patch(&self) -> Value {
         let annotate = |key: &str, value: &str| json!({"metadata": {"annotations": {key: value}}});

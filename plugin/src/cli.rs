@@ -29,6 +29,11 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
     pub output: Output,
+    /// promote, abort, retry, override-gate: wait this long for the operator to say what
+    /// it did with the action (exit 0 done, 1 dropped, 2 not read in time); 0s: do not
+    /// wait.
+    #[arg(long, global = true, default_value = "15s")]
+    pub wait: PromDuration,
     #[command(subcommand)]
     pub command: Command,
 }

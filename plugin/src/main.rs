@@ -5,6 +5,7 @@
 mod actions;
 mod cli;
 mod errors;
+mod reaction;
 mod view;
 
 use std::process::ExitCode;
@@ -57,6 +58,7 @@ struct Session {
     namespace: String,
     all: bool,
     output: Output,
+    wait: std::time::Duration,
 }
 
 impl Session {
@@ -134,6 +136,7 @@ async fn connect(cli: &Cli) -> Result<Session> {
         namespace,
         all: cli.all_namespaces,
         output: cli.output,
+        wait: cli.wait.as_duration(),
     })
 }
 
@@ -296,13 +299,83 @@ async fn budget(s: &Session, name: Option<&str>) -> Result<ExitCode> {
 async fn act(s: &Session, name: &str, action: Action) -> Result<ExitCode> {
     action.validate()?;
     let patch = action.patch();
+    let since = Timestamp::now() - std::time::Duration::from_secs(2);
     s.rollouts()
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| explain(&e, s.subject("GuardedRollout", Some(name))))?;
+    let answer = match action.annotation() {
+        Some(key) if !s.wait.is_zero() => Some(await_reaction(s, name, &action, key, since).await?),
+        _ => None,
+    };
+    let (said, code) = match &answer {
+        None => (None, 0),
+        Some(Some(reaction::Reaction::Acted(m))) => (Some(format!("the operator: {m}")), 0),
+        Some(Some(reaction::Reaction::Dropped(m))) => {
+            (Some(format!("the operator dropped it: {m}")), 1)
+        }
+        Some(None) => (
+            Some(format!(
+                "the operator did not answer within {}s (is it running?)",
+                s.wait.as_secs()
+            )),
+            2,
+        ),
+    };
     let out = serde_json::json!({
         "namespace": s.namespace, "name": name, "action": action.name(), "patch": patch,
+        "operator": said,
     });
-    s.print(&out, || format!("{}\n", action.done(&s.namespace, name)));
-    Ok(ExitCode::SUCCESS)
+    s.print(&out, || {
+        let done = action.done(&s.namespace, name);
+        match &said {
+            Some(said) => format!("{done}\n{said}\n"),
+            None => format!("{done}\n"),
+        }
+    });
+    Ok(ExitCode::from(code))
+}
+
+/// Waits (up to --wait) until the operator has consumed the annotation and said what it
+/// did with it in an Event.
+async fn await_reaction(
+    s: &Session,
+    name: &str,
+    action: &Action,
+    key: &str,
+    since: Timestamp,
+) -> Result<Option<reaction::Reaction>> {
+    use k8s_openapi::api::events::v1::Event;
+    let deadline = tokio::time::Instant::now() + s.wait;
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.namespace);
+    while tokio::time::Instant::now() < deadline {
+        let gr = s.get_rollout(name).await?;
+        if !kube::ResourceExt::annotations(&gr).contains_key(key) {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| explain(&e, s.subject("Event", None)))?;
+            let seen: Vec<reaction::Seen> = list
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+                .map(|e| reaction::Seen {
+                    at: e
+                        .series
+                        .as_ref()
+                        .map(|x| x.last_observed_time.0)
+                        .or(e.event_time.as_ref().map(|t| t.0))
+                        .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                        .unwrap_or(Timestamp::UNIX_EPOCH),
+                    reason: e.reason.unwrap_or_default(),
+                    note: e.note.unwrap_or_default(),
+                })
+                .collect();
+            if let Some(r) = reaction::find(action, &seen, since) {
+                return Ok(Some(r));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(None)
 }

@@ -1,5 +1,6 @@
-//! `kubectl guardrails` against a real kube-apiserver. Statuses are written by the tests
-//! (no operator runs here), so each command's output can be checked against known values.
+//! `kubectl guardrails` against a real kube-apiserver. Statuses are written by the tests,
+//! so each command's output can be checked against known values; actions run with
+//! `--wait 0s` except in the story where the operator's controller answers them.
 
 use std::{
     path::Path,
@@ -43,10 +44,17 @@ impl Env {
     }
 
     async fn run_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        // No operator reads the annotations here, unless a test asks to wait for it.
+        let wait: &[&str] = if args.contains(&"--wait") {
+            &[]
+        } else {
+            &["--wait", "0s"]
+        };
         tokio::process::Command::new(BIN)
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["-n", &self.ns])
+            .args(wait)
             .args(args)
             .output()
             .await
@@ -492,5 +500,47 @@ async fn watch_follows_until_succeeded_or_rolled_back() {
         stderr(&o).contains("not finished after 2s"),
         "{}",
         stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn actions_report_what_the_operator_did_with_them() {
+    use guardrails::{
+        controller::{self, Context},
+        telemetry::Metrics,
+    };
+    let e = env("plugin-answers").await;
+    // The operator's GuardedRollout controller, in this process, for this namespace.
+    let ctx = Context::new(e.client.clone(), None, Metrics::default());
+    let operator = tokio::spawn(controller::rollout::run(Some(e.ns.clone()), ctx, 2));
+    // Its target does not exist: nothing is in flight, so a promote is dropped.
+    e.rollout("orphan", json!({})).await;
+    let o = e.run(&["promote", "orphan", "--wait", "20s"]).await;
+    operator.abort();
+    let text = stdout(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "dropped: exit 1; {text} {}",
+        stderr(&o)
+    );
+    assert!(
+        text.contains(
+            "the operator dropped it: guardrails.dev/promote dropped: no canary in flight"
+        ),
+        "{text}"
+    );
+    assert!(
+        !e.annotations("orphan")
+            .await
+            .contains_key("guardrails.dev/promote")
+    );
+    // Nobody reads it: said so, exit 2.
+    let o = e.run(&["retry", "orphan", "--wait", "1s"]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stdout(&o).contains("did not answer within 1s"),
+        "{}",
+        stdout(&o)
     );
 }
