@@ -130,7 +130,6 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
     let before = reconciles(&env);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = reconciles(&env) - before;
-    eprintln!("STUCK reconciles {during}");
     assert!(during <= 3, "{during} reconciles in 10 s while stuck");
 
     let gr = env.wait_phase("app", Phase::RolledBack, 40).await;
