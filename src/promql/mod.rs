@@ -46,6 +46,50 @@ pub fn with_label_regex(
     ))
 }
 
+/// A regex matching every way a client library may write the number `value` as a
+/// label (a histogram's `le`): `0.3`, `0.30`, `.3`, `3e-1`, `3.0E-01`... so a threshold
+/// is compared as a number, not as text. Character classes, not backslashes, keep it
+/// valid inside a PromQL string.
+pub fn number_regex(value: &str) -> Result<String, String> {
+    let v: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{value:?} must be a finite number >= 0"));
+    }
+    let text = format!("{v}");
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let (int, frac) = (int.trim_start_matches('0'), frac.trim_end_matches('0'));
+    let decimal = if frac.is_empty() {
+        format!("0*{int}([.]0*)?")
+    } else {
+        format!("0*{int}[.]{frac}0*")
+    };
+    if v == 0.0 {
+        return Ok(format!("{decimal}|0([.]0*)?[eE][+-]?0+"));
+    }
+    // Scientific: the significant digits d.ddd and the exponent.
+    let digits: String = format!("{int}{frac}");
+    let lead = digits.len() - digits.trim_start_matches('0').len();
+    let significant = digits.trim_matches('0');
+    let exponent = int.len() as i64 - lead as i64 - 1;
+    let (first, rest) = significant.split_at(1);
+    let mantissa = if rest.is_empty() {
+        format!("{first}([.]0*)?")
+    } else {
+        format!("{first}[.]{rest}0*")
+    };
+    let exp = if exponent < 0 {
+        format!("-0*{}", -exponent)
+    } else if exponent == 0 {
+        "[+-]?0+".to_string()
+    } else {
+        format!("[+]?0*{exponent}")
+    };
+    Ok(format!("{decimal}|{mantissa}[eE]{exp}"))
+}
+
 fn with_matcher(sel: &VectorSelector, m: Matcher) -> VectorSelector {
     let mut out = sel.clone();
     if out.matchers.or_matchers.is_empty() {
@@ -65,6 +109,31 @@ fn first_line(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_match_however_they_are_written() {
+        let matches = |value: &str, text: &str| {
+            let re = regex::Regex::new(&format!("^(?:{})$", number_regex(value).unwrap())).unwrap();
+            re.is_match(text)
+        };
+        for text in ["0.3", "0.30", ".3", "3e-1", "3.0E-01", "3e-01"] {
+            assert!(matches("0.3", text), "0.3 vs {text}");
+            assert!(matches("0.30", text), "0.30 vs {text}");
+            assert!(matches("3e-1", text), "3e-1 vs {text}");
+        }
+        for text in ["0.03", "0.31", "13", "3", "30"] {
+            assert!(!matches("0.3", text), "0.3 vs {text}");
+        }
+        for text in ["1", "1.0", "1e0", "1e+00", "1.0E+00"] {
+            assert!(matches("1", text), "1 vs {text}");
+        }
+        assert!(!matches("1", "10") && !matches("1", "0.1"));
+        assert!(matches("2.5", "2.50") && matches("2.5", "2.5e+00"));
+        assert!(matches("0.025", "0.025") && matches("0.025", "2.5e-02"));
+        assert!(!matches("0.025", "0.25"));
+        assert!(matches("10", "10") && matches("10", "1e+01") && !matches("10", "1"));
+        assert!(number_regex("fast").is_err());
+    }
 
     #[test]
     fn accepts_vector_selectors() {

@@ -39,8 +39,12 @@ impl Indicators {
             (None, Some(l)) => {
                 let h = promql::parse_selector(&l.histogram)
                     .map_err(|e| format!("indicator.latency.histogram: {e}"))?;
+                // Numerically: `le="0.30"` or `3e-1` is the same bucket as 0.3.
+                let le = promql::number_regex(&l.threshold)
+                    .map_err(|e| format!("indicator.latency.threshold: {e}"))?;
                 Ok(Self::Latency {
-                    good: promql::with_label(&h, "le", l.threshold.trim()),
+                    good: promql::with_label_regex(&h, "le", &le)
+                        .map_err(|e| format!("indicator.latency.threshold: {e}"))?,
                     total: promql::with_label(&h, "le", "+Inf"),
                 })
             }
@@ -133,7 +137,10 @@ mod tests {
             q.contains(r#"lat_bucket{le="+Inf",service="s"}[1h]"#),
             "{q}"
         );
-        assert!(q.contains(r#"lat_bucket{le="0.3",service="s"}[1h]"#), "{q}");
+        assert!(
+            q.contains(r#"lat_bucket{le=~"0*[.]30*|3([.]0*)?[eE]-0*1",service="s"}[1h]"#),
+            "the threshold bucket, matched as a number: {q}"
+        );
         assert!(promql::parse_query(&q).is_ok());
     }
 
