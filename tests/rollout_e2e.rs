@@ -233,6 +233,7 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
     gw.spec.traffic_routing.gateway_api = Some(guardrails::api::GatewayApiRouting {
         http_route: "nowhere".into(),
         port: 8080,
+        service: None,
     });
     env.rollouts()
         .create(&PostParams::default(), &gw)
@@ -718,14 +719,20 @@ async fn gateway_api_routing_moves_route_weights_and_restores_the_route() {
         &env.ns,
         &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
     );
-    let original_rules = json!([{
-        "matches": [{"path": {"type": "PathPrefix", "value": "/s/"}}],
-        "backendRefs": [{"name": "app", "port": 8080}]
-    }]);
+    // Ours, another Service's, and a redirect: only the first is ours to weight.
+    let original_rules = json!([
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/s/"}}],
+         "backendRefs": [{"name": "app", "port": 8080}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+         "backendRefs": [{"name": "admin", "port": 80}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+         "filters": [{"type": "RequestRedirect", "requestRedirect": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/s/"}, "statusCode": 301}}]}
+    ]);
     let mut gr = rollout(json!([]));
     gr.spec.traffic_routing.gateway_api = Some(guardrails::api::GatewayApiRouting {
         http_route: "app".into(),
         port: 8080,
+        service: None,
     });
     // The rollout exists before its route: reported, then picked up once it appears.
     env.deployments()
@@ -761,6 +768,12 @@ async fn gateway_api_routing_moves_route_weights_and_restores_the_route() {
         if seen.last() != Some(&w) {
             seen.push(w);
         }
+        let rules = &r.data["spec"]["rules"];
+        assert_eq!(
+            rules[1], original_rules[1],
+            "another Service's rule, untouched"
+        );
+        assert_eq!(rules[2], original_rules[2], "the redirect, untouched");
         let gr = env.rollouts().get("app").await.unwrap();
         if status(&gr).phase == Some(Phase::Succeeded) && w == (100, 0) {
             break;
@@ -772,6 +785,12 @@ async fn gateway_api_routing_moves_route_weights_and_restores_the_route() {
         "{seen:?}"
     );
     assert_eq!(seen.last(), Some(&(100, 0)), "{seen:?}");
+    // Once the canary serves, its weight never goes back to 0 until promoted.
+    let first = seen.iter().position(|w| w.1 > 0).unwrap();
+    assert!(
+        seen[first..seen.len() - 1].iter().all(|w| w.1 > 0),
+        "weights went back while the canary served: {seen:?}"
+    );
     let r = routes.get("app").await.unwrap();
     assert_eq!(
         r.data["spec"]["rules"][0]["matches"],

@@ -156,10 +156,11 @@ pub struct TrafficRouting {
 }
 
 /// Gateway API routing: the operator creates the Services `<target>-primary` and
-/// `<target>-canary` (the target's selector plus the role label) and sets every rule of
-/// the named HTTPRoute to send the step's weight to the canary Service, once the canary
-/// is ready for it; the route's own backendRefs come back when the GuardedRollout is
-/// deleted. The canary then runs its share of the primary's replicas (at least one).
+/// `<target>-canary` (the target's selector plus the role label) and sets the rules of
+/// the named HTTPRoute that send traffic to `service` to send the step's weight to the
+/// canary Service, once the canary is ready for it; other rules (another Service, a
+/// redirect) are never touched. Those rules' own backendRefs come back when the
+/// GuardedRollout is deleted. The canary then runs its share of the primary's replicas (at least one).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiRouting {
@@ -170,6 +171,11 @@ pub struct GatewayApiRouting {
     /// of the backendRefs.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// The Service the route's own rules send the target's traffic to. Only rules whose
+    /// backendRefs name it (or the managed `<target>-primary`/`<target>-canary`) are
+    /// weighted; every other rule stays as its owner wrote it. Default: the target's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// One canary step: exactly one of setWeight or pause.

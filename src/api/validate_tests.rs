@@ -339,6 +339,7 @@ fn rollout_gateway_port_is_a_port() {
     r.traffic_routing.gateway_api = Some(GatewayApiRouting {
         http_route: "r".into(),
         port: 0,
+        service: None,
     });
     assert_only(r.validate(), "spec.trafficRouting.gatewayAPI.port");
 }

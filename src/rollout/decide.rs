@@ -870,13 +870,36 @@ impl Machine<'_> {
         }
         let active = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
         let weight = self.s.canary_weight.unwrap_or(0);
-        Some(
-            if active && weight > 0 && self.canary_ready_at(canary_replicas) {
-                weight
-            } else {
-                0
-            },
-        )
+        if !active || weight <= 0 {
+            return Some(0);
+        }
+        if self.canary_ready_at(canary_replicas) {
+            return Some(weight);
+        }
+        // Never backwards while the canary grows: the previous step's weight, as long as
+        // the canary has the pods for it.
+        let previous = self.previous_weight();
+        let router = traffic::router(self.spec);
+        let needed = traffic::canary_replicas(router, self.primary_replicas(), previous);
+        let rev = self.s.canary_revision.as_deref().unwrap_or_default();
+        let has =
+            self.obs.canary.as_ref().is_some_and(|c| {
+                c.current && c.revision.as_deref() == Some(rev) && c.ready >= needed
+            });
+        Some(if previous > 0 && has { previous } else { 0 })
+    }
+
+    /// The weight of the setWeight step before the current weight's, 0 if none.
+    fn previous_weight(&self) -> i32 {
+        let upto = (self.s.current_step.unwrap_or(0) as usize + 1).min(self.spec.steps.len());
+        let weights: Vec<i32> = self.spec.steps[..upto]
+            .iter()
+            .filter_map(|s| s.set_weight)
+            .collect();
+        match weights.as_slice() {
+            [.., previous, _] => *previous,
+            _ => 0,
+        }
     }
 
     /// Actions read but not applicable to anything in flight: dropped, and said so.

@@ -189,10 +189,11 @@ pub enum Reason {
     TargetScaledUp,
     ActionDropped,
     CanaryDrained,
+    RouteNotUpdated,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Adopted,
         Reason::PhaseChanged,
         Reason::GateAllowed,
@@ -215,6 +216,7 @@ impl Reason {
         Reason::TargetScaledUp,
         Reason::ActionDropped,
         Reason::CanaryDrained,
+        Reason::RouteNotUpdated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -241,6 +243,7 @@ impl Reason {
             Reason::TargetScaledUp => "TargetScaledUp",
             Reason::ActionDropped => "ActionDropped",
             Reason::CanaryDrained => "CanaryDrained",
+            Reason::RouteNotUpdated => "RouteNotUpdated",
         }
     }
 
@@ -258,6 +261,7 @@ impl Reason {
                 | Reason::TargetNotStable
                 | Reason::TargetScaledUp
                 | Reason::CanaryDrained
+                | Reason::RouteNotUpdated
         )
     }
 }

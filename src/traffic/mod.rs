@@ -61,12 +61,33 @@ pub fn backend_refs(target: &str, port: i32, canary_weight: i32) -> Value {
     ])
 }
 
-/// `rules` (an HTTPRoute's spec.rules) with every rule's backendRefs set to `refs`;
-/// matches, filters and the rest of each rule stay.
-pub fn with_backends(rules: &Value, refs: &Value) -> Value {
+/// Whether a rule sends traffic to the target: its backendRefs name the target's
+/// Service (`service`) or our `<target>-primary`/`<target>-canary`. Rules for other
+/// Services, and redirect-only rules without backendRefs, are not ours.
+pub fn is_ours(rule: &Value, service: &str, target: &str) -> bool {
+    let ours = [
+        service.to_string(),
+        Role::Primary.name(target),
+        Role::Canary.name(target),
+    ];
+    rule["backendRefs"].as_array().is_some_and(|refs| {
+        !refs.is_empty()
+            && refs.iter().all(|r| {
+                let core = r["kind"].as_str().is_none_or(|k| k == "Service")
+                    && r["group"].as_str().is_none_or(|g| g.is_empty());
+                core && r["name"]
+                    .as_str()
+                    .is_some_and(|n| ours.iter().any(|o| o == n))
+            })
+    })
+}
+
+/// `rules` (an HTTPRoute's spec.rules) with the backendRefs of our rules set to `refs`;
+/// every other rule, and the matches and filters of ours, stay as they are.
+pub fn with_backends(rules: &Value, refs: &Value, service: &str, target: &str) -> Value {
     let mut rules = rules.clone();
     if let Some(list) = rules.as_array_mut() {
-        for rule in list {
+        for rule in list.iter_mut().filter(|r| is_ours(r, service, target)) {
             if let Some(obj) = rule.as_object_mut() {
                 obj.insert("backendRefs".into(), refs.clone());
             }
@@ -75,7 +96,7 @@ pub fn with_backends(rules: &Value, refs: &Value) -> Value {
     rules
 }
 
-/// The backendRefs of every rule, to restore later.
+/// The backendRefs of every rule, to restore ours later.
 pub fn current_backends(rules: &Value) -> Value {
     Value::Array(
         rules
@@ -85,12 +106,15 @@ pub fn current_backends(rules: &Value) -> Value {
     )
 }
 
-/// `rules` with each rule's backendRefs put back from `saved` (as `current_backends`
-/// recorded them).
-pub fn restore_backends(rules: &Value, saved: &Value) -> Value {
+/// `rules` with our rules' backendRefs put back from `saved` (as `current_backends`
+/// recorded them); rules that are not ours stay as they are now.
+pub fn restore_backends(rules: &Value, saved: &Value, service: &str, target: &str) -> Value {
     let mut rules = rules.clone();
     if let (Some(list), Some(saved)) = (rules.as_array_mut(), saved.as_array()) {
         for (rule, refs) in list.iter_mut().zip(saved) {
+            if !is_ours(rule, service, target) {
+                continue;
+            }
             if let Some(obj) = rule.as_object_mut() {
                 if refs.is_null() {
                     obj.remove("backendRefs");
@@ -153,6 +177,7 @@ mod tests {
         GatewayApiRouting {
             http_route: "r".into(),
             port: 8080,
+            service: None,
         }
     }
 
@@ -179,9 +204,48 @@ mod tests {
         assert_eq!(refs[0]["weight"], 75);
         assert_eq!(refs[1]["name"], "share-link-canary");
         let saved = current_backends(&rules);
-        let routed = with_backends(&rules, &refs);
+        let routed = with_backends(&rules, &refs, "share-link", "share-link");
         assert_eq!(routed[0]["matches"], rules[0]["matches"]);
-        assert_eq!(routed[1]["backendRefs"], refs);
-        assert_eq!(restore_backends(&routed, &saved), rules);
+        assert_eq!(routed[0]["backendRefs"], refs);
+        assert_eq!(routed[1], rules[1], "a rule without backends is not ours");
+        assert_eq!(
+            restore_backends(&routed, &saved, "share-link", "share-link"),
+            rules
+        );
+    }
+
+    #[test]
+    fn only_rules_that_send_to_the_target_are_weighted() {
+        let redirect = json!({"filters": [{"type": "RequestRedirect",
+            "requestRedirect": {"scheme": "https", "statusCode": 301}}]});
+        let admin = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+            "backendRefs": [{"name": "admin", "port": 80}]});
+        let ours = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": "web", "port": 8080}]});
+        let mixed =
+            json!({"backendRefs": [{"name": "web", "port": 8080}, {"name": "admin", "port": 80}]});
+        let other_kind = json!({"backendRefs": [{"name": "web", "kind": "ServiceImport",
+            "group": "multicluster.x-k8s.io", "port": 8080}]});
+        let rules = json!([redirect, admin, ours, mixed, other_kind]);
+        let refs = backend_refs("web", 8080, 10);
+        let routed = with_backends(&rules, &refs, "web", "web");
+        assert_eq!(routed[0], rules[0], "a redirect never gets backendRefs");
+        assert_eq!(routed[1], rules[1], "another Service's rule stays");
+        assert_eq!(routed[2]["backendRefs"], refs);
+        assert_eq!(routed[2]["matches"], rules[2]["matches"]);
+        assert_eq!(
+            routed[3], rules[3],
+            "a rule shared with another Service stays"
+        );
+        assert_eq!(routed[4], rules[4], "another kind stays");
+        // Moving the weight again finds our rule by our Services' names.
+        let again = with_backends(&routed, &backend_refs("web", 8080, 50), "web", "web");
+        assert_eq!(again[2]["backendRefs"][1]["weight"], 50);
+        let saved = current_backends(&rules);
+        assert_eq!(restore_backends(&again, &saved, "web", "web"), rules);
+        // A custom Service name.
+        let svc = json!([{"backendRefs": [{"name": "web-svc", "port": 80}]}]);
+        assert!(is_ours(&svc[0], "web-svc", "web"));
+        assert!(!is_ours(&svc[0], "web", "web"));
     }
 }

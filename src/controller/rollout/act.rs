@@ -39,13 +39,21 @@ pub async fn apply_plan(
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
 
     // Traffic first: weights only go up once the canary is ready (decide saw it), and go
-    // down before the canary shrinks.
+    // down before the canary shrinks. A route that cannot be written does not hold the
+    // workloads back (a bad canary still goes to 0); it is said, and retried.
+    let mut route_failed = None;
     if let (Some(weight), Some(gw), Some(Some(route))) = (
         plan.route_weight,
         &gr.spec.traffic_routing.gateway_api,
         &world.route,
-    ) {
-        super::route::apply(ctx, gr, ns, target, gw, route, weight).await?;
+    ) && let Err(e) = super::route::apply(ctx, gr, ns, target, gw, route, weight).await
+    {
+        let note = format!(
+            "HTTPRoute {} not updated to canary weight {weight}: {e}",
+            gw.http_route
+        );
+        events::publish(ctx, gr, true, Reason::RouteNotUpdated.as_str(), note).await;
+        route_failed = Some(e);
     }
 
     let build = |role, d: &Desired| {
@@ -81,7 +89,7 @@ pub async fn apply_plan(
         .await?;
         ctx.metrics.wrote("deployment");
     }
-    Ok(())
+    route_failed.map_or(Ok(()), Err)
 }
 
 /// Applies a managed Deployment unless it already runs `rev` at the desired size with

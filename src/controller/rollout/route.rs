@@ -64,10 +64,13 @@ pub async fn apply(
     }
 
     let target_name = &gr.spec.target_ref.name;
+    let service = gw.service.as_deref().unwrap_or(target_name);
     let rules = route.data["spec"]["rules"].clone();
     let desired = traffic::with_backends(
         &rules,
         &traffic::backend_refs(target_name, gw.port, canary_weight),
+        service,
+        target_name,
     );
     let recorded = route
         .annotations()
@@ -106,8 +109,10 @@ pub async fn remove(
     {
         let saved: serde_json::Value = serde_json::from_str(saved).unwrap_or_default();
         let mut next = route.clone();
+        let target = &gr.spec.target_ref.name;
+        let service = gw.service.as_deref().unwrap_or(target);
         next.data["spec"]["rules"] =
-            traffic::restore_backends(&route.data["spec"]["rules"], &saved);
+            traffic::restore_backends(&route.data["spec"]["rules"], &saved, service, target);
         next.annotations_mut()
             .remove(traffic::ANNOTATION_ORIGINAL_BACKENDS);
         api.replace(&gw.http_route, &PostParams::default(), &next)

@@ -667,6 +667,7 @@ fn route_weight_waits_for_a_ready_canary_and_drops_on_rollback() {
     w.spec.traffic_routing.gateway_api = Some(crate::api::GatewayApiRouting {
         http_route: "r".into(),
         port: 8080,
+        service: None,
     });
     w.ship("r2");
     w.run();

@@ -228,3 +228,45 @@ fn a_writer_scaling_the_target_up_is_named_once_and_scaled_back() {
 fn seen_after(seen: &crate::api::TargetScaledUp, secs: i64) -> Time {
     Time(seen.last_seen.0 + k8s_openapi::jiff::SignedDuration::from_secs(secs))
 }
+
+#[test]
+fn route_weights_never_go_back_while_the_canary_grows() {
+    let mut w = World::new();
+    w.spec.traffic_routing.gateway_api = Some(crate::api::GatewayApiRouting {
+        http_route: "r".into(),
+        port: 8080,
+        service: None,
+    });
+    let route = |w: &World| last_plan(w).route_weight;
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.tick(CheckResult::Pass, 0.0);
+    assert_eq!(route(&w), Some(10));
+    w.tick(CheckResult::Pass, 0.0);
+    w.now += 60;
+    // The pause ends; the canary is asked for 50% but its new pods are not ready yet.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        w.obs.tick = Some(check(CheckResult::Pass, 0.0));
+        w.now += 10;
+        w.decide_only();
+        seen.push(route(&w));
+        let size = last_plan(&w).canary.replicas;
+        let c = w.obs.canary.as_mut().unwrap();
+        c.replicas = size;
+        c.ready = 1;
+    }
+    assert_eq!(w.status.canary_weight, Some(50));
+    assert!(
+        seen.iter().all(|r| *r == Some(10)),
+        "held at 10, never 0: {seen:?}"
+    );
+    w.run();
+    w.tick(CheckResult::Pass, 0.0);
+    assert_eq!(
+        route(&w),
+        Some(50),
+        "moves once the canary is ready: {seen:?}"
+    );
+}
