@@ -239,8 +239,8 @@ async fn evaluate(
     let (observation, sent) = observe(source, &policy.spec, &indicators, at).await;
     assert_eq!(
         sent as usize,
-        6 * policy.spec.objectives.len(),
-        "one query per objective and window"
+        7 * policy.spec.objectives.len(),
+        "one query per objective and window, one for coverage"
     );
     assert!(
         matches!(observation, slo::Observation::Read(_)),
@@ -344,6 +344,12 @@ async fn budgets_burn_rates_and_gates_match_closed_forms() {
                     o.error_budget_remaining.unwrap(),
                     100.0 - consumed,
                     &ctx("budget remaining"),
+                );
+                let coverage = o.coverage.unwrap_or_default();
+                assert!(
+                    coverage >= 99.0,
+                    "{}: {coverage}",
+                    ctx("28 days of data cover the window")
                 );
             }
             None => {

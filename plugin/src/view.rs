@@ -482,6 +482,8 @@ pub struct ObjectiveView {
     pub budget_left: Option<f64>,
     pub burn_rates: BTreeMap<String, f64>,
     pub firing: Vec<Severity>,
+    /// Share of the SLO window that has data, percent.
+    pub coverage: Option<f64>,
 }
 
 pub fn budget_view(p: &SloPolicy) -> BudgetView {
@@ -500,6 +502,7 @@ pub fn budget_view(p: &SloPolicy) -> BudgetView {
                 budget_left: st.and_then(|x| x.error_budget_remaining),
                 burn_rates: st.map(|x| x.burn_rates.clone()).unwrap_or_default(),
                 firing: st.map(|x| x.firing_alerts.clone()).unwrap_or_default(),
+                coverage: st.and_then(|x| x.coverage),
             }
         })
         .collect();
@@ -566,13 +569,18 @@ pub fn budget_text(views: &[BudgetView], with_namespace: bool) -> String {
                 percent(o.budget_left),
                 firing_text(&o.firing),
                 format!(
-                    "SLI {}; burn {}",
+                    "SLI {}; burn {}{}",
                     o.sli.map_or("no data".into(), |s| format!("{s:.4}%")),
                     if burns.is_empty() {
                         "-".into()
                     } else {
                         burns.join(", ")
-                    }
+                    },
+                    // A budget over a window that is mostly empty magnifies every error.
+                    o.coverage
+                        .filter(|c| *c < 99.5)
+                        .map(|c| format!("; data for {c}% of the window"))
+                        .unwrap_or_default()
                 ),
             ];
             if with_namespace {

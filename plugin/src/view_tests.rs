@@ -30,7 +30,7 @@ fn policy(remaining: f64) -> SloPolicy {
             "objectives": [
                 {"name": "availability", "sli": 99.94, "errorBudgetConsumed": 100.0 - remaining,
                  "errorBudgetRemaining": remaining, "burnRates": {"5m": 15.0, "1h": 14.5},
-                 "firingAlerts": ["page"]},
+                 "firingAlerts": ["page"], "coverage": 3.5},
                 {"name": "latency", "sli": null, "firingAlerts": []}
             ]
         }
@@ -146,6 +146,7 @@ fn budget_shows_bars_and_firing_tiers() {
     );
     assert!(text.contains("SLI no data"), "{text}");
     assert!(text.contains("burn 5m 15, 1h 14.5"), "{text}");
+    assert!(text.contains("data for 3.5% of the window"), "{text}");
     let json = serde_json::to_value(&[v]).unwrap();
     assert_eq!(json[0]["gate"], "Restricted");
     assert_eq!(json[0]["objectives"][0]["budgetLeft"], 25.0);

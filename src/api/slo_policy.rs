@@ -396,6 +396,12 @@ pub struct ObjectiveStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub firing_since: BTreeMap<Severity, Time>,
 
+    /// Share of the window that has data, percent. A budget computed from minutes of a
+    /// 28-day window is the error ratio of those minutes: under 10% the gate reason
+    /// says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+
     /// When these values were read from Prometheus. Older than lastEvaluationTime when
     /// the latest evaluation failed and the last good values are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,9 +10,16 @@ use crate::{
     conditions::{self, reasons, types},
 };
 
-/// Error ratio (0-1) of one objective per window (by its text, e.g. "5m"); `None` is
-/// no data.
+/// Error ratio (0-1) of one objective per window (by its text, e.g. "5m"), and under
+/// [`COVERAGE`] the share (0-1) of the compliance window that has data; `None` is no
+/// data.
 pub type Readings = BTreeMap<String, Option<f64>>;
+
+/// The key of the coverage reading in [`Readings`] (never a window's text).
+pub const COVERAGE: &str = "coverage";
+
+/// Under this share of the window with data (percent), the gate reason says so.
+pub const LOW_COVERAGE: f64 = 10.0;
 
 /// What Prometheus said for one evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +102,16 @@ pub fn evaluate(
                 })
                 .collect();
             let (g, mut reason) = gate::decide(&spec.budget_policy, &consumption);
+            for o in &status.objectives {
+                if let (Some(c), Some(_)) = (o.coverage, o.error_budget_consumed)
+                    && c < LOW_COVERAGE
+                {
+                    reason.push_str(&format!(
+                        "; {}: data covers only {c}% of the {} window, which magnifies every error",
+                        o.name, spec.window
+                    ));
+                }
+            }
             if !failed.is_empty() {
                 let what: Vec<String> = failed
                     .iter()
@@ -155,6 +172,9 @@ fn keep_failed_windows(
 ) -> ObjectiveStatus {
     if lost.is_empty() {
         return o;
+    }
+    if lost.contains(&COVERAGE) {
+        o.coverage = before.and_then(|b| b.coverage);
     }
     if lost.contains(&spec.window.as_str()) {
         o.sli = before.and_then(|b| b.sli);
@@ -225,6 +245,7 @@ fn objective_status(
         burn_rates,
         firing_alerts,
         firing_since,
+        coverage: ratio(COVERAGE).map(|c| math::round_sig(c * 100.0, 3)),
         observed_time: Some(now.clone()),
     }
 }

@@ -237,3 +237,28 @@ fn one_failed_window_keeps_the_others_and_says_which_failed() {
     let reason = s.gate_reason.unwrap();
     assert!(reason.contains("availability 28d: timeout"), "{reason}");
 }
+
+#[test]
+fn a_budget_from_minutes_of_a_28_day_window_says_so() {
+    // Ten seconds of a bad canary are all the data there is: 0.357% of errors.
+    let mut readings: Readings = windows(&spec())
+        .into_iter()
+        .map(|w| (w, Some(0.00357)))
+        .collect();
+    readings.insert(COVERAGE.into(), Some(0.0004));
+    let s = evaluate(
+        &spec(),
+        Some(1),
+        &Default::default(),
+        &Observation::Read(vec![readings]),
+        &at(0),
+    );
+    let o = &s.objectives[0];
+    assert_eq!(o.error_budget_consumed, Some(357.0));
+    assert_eq!(o.coverage, Some(0.04));
+    let reason = s.gate_reason.unwrap();
+    assert!(
+        reason.contains("data covers only 0.04% of the 28d window"),
+        "{reason}"
+    );
+}

@@ -8,7 +8,7 @@ mod queries;
 pub mod rules;
 
 pub use evaluate::{
-    FailedReading, Observation, Readings, evaluate, gate_transition, invalid, windows,
-    without_timestamps,
+    COVERAGE, FailedReading, LOW_COVERAGE, Observation, Readings, evaluate, gate_transition,
+    invalid, windows, without_timestamps,
 };
 pub use queries::{Indicators, parse_all};

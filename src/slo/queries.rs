@@ -68,6 +68,19 @@ impl Indicators {
         })
     }
 
+    /// Share (0-1) of `window` for which the indicator has data: from its oldest sample
+    /// in the window (found at 1/500 of the window's resolution) to now. A budget
+    /// computed from minutes of a 28-day window magnifies every error; this says how
+    /// much of the window the data covers.
+    pub fn coverage_query(&self, window: &crate::api::PromDuration) -> String {
+        let (Self::Ratio { total, .. } | Self::Latency { total, .. }) = self;
+        let seconds = window.as_duration().as_secs().max(1);
+        let step = (seconds / 500).max(15);
+        format!(
+            "clamp_max((time() - min(min_over_time(timestamp({total})[{window}:{step}s]))) / {seconds}, 1)"
+        )
+    }
+
     /// Error ratio (0-1) over `window`, as one query.
     ///
     /// Ratio: a missing error series counts as 0 errors; a missing or flat total is no

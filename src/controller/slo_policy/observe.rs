@@ -6,11 +6,12 @@ use k8s_openapi::jiff::Timestamp;
 use crate::{
     api::SloPolicySpec,
     prometheus::MetricSource,
-    slo::{FailedReading, Indicators, Observation, Readings, windows},
+    slo::{COVERAGE, FailedReading, Indicators, Observation, Readings, windows},
 };
 
 /// Queries the error ratio of every objective over every window the policy needs, all
-/// at time `at`, concurrently: one query per objective and window. Returns the
+/// at time `at`, concurrently: one query per objective and window, and one for how much
+/// of the compliance window has data. Returns the
 /// observation and the number of queries sent.
 pub async fn observe<S: MetricSource>(
     source: &S,
@@ -26,6 +27,7 @@ pub async fn observe<S: MetricSource>(
             windows
                 .iter()
                 .map(move |w| (i, w.as_str(), ind.error_ratio_query(w)))
+                .chain([(i, COVERAGE, ind.coverage_query(&spec.window))])
         })
         .collect();
     let results = join_all(queries.iter().map(|(_, _, q)| source.scalar(q, at))).await;
