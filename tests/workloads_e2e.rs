@@ -75,16 +75,7 @@ async fn adopting_and_promoting_pods_that_need_8s_loses_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_mid_canary_hands_the_target_back_first_and_says_what_it_runs() {
     let env = env("wl-delete").await;
-    let gr = rollout_with(
-        json!([{"setWeight": 25}, {"pause": {"duration": "5m"}}]),
-        json!([error_rate_check()]),
-    );
-    env.create(&target("app:1", 0.0), &gr).await;
-    env.ship("app:2", 0.0).await;
-    env.wait_for("app", 60, "the canary in its pause", |g| {
-        status(g).current_step == Some(1)
-    })
-    .await;
+    env.canary_in_pause("5m").await;
     env.rollouts()
         .delete("app", &DeleteParams::default())
         .await
@@ -162,16 +153,7 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_primary_is_rebuilt_from_the_stable_template_never_the_canarys() {
     let env = env("wl-primary-gone").await;
-    let gr = rollout_with(
-        json!([{"setWeight": 25}, {"pause": {"duration": "15s"}}]),
-        json!([error_rate_check()]),
-    );
-    env.create(&target("app:1", 0.0), &gr).await;
-    env.ship("app:2", 0.0).await;
-    env.wait_for("app", 60, "the canary in its pause", |g| {
-        status(g).current_step == Some(1)
-    })
-    .await;
+    env.canary_in_pause("15s").await;
     env.deployments()
         .delete("app-primary", &DeleteParams::default())
         .await

@@ -63,18 +63,9 @@ pub fn apply(
                     .then(|| format!("Prometheus failing for {}s: {why}", held.as_secs())),
             }
         }
-        Verdict::Invalid(why) => {
-            // Held like missing data (it is no pass); decide names the check for a fix.
-            a.provider_errors_since = None;
-            a.no_data_since.get_or_insert(now.clone());
-            let held = held(&a.no_data_since);
-            TickOutcome {
-                failed_tick: None,
-                rollback: (held >= spec.no_data.timeout.as_duration())
-                    .then(|| format!("invalid query {why} for {}s", held.as_secs())),
-            }
-        }
-        Verdict::NoData(why) => {
+        // An invalid query is held like missing data (it is no pass); decide names the
+        // check for a fix.
+        Verdict::NoData(why) | Verdict::Invalid(why) => {
             // Prometheus answered: its outage, if any, is over.
             a.provider_errors_since = None;
             a.no_data_since.get_or_insert(now.clone());

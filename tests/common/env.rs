@@ -257,6 +257,21 @@ impl Env {
         self.wait_phase("app", Phase::Idle, 30).await;
     }
 
+    /// The `app` target on app:1 adopted with a 25% step and a pause of `pause`, then
+    /// app:2 shipped and its canary serving in that pause.
+    pub async fn canary_in_pause(&self, pause: &str) {
+        let gr = rollout_with(
+            json!([{"setWeight": 25}, {"pause": {"duration": pause}}]),
+            json!([error_rate_check()]),
+        );
+        self.create(&target("app:1", 0.0), &gr).await;
+        self.ship("app:2", 0.0).await;
+        self.wait_for("app", 60, "the canary in its pause", |g| {
+            status(g).current_step == Some(1)
+        })
+        .await;
+    }
+
     /// Changes the target's template (what a Git commit does).
     pub async fn ship(&self, image: &str, error_rate: f64) {
         self.ship_with(
