@@ -8,7 +8,7 @@ use std::{
 
 use guardrails::{
     api::{Gate, Severity, SloPolicy},
-    controller::slo_policy::observe,
+    controller::slo_policy::{observe, threshold_problem},
     prometheus::{MetricSource, PrometheusSource},
     slo::{self, rules},
 };
@@ -499,4 +499,42 @@ async fn generated_rules_pass_promtool_and_agree_with_the_controller() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_thresholds_are_buckets_compared_as_numbers() {
+    let shared = shared();
+    let source = PrometheusSource::new(&shared.prom.url()).unwrap();
+    let at = Timestamp::from_second(shared.end).unwrap();
+    let s = scenarios().into_iter().find(|s| s.latency).unwrap();
+    let mut p = policy(&s);
+    let set = |p: &mut SloPolicy, t: &str| {
+        p.spec.objectives[0]
+            .indicator
+            .latency
+            .as_mut()
+            .unwrap()
+            .threshold = t.into();
+    };
+    let base = evaluate(&source, &p, at).await;
+    assert!(base.objectives[0].sli.is_some());
+    for same in ["0.30", "3e-1"] {
+        set(&mut p, same);
+        let status = evaluate(&source, &p, at).await;
+        assert_eq!(
+            status.objectives[0].sli, base.objectives[0].sli,
+            "{same} is the 0.3 bucket"
+        );
+    }
+    set(&mut p, "0.25");
+    let indicators = slo::parse_all(&p.spec.objectives).unwrap();
+    let (observation, _) = observe(&source, &p.spec, &indicators, at).await;
+    let why = threshold_problem(&source, &p.spec, &observation, at)
+        .await
+        .expect("0.25 is no bucket");
+    assert!(
+        why.starts_with("spec.objectives[0].indicator.latency.threshold: 0.25 is not a bucket")
+            && why.contains("nearest: 0.1 below, 0.3 above"),
+        "{why}"
+    );
 }

@@ -75,6 +75,38 @@ impl PrometheusSource {
         &self.url
     }
 
+    /// The values of `label` over the series `query` returns at `at` (e.g. the `le`
+    /// buckets of a histogram), for diagnosing a query that found nothing.
+    pub async fn label_values(
+        &self,
+        query: &str,
+        label: &str,
+        at: Timestamp,
+    ) -> Result<Vec<String>, SourceError> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .client
+            .query(query)
+            .query(
+                "time",
+                format!("{:.3}", at.as_millisecond() as f64 / 1000.0),
+            )
+            .timeout(QUERY_TIMEOUT.as_millis() as i64)
+            .get()
+            .await
+            .map_err(|e| SourceError::Unreachable {
+                url: self.url.clone(),
+                detail: error_chain(&e),
+            })?;
+        Ok(match result.data() {
+            Data::Vector(v) => v
+                .iter()
+                .filter_map(|s| s.metric().get(label).cloned())
+                .collect(),
+            _ => Vec::new(),
+        })
+    }
+
     /// Queries sent so far (for benchmarks and metrics).
     pub fn queries_sent(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)

@@ -11,4 +11,4 @@ pub use evaluate::{
     COVERAGE, FailedReading, LOW_COVERAGE, Observation, Readings, evaluate, gate_transition,
     invalid, windows, without_timestamps,
 };
-pub use queries::{Indicators, parse_all};
+pub use queries::{Indicators, not_a_bucket, parse_all};

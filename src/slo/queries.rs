@@ -100,6 +100,26 @@ impl Indicators {
     }
 }
 
+/// Why a latency threshold matches none of the histogram's buckets, naming the nearest
+/// below and above; None when it is one of them (compared as numbers) or there are no
+/// buckets to compare with.
+pub fn not_a_bucket(threshold: &str, buckets: &[String]) -> Option<String> {
+    let t: f64 = threshold.trim().parse().ok()?;
+    let mut les: Vec<f64> = buckets.iter().filter_map(|b| b.parse().ok()).collect();
+    if les.is_empty() || les.contains(&t) {
+        return None;
+    }
+    les.sort_by(f64::total_cmp);
+    let below = les.iter().rev().find(|b| **b < t);
+    let above = les.iter().find(|b| **b > t);
+    let name = |b: Option<&f64>| b.map_or("none".to_string(), |b| b.to_string());
+    Some(format!(
+        "{threshold} is not a bucket of the histogram (nearest: {} below, {} above)",
+        name(below),
+        name(above)
+    ))
+}
+
 /// Parses every objective's indicators, naming the objective on error.
 pub fn parse_all(objectives: &[Objective]) -> Result<Vec<Indicators>, String> {
     objectives
@@ -169,6 +189,16 @@ mod tests {
             2,
             "{q}"
         );
+    }
+
+    #[test]
+    fn a_threshold_between_buckets_names_the_nearest() {
+        let les: Vec<String> = ["0.1", "0.30", "1", "+Inf"].map(String::from).into();
+        assert_eq!(not_a_bucket("0.3", &les), None, "0.30 is 0.3");
+        assert_eq!(not_a_bucket("3e-1", &les), None);
+        let why = not_a_bucket("0.25", &les).unwrap();
+        assert!(why.contains("nearest: 0.1 below, 0.3 above"), "{why}");
+        assert_eq!(not_a_bucket("0.25", &[]), None, "nothing to compare with");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod observe;
 
-pub use observe::observe;
+pub use observe::{observe, threshold_problem};
 
 use std::{sync::Arc, time::Duration};
 
@@ -96,7 +96,10 @@ pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Acti
             let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
             let (observation, sent) = observe(&source, &policy.spec, &indicators, at).await;
             ctx.metrics.prometheus_queries.inc_by(sent);
-            let next = slo::evaluate(&policy.spec, generation, &previous, &observation, &time);
+            let next = match threshold_problem(&source, &policy.spec, &observation, at).await {
+                Some(m) => slo::invalid(&policy.spec, generation, &previous, &m, &time),
+                None => slo::evaluate(&policy.spec, generation, &previous, &observation, &time),
+            };
             (
                 next,
                 Action::requeue(

@@ -55,3 +55,35 @@ pub async fn observe<S: MetricSource>(
     };
     (observation, sent)
 }
+
+/// A latency objective whose window has no data although its histogram has buckets:
+/// the threshold is none of them. The message names the field and the nearest buckets.
+pub async fn threshold_problem(
+    source: &crate::prometheus::PrometheusSource,
+    spec: &SloPolicySpec,
+    observation: &Observation,
+    at: Timestamp,
+) -> Option<String> {
+    let (Observation::Read(readings) | Observation::Partial(readings, _)) = observation else {
+        return None;
+    };
+    for (i, o) in spec.objectives.iter().enumerate() {
+        let Some(l) = &o.indicator.latency else {
+            continue;
+        };
+        let read = readings.get(i).and_then(|r| r.get(spec.window.as_str()));
+        if read.copied().flatten().is_some() {
+            continue;
+        }
+        let query = format!("count by (le) ({})", l.histogram);
+        let Ok(buckets) = source.label_values(&query, "le", at).await else {
+            continue;
+        };
+        if let Some(why) = crate::slo::not_a_bucket(&l.threshold, &buckets) {
+            return Some(format!(
+                "spec.objectives[{i}].indicator.latency.threshold: {why}"
+            ));
+        }
+    }
+    None
+}
