@@ -69,7 +69,8 @@ impl Indicators {
     }
 
     /// Share (0-1) of `window` for which the indicator has data: from its oldest sample
-    /// in the window (found at 1/500 of the window's resolution) to now. A budget
+    /// in the window (found to within 1/500 of the window, whatever the scrape interval:
+    /// each subquery step looks back one step) to now. A budget
     /// computed from minutes of a 28-day window magnifies every error; this says how
     /// much of the window the data covers.
     pub fn coverage_query(&self, window: &crate::api::PromDuration) -> String {
@@ -77,7 +78,7 @@ impl Indicators {
         let seconds = window.as_duration().as_secs().max(1);
         let step = (seconds / 500).max(15);
         format!(
-            "clamp_max((time() - min(min_over_time(timestamp({total})[{window}:{step}s]))) / {seconds}, 1)"
+            "clamp_max((time() - min(min_over_time(timestamp(last_over_time({total}[{step}s]))[{window}:{step}s]))) / {seconds}, 1)"
         )
     }
 

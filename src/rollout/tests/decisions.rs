@@ -277,3 +277,26 @@ fn a_query_returning_several_series_is_an_invalid_check_not_a_prometheus_outage(
     );
     assert_eq!(w.phase(), Phase::Progressing, "held, never passed");
 }
+
+#[test]
+fn a_route_that_disappears_mid_canary_drains_the_canary_until_it_returns() {
+    let mut w = serving_canary();
+    let why = "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute r not found";
+    w.obs.blocker = Some(Blocker::RouteNotFound(why.into()));
+    w.tick(CheckResult::Pass, 0.0);
+    assert_eq!(w.phase(), Phase::Blocked);
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0, "drained");
+    let d = w.last.as_ref().unwrap();
+    assert!(matches!(
+        d.stall,
+        Some(Stall::Blocked(Blocker::RouteNotFound(_)))
+    ));
+    assert!(
+        d.requeue <= std::time::Duration::from_secs(10),
+        "looks again soon"
+    );
+    w.obs.blocker = None;
+    w.run();
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert_eq!(w.status.current_step, Some(0));
+}
