@@ -121,7 +121,8 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
     let before = reconciles(&env);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let during = reconciles(&env) - before;
-    assert!(during <= 3, "{during} reconciles in 10 s while stuck");
+    // A reconcile reads the rollout and its Deployments; none means no API request.
+    assert!(during <= 1, "{during} reconciles in 10 s while stuck");
 
     let gr = env.wait_phase("app", Phase::RolledBack, 40).await;
     let h = status(&gr).history[0].clone();
