@@ -83,21 +83,7 @@ impl PrometheusSource {
         label: &str,
         at: Timestamp,
     ) -> Result<Vec<String>, SourceError> {
-        self.queries.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .client
-            .query(query)
-            .query(
-                "time",
-                format!("{:.3}", at.as_millisecond() as f64 / 1000.0),
-            )
-            .timeout(QUERY_TIMEOUT.as_millis() as i64)
-            .get()
-            .await
-            .map_err(|e| SourceError::Unreachable {
-                url: self.url.clone(),
-                detail: error_chain(&e),
-            })?;
+        let result = self.instant(query, at).await?;
         Ok(match result.data() {
             Data::Vector(v) => v
                 .iter()
@@ -107,17 +93,14 @@ impl PrometheusSource {
         })
     }
 
-    /// Queries sent so far (for benchmarks and metrics).
-    pub fn queries_sent(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
-    }
-}
-
-impl MetricSource for PrometheusSource {
-    async fn scalar(&self, query: &str, at: Timestamp) -> Result<Option<f64>, SourceError> {
+    /// One instant query at `at`, counted, with the query timeout.
+    async fn instant(
+        &self,
+        query: &str,
+        at: Timestamp,
+    ) -> Result<prometheus_http_query::response::PromqlResult, SourceError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .client
+        self.client
             .query(query)
             .query(
                 "time",
@@ -135,7 +118,18 @@ impl MetricSource for PrometheusSource {
                     url: self.url.clone(),
                     detail: error_chain(&other),
                 },
-            })?;
+            })
+    }
+
+    /// Queries sent so far (for benchmarks and metrics).
+    pub fn queries_sent(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+}
+
+impl MetricSource for PrometheusSource {
+    async fn scalar(&self, query: &str, at: Timestamp) -> Result<Option<f64>, SourceError> {
+        let result = self.instant(query, at).await?;
         let value = match result.data() {
             Data::Scalar(s) => Some(s.value()),
             Data::Vector(v) if v.is_empty() => None,
