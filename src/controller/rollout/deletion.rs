@@ -50,9 +50,12 @@ pub async fn hand_back(
 ) -> Result<Option<Action>, Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let managed = ours(&api, gr).await?;
-    let Some(primary) = managed.iter().find(|d| d.name_any().ends_with("-primary")) else {
+    if managed.is_empty() {
         return Ok(None);
-    };
+    }
+    // Even with the primary gone (deleted by hand), a serving canary is handed over.
+    let primary_name = Role::Primary.name(&gr.spec.target_ref.name);
+    let primary = managed.iter().find(|d| d.name_any() == primary_name);
     let target_name = &gr.spec.target_ref.name;
     let Some(target) = api.get_opt(target_name).await? else {
         return Ok(None);
@@ -66,7 +69,9 @@ pub async fn hand_back(
     };
     let status = gr.status.clone().unwrap_or_default();
     let autoscaled = autoscaler::read(ctx, ns, target_name).await?.user.is_some();
-    let primary_size = primary.spec.as_ref().and_then(|s| s.replicas);
+    let primary_size = primary
+        .and_then(|p| p.spec.as_ref()?.replicas)
+        .or(status.replicas);
     match next(&status, &now, primary_size, autoscaled) {
         HandBack::Done => Ok(None),
         HandBack::Wait(why) => {
