@@ -12,6 +12,9 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
     /// Another writer keeps scaling a GuardedRollout's target up.
     pub const TARGET_CONFLICT: &str = "TargetConflict";
+    /// Whether a GuardedRollout's router carries the weights decided (present once a
+    /// route write has failed).
+    pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
 }
 
 /// Condition reasons. Stable: documented in the troubleshooting guide.
@@ -36,8 +39,13 @@ pub mod reasons {
     /// No writer has scaled the target up lately.
     pub const NO_CONFLICT: &str = "NoConflict";
 
+    /// The route could not be written (the message says why); retried.
+    pub const ROUTE_NOT_UPDATED: &str = "RouteNotUpdated";
+    /// The route carries the weights decided again.
+    pub const ROUTE_UPDATED: &str = "RouteUpdated";
+
     /// Every reason above. GuardedRollout conditions also use the phase name as reason.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
         EVALUATED,
         PROMETHEUS_UNAVAILABLE,
         INVALID_SPEC,
@@ -46,6 +54,8 @@ pub mod reasons {
         PRIMARY_TEMPLATE_UNKNOWN,
         TARGET_SCALED_UP,
         NO_CONFLICT,
+        ROUTE_NOT_UPDATED,
+        ROUTE_UPDATED,
     ];
 }
 

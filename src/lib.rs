@@ -12,3 +12,6 @@ pub mod rollout;
 pub mod slo;
 pub mod telemetry;
 pub mod traffic;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "guardrails";

@@ -167,8 +167,9 @@ pub struct GatewayApiRouting {
     /// Name of the HTTPRoute in the same namespace.
     #[schemars(length(min = 1, max = 253))]
     pub http_route: String,
-    /// Port of the two Services, also the container port they forward to, and the port
-    /// of the backendRefs.
+    /// Port of the backendRefs. The two Services copy every port of `service` (names,
+    /// numbers, targetPorts, protocols); without that Service they expose this port and
+    /// forward to the same container port.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// The Service the route's own rules send the target's traffic to. Only rules whose

@@ -28,6 +28,27 @@ pub const GROUP: &str = "guardrails.dev";
 pub const LABEL_ROLE: &str = "guardrails.dev/role";
 /// Label on managed Deployments: name of the GuardedRollout.
 pub const LABEL_ROLLOUT: &str = "guardrails.dev/rollout";
+/// Role of a managed Deployment (the value of LABEL_ROLE) and its Service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Canary,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Canary => "canary",
+        }
+    }
+
+    /// `<target>-primary` or `<target>-canary`.
+    pub fn name(self, target: &str) -> String {
+        format!("{target}-{}", self.as_str())
+    }
+}
+
 /// Pod-template annotation overriding spec.changeClass for one revision.
 pub const ANNOTATION_CHANGE_CLASS: &str = "guardrails.dev/change-class";
 /// Annotation: promote the canary now.

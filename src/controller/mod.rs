@@ -12,7 +12,7 @@ use kube::{Client, runtime::events::Reporter};
 use crate::{prometheus::Sources, telemetry::Metrics};
 
 /// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "guardrails";
+pub use crate::FIELD_MANAGER;
 
 /// What every reconcile needs.
 #[derive(Clone)]
@@ -22,6 +22,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub reporter: Reporter,
     pub evaluations: Evaluations,
+    /// API resources found by discovery (the HTTPRoute version served).
+    pub discovered: crate::traffic::Discovered,
 }
 
 /// When this process last evaluated each SloPolicy (generation and time). Its status is
@@ -59,6 +61,7 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
             evaluations: Evaluations::default(),
+            discovered: Default::default(),
         })
     }
 }

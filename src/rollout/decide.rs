@@ -425,7 +425,7 @@ impl Machine<'_> {
     /// The canary's size at its current weight.
     fn canary_size(&self) -> i32 {
         let weight = self.s.canary_weight.unwrap_or(0);
-        traffic::canary_replicas(traffic::router(self.spec), self.primary_replicas(), weight)
+        traffic::router(self.spec).canary_replicas(self.primary_replicas(), weight)
     }
 
     /// spec.progressDeadline: a workload asked to change that is not fully available in
@@ -536,11 +536,8 @@ impl Machine<'_> {
                             a.passing_ticks = 0;
                         }
                     }
-                    self.canary_ready_at(traffic::canary_replicas(
-                        traffic::router(self.spec),
-                        primary,
-                        w,
-                    ))
+                    let size = traffic::router(self.spec).canary_replicas(primary, w);
+                    self.canary_ready_at(size)
                 }
                 (None, Some(pause)) => {
                     let elapsed = self.elapsed_in_step();
@@ -859,34 +856,24 @@ impl Machine<'_> {
         }
     }
 
-    /// Gateway API: the step's weight once the canary is ready for it, else 0; the route
-    /// is left alone until the primary has been adopted.
+    /// The weight the router should send the canary (see TrafficRouter::plan_weight).
     fn route_weight(&self, phase: Phase, canary_replicas: i32) -> Option<i32> {
-        let traffic::Router::GatewayApi(_) = traffic::router(self.spec) else {
-            return None;
-        };
-        if phase == Phase::Initializing {
-            return None;
-        }
-        let active = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
-        let weight = self.s.canary_weight.unwrap_or(0);
-        if !active || weight <= 0 {
-            return Some(0);
-        }
-        if self.canary_ready_at(canary_replicas) {
-            return Some(weight);
-        }
-        // Never backwards while the canary grows: the previous step's weight, as long as
-        // the canary has the pods for it.
-        let previous = self.previous_weight();
         let router = traffic::router(self.spec);
-        let needed = traffic::canary_replicas(router, self.primary_replicas(), previous);
+        let previous = self.previous_weight();
+        let needed = router.canary_replicas(self.primary_replicas(), previous);
         let rev = self.s.canary_revision.as_deref().unwrap_or_default();
-        let has =
+        let ready_for_previous =
             self.obs.canary.as_ref().is_some_and(|c| {
                 c.current && c.revision.as_deref() == Some(rev) && c.ready >= needed
             });
-        Some(if previous > 0 && has { previous } else { 0 })
+        router.plan_weight(traffic::Split {
+            adopted: phase != Phase::Initializing,
+            active: matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting),
+            weight: self.s.canary_weight.unwrap_or(0),
+            ready: self.canary_ready_at(canary_replicas),
+            previous,
+            ready_for_previous,
+        })
     }
 
     /// The weight of the setWeight step before the current weight's, 0 if none.

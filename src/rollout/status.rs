@@ -123,6 +123,34 @@ fn set_target_conflict(s: &mut GuardedRolloutStatus, generation: Option<i64>, no
     );
 }
 
+/// TrafficRouted: False while the router refuses the weights decided (`failure` says
+/// why), True again once they are written; absent while writes always worked.
+pub fn set_traffic_routed(
+    s: &mut GuardedRolloutStatus,
+    failure: Option<&str>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let c = &mut s.conditions;
+    let t = types::TRAFFIC_ROUTED;
+    match failure {
+        Some(why) => conditions::set(
+            c,
+            t,
+            false,
+            reasons::ROUTE_NOT_UPDATED,
+            why,
+            generation,
+            now,
+        ),
+        None if conditions::get(c, t).is_some_and(|c| c.status != "True") => {
+            let message = "the route carries the weights decided";
+            conditions::set(c, t, true, reasons::ROUTE_UPDATED, message, generation, now);
+        }
+        None => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +198,27 @@ mod tests {
         assert_eq!(
             (ready.reason.as_str(), ready.observed_generation),
             (reasons::INVALID_SPEC, Some(2))
+        );
+    }
+
+    #[test]
+    fn traffic_routed_appears_with_a_failure_and_recovers() {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let mut s = status(Phase::Progressing);
+        set_traffic_routed(&mut s, None, Some(1), &now);
+        assert!(conditions::get(&s.conditions, types::TRAFFIC_ROUTED).is_none());
+        set_traffic_routed(&mut s, Some("forbidden"), Some(1), &now);
+        let c = conditions::get(&s.conditions, types::TRAFFIC_ROUTED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reasons::ROUTE_NOT_UPDATED)
+        );
+        assert_eq!(c.message, "forbidden");
+        set_traffic_routed(&mut s, None, Some(1), &now);
+        let c = conditions::get(&s.conditions, types::TRAFFIC_ROUTED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reasons::ROUTE_UPDATED)
         );
     }
 }

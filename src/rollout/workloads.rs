@@ -7,31 +7,11 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 
+pub use crate::api::Role;
 use crate::api::{LABEL_ROLE, LABEL_ROLLOUT};
 
 /// Annotation on managed Deployments: the revision their template is.
 pub const ANNOTATION_REVISION: &str = "guardrails.dev/revision";
-
-/// Role of a managed Deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Canary,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Canary => "canary",
-        }
-    }
-
-    /// `<target>-primary` or `<target>-canary`.
-    pub fn name(self, target: &str) -> String {
-        format!("{target}-{}", self.as_str())
-    }
-}
 
 /// Revision of a pod template: a stable hash of its JSON (FNV-1a, 8 hex digits).
 pub fn revision(template: &PodTemplateSpec) -> String {

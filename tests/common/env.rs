@@ -52,15 +52,35 @@ pub async fn env(name: &str) -> Env {
 /// of deploy/rbac.yaml, and reconciles only while holding its leader-election Lease.
 pub async fn env_with(name: &str, documented_rbac: bool) -> Env {
     let (cp, client, ns) = cluster(name).await;
-    let operator_client = if documented_rbac {
+    let operator = if documented_rbac {
         grant_documented_rbac(&client, &ns).await;
         let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
-        Client::try_from(config).unwrap()
+        Operator::Elected(Client::try_from(config).unwrap())
     } else {
-        client.clone()
+        Operator::Admin
+    };
+    env_in(client, ns, operator).await
+}
+
+/// Who the operator runs as.
+pub enum Operator {
+    /// The admin client of the test, without leader election.
+    Admin,
+    /// This client, without leader election.
+    As(Client),
+    /// This client, reconciling only while it holds its leader-election Lease.
+    Elected(Client),
+}
+
+/// The simulator, Prometheus and the operator for namespace `ns` of `client`'s cluster.
+pub async fn env_in(client: Client, ns: String, operator: Operator) -> Env {
+    let (operator_client, elected) = match operator {
+        Operator::Admin => (client.clone(), false),
+        Operator::As(c) => (c, false),
+        Operator::Elected(c) => (c, true),
     };
     let sim = Simulator::start(client.clone(), Some(&ns)).await.unwrap();
     let prom = Prometheus::start(PrometheusConfig {
@@ -69,7 +89,7 @@ pub async fn env_with(name: &str, documented_rbac: bool) -> Env {
     })
     .await
     .unwrap();
-    let election = documented_rbac.then(|| {
+    let election = elected.then(|| {
         let leases = Api::namespaced(operator_client.clone(), &ns);
         guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))
     });

@@ -16,6 +16,7 @@ use crate::{
         Decision, Desired, Plan, Reason,
         workloads::{ANNOTATION_REVISION, Role, managed, revision, user_template},
     },
+    traffic,
 };
 
 fn annotation(d: &Deployment, key: &str) -> Option<String> {
@@ -23,37 +24,41 @@ fn annotation(d: &Deployment, key: &str) -> Option<String> {
 }
 
 /// Server-side applies the primary and the canary as the plan says, and scales the
-/// target to zero once the primary is available.
+/// target to zero once the primary is available. A route that cannot be written does not
+/// hold the workloads back (a bad canary still goes to 0): its error is returned in Ok,
+/// for the TrafficRouted condition, and retried.
 pub async fn apply_plan(
     ctx: &Context,
     gr: &GuardedRollout,
     ns: &str,
     world: &World,
     plan: &Plan,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let Some(target) = &world.target else {
-        return Ok(());
+        return Ok(None);
     };
     let owner = gr.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
     let name = gr.name_any();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
 
     // Traffic first: weights only go up once the canary is ready (decide saw it), and go
-    // down before the canary shrinks. A route that cannot be written does not hold the
-    // workloads back (a bad canary still goes to 0); it is said, and retried.
+    // down before the canary shrinks.
     let mut route_failed = None;
-    if let (Some(weight), Some(gw), Some(Some(route))) = (
-        plan.route_weight,
-        &gr.spec.traffic_routing.gateway_api,
-        &world.route,
-    ) && let Err(e) = super::route::apply(ctx, gr, ns, target, gw, route, weight).await
-    {
-        let note = format!(
-            "HTTPRoute {} not updated to canary weight {weight}: {e}",
-            gw.http_route
-        );
-        events::publish(ctx, gr, true, Reason::RouteNotUpdated.as_str(), note).await;
-        route_failed = Some(e);
+    if let Some(weight) = plan.route_weight {
+        let router = traffic::router(&gr.spec);
+        let io = super::io(ctx, gr, ns);
+        if let Err(e) = router.apply(&io, &world.traffic, target, weight).await {
+            let note = format!("canary weight {weight} not written: {e}");
+            events::publish(
+                ctx,
+                gr,
+                true,
+                Reason::RouteNotUpdated.as_str(),
+                note.clone(),
+            )
+            .await;
+            route_failed = Some(note);
+        }
     }
 
     let build = |role, d: &Desired| {
@@ -89,7 +94,7 @@ pub async fn apply_plan(
         .await?;
         ctx.metrics.wrote("deployment");
     }
-    route_failed.map_or(Ok(()), Err)
+    Ok(route_failed)
 }
 
 /// Applies a managed Deployment unless it already runs `rev` at the desired size with

@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::{
     super::{Context, Error, FIELD_MANAGER},
-    autoscaler, observe, route,
+    autoscaler, observe,
 };
 use crate::{
     api::{GuardedRollout, LABEL_ROLLOUT, Phase},
@@ -100,12 +100,9 @@ pub async fn hand_back(
 pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let managed = ours(&api, &gr).await?;
-    if let Some(gw) = &gr.spec.traffic_routing.gateway_api
-        && !managed.is_empty()
-    {
-        route::remove(ctx, &gr, ns, gw).await?;
-    }
     if !managed.is_empty() {
+        let router = crate::traffic::router(&gr.spec);
+        router.restore(&super::io(ctx, &gr, ns)).await?;
         autoscaler::remove(ctx, &gr, ns).await?;
     }
     for d in managed {

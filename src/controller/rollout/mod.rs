@@ -6,7 +6,6 @@ mod autoscaler;
 mod checks;
 mod deletion;
 mod observe;
-mod route;
 
 pub use checks::pods_regex;
 
@@ -34,7 +33,7 @@ use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
     rollout::{
         self, Blocker, Observations,
-        status::{Problem, set_conditions},
+        status::{Problem, set_conditions, set_traffic_routed},
     },
 };
 
@@ -127,7 +126,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     let generation = gr.meta().generation;
     let world = observe::read(ctx, &gr, ns).await?;
 
-    let blocker = blocker(&gr, &world, ns);
+    let blocker = blocker(&gr, &world);
     // A target belongs to one rollout: a second one never touches it (its own spec
     // errors are reported first).
     if let Err(owned) = observe::check_ownership(&gr, &world) {
@@ -180,8 +179,16 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     // Manual actions were read and decided on: gone before anything else can fail, so
     // none is applied twice or to a later revision.
     act::consume(ctx, &gr, ns, &decision.consumed).await?;
+    let mut route_failed = false;
     if let Some(plan) = &decision.plan {
-        act::apply_plan(ctx, &gr, ns, &world, plan).await?;
+        let failure = act::apply_plan(ctx, &gr, ns, &world, plan).await?;
+        route_failed = failure.is_some();
+        let mut routed = decision.status.clone();
+        set_traffic_routed(&mut routed, failure.as_deref(), generation, &now);
+        if routed != decision.status {
+            super::write_status(ctx, gr.as_ref(), &routed).await?;
+            decision.status = routed;
+        }
     }
     act::announce(ctx, &gr, &previous, &decision).await;
     record_metrics(ctx, &gr, ns, &previous, &decision.status);
@@ -202,13 +209,16 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     {
         requeue = requeue.min(gr.spec.analysis.interval.as_duration());
     }
+    if route_failed {
+        requeue = requeue.min(super::ERROR_REQUEUE);
+    }
     timer.ok();
     Ok(Action::requeue(requeue.max(Duration::from_millis(500))))
 }
 
 /// What stops canaries until a person acts: an invalid spec (the message names the
 /// field) or a missing HTTPRoute.
-fn blocker(gr: &GuardedRollout, world: &observe::World, ns: &str) -> Option<Blocker> {
+fn blocker(gr: &GuardedRollout, world: &observe::World) -> Option<Blocker> {
     let invalid = gr
         .spec
         .validate()
@@ -217,14 +227,18 @@ fn blocker(gr: &GuardedRollout, world: &observe::World, ns: &str) -> Option<Bloc
     if let Err(message) = invalid {
         return Some(Blocker::InvalidSpec(message));
     }
-    let (Some(None), Some(gw)) = (&world.route, &gr.spec.traffic_routing.gateway_api) else {
-        return None;
-    };
-    Some(Blocker::RouteNotFound(format!(
-        "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute {} not found in namespace {ns} \
-         (is the Gateway API installed?)",
-        gw.http_route
-    )))
+    world.traffic.missing.clone().map(Blocker::RouteNotFound)
+}
+
+/// What the traffic router works with in this reconcile.
+fn io<'a>(ctx: &'a Context, gr: &'a GuardedRollout, ns: &'a str) -> crate::traffic::Io<'a> {
+    crate::traffic::Io {
+        client: &ctx.client,
+        metrics: &ctx.metrics,
+        discovered: &ctx.discovered,
+        rollout: gr,
+        namespace: ns,
+    }
 }
 
 /// Deletes `name`; already gone is fine.

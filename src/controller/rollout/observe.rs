@@ -24,8 +24,8 @@ pub struct World {
     pub canary: Option<Deployment>,
     /// None: no sloPolicyRef; Some(None): it does not exist.
     pub slo: Option<Option<SloPolicy>>,
-    /// None: no Gateway API routing; Some(None): the HTTPRoute does not exist.
-    pub route: Option<Option<kube::api::DynamicObject>>,
+    /// What the traffic router read (e.g. the HTTPRoute).
+    pub traffic: crate::traffic::Observed,
     pub autoscalers: super::autoscaler::Autoscalers,
 }
 
@@ -49,24 +49,15 @@ pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World,
                 .await?,
         ),
     };
-    let route = match &gr.spec.traffic_routing.gateway_api {
-        None => None,
-        Some(gw) => Some(
-            match super::route::routes(ctx, ns).get_opt(&gw.http_route).await {
-                Ok(r) => r,
-                // The Gateway API CRDs are not installed: same as a missing route.
-                Err(kube::Error::Api(e)) if e.code == 404 => None,
-                Err(e) => return Err(e.into()),
-            },
-        ),
-    };
+    let router = crate::traffic::router(&gr.spec);
+    let traffic = router.observe(&super::io(ctx, gr, ns)).await?;
     let autoscalers = super::autoscaler::read(ctx, ns, target_name).await?;
     Ok(World {
         target,
         primary,
         canary,
         slo,
-        route,
+        traffic,
         autoscalers,
     })
 }
