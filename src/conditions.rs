@@ -2,67 +2,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// Condition types.
-pub mod types {
-    /// The object is fully reconciled and its status can be trusted.
-    pub const READY: &str = "Ready";
-    /// The operator is working towards the spec (kstatus).
-    pub const RECONCILING: &str = "Reconciling";
-    /// The operator cannot make progress without a change from a person (kstatus).
-    pub const STALLED: &str = "Stalled";
-    /// Another writer keeps scaling a GuardedRollout's target up.
-    pub const TARGET_CONFLICT: &str = "TargetConflict";
-    /// Whether a GuardedRollout's router carries the weights decided (present once a
-    /// route write has failed).
-    pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
-}
-
-/// Condition reasons. Stable: documented in the troubleshooting guide.
-pub mod reasons {
-    /// The SloPolicy was evaluated against Prometheus.
-    pub const EVALUATED: &str = "Evaluated";
-    /// Prometheus could not be queried; the gate is whenUnknown.
-    pub const PROMETHEUS_UNAVAILABLE: &str = "PrometheusUnavailable";
-    /// The spec is invalid; the message names the field.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// The GuardedRollout's target Deployment does not exist.
-    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
-
-    /// The HTTPRoute named by spec.trafficRouting.gatewayAPI does not exist.
-    pub const ROUTE_NOT_FOUND: &str = "RouteNotFound";
-
-    /// The primary is gone and the stable revision's template is known nowhere.
-    pub const PRIMARY_TEMPLATE_UNKNOWN: &str = "PrimaryTemplateUnknown";
-
-    /// Another writer (named) scaled the target up after the operator scaled it to 0.
-    pub const TARGET_SCALED_UP: &str = "TargetScaledUp";
-    /// No writer has scaled the target up lately.
-    pub const NO_CONFLICT: &str = "NoConflict";
-
-    /// The route could not be written (the message says why); retried.
-    pub const ROUTE_NOT_UPDATED: &str = "RouteNotUpdated";
-    /// The route carries the weights decided again.
-    pub const ROUTE_UPDATED: &str = "RouteUpdated";
-
-    /// Every reason above. GuardedRollout conditions also use the phase name as reason.
-    pub const ALL: [&str; 10] = [
-        EVALUATED,
-        PROMETHEUS_UNAVAILABLE,
-        INVALID_SPEC,
-        TARGET_NOT_FOUND,
-        ROUTE_NOT_FOUND,
-        PRIMARY_TEMPLATE_UNKNOWN,
-        TARGET_SCALED_UP,
-        NO_CONFLICT,
-        ROUTE_NOT_UPDATED,
-        ROUTE_UPDATED,
-    ];
-}
+pub use crate::reasons::ConditionType;
 
 /// Sets a condition, keeping its lastTransitionTime when its status did not change.
 pub fn set(
     conditions: &mut Vec<Condition>,
-    type_: &str,
+    type_: ConditionType,
     status: bool,
     reason: &str,
     message: &str,
@@ -72,10 +17,10 @@ pub fn set(
     let status = if status { "True" } else { "False" }.to_string();
     let transition = conditions
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
+        .find(|c| c.type_ == type_.as_str() && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| now.clone());
-    conditions.retain(|c| c.type_ != type_);
+    conditions.retain(|c| c.type_ != type_.as_str());
     conditions.push(Condition {
         type_: type_.to_string(),
         status,
@@ -88,8 +33,8 @@ pub fn set(
 }
 
 /// Finds a condition by type.
-pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+pub fn get(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 /// A fixed placeholder for timestamps when comparing statuses.
@@ -111,18 +56,18 @@ mod tests {
         let mut c = Vec::new();
         set(
             &mut c,
-            types::READY,
+            ConditionType::Ready,
             true,
-            reasons::EVALUATED,
+            "Evaluated",
             "a",
             Some(1),
             &at(10),
         );
         set(
             &mut c,
-            types::READY,
+            ConditionType::Ready,
             true,
-            reasons::EVALUATED,
+            "Evaluated",
             "b",
             Some(2),
             &at(20),
@@ -133,13 +78,16 @@ mod tests {
         assert_eq!(c[0].observed_generation, Some(2));
         set(
             &mut c,
-            types::READY,
+            ConditionType::Ready,
             false,
-            reasons::PROMETHEUS_UNAVAILABLE,
+            "PrometheusUnavailable",
             "x",
             Some(2),
             &at(30),
         );
-        assert_eq!(get(&c, types::READY).unwrap().last_transition_time, at(30));
+        assert_eq!(
+            get(&c, ConditionType::Ready).unwrap().last_transition_time,
+            at(30)
+        );
     }
 }

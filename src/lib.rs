@@ -8,6 +8,7 @@ pub mod controller;
 pub mod leader;
 pub mod prometheus;
 pub mod promql;
+pub mod reasons;
 pub mod rollout;
 pub mod slo;
 pub mod telemetry;

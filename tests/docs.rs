@@ -5,9 +5,8 @@ mod common;
 
 use common::repo_path;
 use guardrails::{
-    api::{Gate, Phase, reference},
-    conditions::reasons,
-    rollout::Reason,
+    api::{Phase, reference},
+    reasons::{ConditionType, RolloutCondition, RolloutEvent, SloCondition, SloEvent},
 };
 
 fn read(rel: &str) -> String {
@@ -36,10 +35,23 @@ fn troubleshooting_covers_every_condition_and_event_reason() {
                 .trim_matches('`')
         })
         .collect();
-    let mut wanted: Vec<String> = reasons::ALL.iter().map(|r| r.to_string()).collect();
-    wanted.extend(Phase::ALL.iter().map(|p| format!("{p:?}")));
-    wanted.extend(Reason::ALL.iter().map(|r| r.as_str().to_string()));
-    wanted.extend(Gate::ALL.iter().map(|g| g.event_reason().to_string()));
+    // Every vocabulary a person can meet in status, Events or `kubectl get`.
+    let names = |all: Vec<&'static str>| all.into_iter().map(String::from);
+    let mut wanted: Vec<String> = Vec::new();
+    wanted.extend(names(Phase::ALL.iter().map(|v| v.as_str()).collect()));
+    wanted.extend(names(
+        RolloutEvent::ALL.iter().map(|v| v.as_str()).collect(),
+    ));
+    wanted.extend(names(
+        RolloutCondition::ALL.iter().map(|v| v.as_str()).collect(),
+    ));
+    wanted.extend(names(SloEvent::ALL.iter().map(|v| v.as_str()).collect()));
+    wanted.extend(names(
+        SloCondition::ALL.iter().map(|v| v.as_str()).collect(),
+    ));
+    wanted.extend(names(
+        ConditionType::ALL.iter().map(|v| v.as_str()).collect(),
+    ));
     let missing: Vec<&String> = wanted
         .iter()
         .filter(|w| !headings.contains(&w.as_str()))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::env::*;
 use guardrails::{
     api::{GuardedRollout, Outcome, Phase, SloPolicy},
-    conditions::{self, types},
+    conditions::{self, ConditionType},
     telemetry::Metrics,
 };
 use guardrails_sandbox::simulator;
@@ -54,7 +54,7 @@ async fn healthy_canary_is_promoted_through_every_step() {
             "no {r} event in {reasons:?}"
         );
     }
-    let ready = conditions::get(&status.conditions, types::READY).unwrap();
+    let ready = conditions::get(&status.conditions, ConditionType::Ready).unwrap();
     assert_eq!(ready.status, "True");
 }
 
@@ -105,7 +105,7 @@ async fn failing_canary_is_rolled_back_and_not_retried() {
             .status
             .unwrap()
             .conditions,
-        types::STALLED,
+        ConditionType::Stalled,
     )
     .unwrap()
     .status
@@ -212,13 +212,16 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
         .wait_for("bad", 20, "InvalidSpec", |g| {
             g.status
                 .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, types::READY))
+                .and_then(|s| conditions::get(&s.conditions, ConditionType::Ready))
                 .is_some_and(|c| c.reason == "InvalidSpec")
         })
         .await;
-    let cond = conditions::get(&gr.status.as_ref().unwrap().conditions, types::STALLED)
-        .unwrap()
-        .clone();
+    let cond = conditions::get(
+        &gr.status.as_ref().unwrap().conditions,
+        ConditionType::Stalled,
+    )
+    .unwrap()
+    .clone();
     assert_eq!(cond.status, "True");
     assert!(
         cond.message.contains("spec.analysis.checks[0].query"),

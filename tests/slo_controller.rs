@@ -9,8 +9,9 @@ use std::{future::Future, sync::Arc, time::Duration};
 use common::cluster;
 use guardrails::{
     api::{Gate, Severity, SloPolicy},
-    conditions::{self, reasons, types},
+    conditions::{self, ConditionType},
     controller::{self, Context},
+    reasons::SloCondition,
     telemetry::Metrics,
 };
 use guardrails_sandbox::{Exporter, Prometheus, PrometheusConfig};
@@ -66,7 +67,8 @@ async fn wait_for(
 
 fn ready(p: &SloPolicy) -> Option<(String, String)> {
     let s = p.status.as_ref()?;
-    conditions::get(&s.conditions, types::READY).map(|c| (c.status.clone(), c.reason.clone()))
+    conditions::get(&s.conditions, ConditionType::Ready)
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
@@ -116,7 +118,10 @@ async fn status_follows_the_data_and_prometheus_outages() {
         })
     })
     .await;
-    assert_eq!(ready(&p), Some(("True".into(), reasons::EVALUATED.into())));
+    assert_eq!(
+        ready(&p),
+        Some(("True".into(), SloCondition::Evaluated.as_str().into()))
+    );
     assert_eq!(
         p.status.as_ref().unwrap().observed_generation,
         p.metadata.generation
@@ -151,7 +156,7 @@ async fn status_follows_the_data_and_prometheus_outages() {
     // Prometheus away: gate whenUnknown (Restricted), reason says why, last values kept.
     prom.stop();
     let p = wait_for(&api, "live", 40, "unknown while Prometheus is away", |p| {
-        ready(p).is_some_and(|r| r.1 == reasons::PROMETHEUS_UNAVAILABLE)
+        ready(p).is_some_and(|r| r.1 == SloCondition::PrometheusUnavailable.as_str())
     })
     .await;
     let down = p.status.unwrap();
@@ -172,7 +177,7 @@ async fn status_follows_the_data_and_prometheus_outages() {
     eventually(10, "PrometheusUnavailable event", || async {
         event_reasons(&client, &ns, "live")
             .await
-            .contains(&reasons::PROMETHEUS_UNAVAILABLE.to_string())
+            .contains(&SloCondition::PrometheusUnavailable.as_str().to_string())
     })
     .await;
 
@@ -184,7 +189,7 @@ async fn status_follows_the_data_and_prometheus_outages() {
         40,
         "evaluated after Prometheus is back",
         |p| {
-            ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
+            ready(p).is_some_and(|r| r.1 == SloCondition::Evaluated.as_str())
                 && p.status.as_ref().unwrap().gate == Some(Gate::Frozen)
         },
     )
@@ -213,10 +218,10 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
         .unwrap();
 
     let p = wait_for(&api, "bad", 30, "invalid condition", |p| {
-        ready(p).is_some_and(|r| r.1 == reasons::INVALID_SPEC)
+        ready(p).is_some_and(|r| r.1 == SloCondition::InvalidSpec.as_str())
     })
     .await;
-    let cond = conditions::get(&p.status.as_ref().unwrap().conditions, types::READY)
+    let cond = conditions::get(&p.status.as_ref().unwrap().conditions, ConditionType::Ready)
         .unwrap()
         .clone();
     assert_eq!(cond.status, "False");
@@ -228,14 +233,14 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
     );
     // The good one is evaluated: no traffic at all, so no data and an open gate.
     let good = wait_for(&api, "good", 30, "good evaluated", |p| {
-        ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
+        ready(p).is_some_and(|r| r.1 == SloCondition::Evaluated.as_str())
     })
     .await;
     assert_eq!(good.status.unwrap().gate, Some(Gate::Open));
     eventually(10, "InvalidSpec event", || async {
         event_reasons(&client, &ns, "bad")
             .await
-            .contains(&reasons::INVALID_SPEC.to_string())
+            .contains(&SloCondition::InvalidSpec.as_str().to_string())
     })
     .await;
 
@@ -263,7 +268,7 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
         .await
         .unwrap();
     wait_for(&api, "bad", 30, "fixed policy evaluated", |p| {
-        ready(p).is_some_and(|r| r.1 == reasons::EVALUATED)
+        ready(p).is_some_and(|r| r.1 == SloCondition::Evaluated.as_str())
     })
     .await;
 

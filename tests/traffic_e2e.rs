@@ -10,7 +10,7 @@ use common::{cluster, env::*, wait_for};
 use futures::StreamExt;
 use guardrails::{
     api::{GatewayApiRouting, GuardedRollout, Phase},
-    conditions::{self, types},
+    conditions::{self, ConditionType},
 };
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service},
@@ -372,7 +372,7 @@ async fn bind_route_writes(client: &Client, ns: &str, user: &str) {
 
 fn traffic_routed(gr: &GuardedRollout) -> Option<(String, String, String)> {
     let s = gr.status.as_ref()?;
-    conditions::get(&s.conditions, types::TRAFFIC_ROUTED)
+    conditions::get(&s.conditions, ConditionType::TrafficRouted)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 

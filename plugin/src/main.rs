@@ -14,7 +14,7 @@ use clap::Parser;
 use futures::StreamExt;
 use guardrails::{
     api::{GuardedRollout, Phase, SloPolicy},
-    conditions::types,
+    conditions::ConditionType,
     rollout::workloads::revision,
 };
 use k8s_openapi::{api::apps::v1::Deployment, jiff::Timestamp};
@@ -209,7 +209,7 @@ fn finished(
     target_revision: Option<&str>,
 ) -> Option<std::result::Result<(), String>> {
     let st = gr.status.as_ref()?;
-    if let Some(c) = guardrails::conditions::get(&st.conditions, types::STALLED)
+    if let Some(c) = guardrails::conditions::get(&st.conditions, ConditionType::Stalled)
         && c.status == "True"
         && st.phase != Some(Phase::RolledBack)
     {

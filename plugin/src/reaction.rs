@@ -1,7 +1,7 @@
 //! What the operator did with a manual action: it removes the annotation when it reads
 //! it, then says with an Event whether it acted or dropped it.
 
-use guardrails::rollout::Reason;
+use guardrails::reasons::RolloutEvent;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::actions::Action;
@@ -22,12 +22,12 @@ pub enum Reaction {
 }
 
 /// The Event reason that means the operator did what `action` asked.
-fn acted_reason(action: &Action) -> Option<Reason> {
+fn acted_reason(action: &Action) -> Option<RolloutEvent> {
     match action {
-        Action::Promote => Some(Reason::Promoting),
-        Action::Abort { .. } => Some(Reason::Aborted),
-        Action::Retry => Some(Reason::Retried),
-        Action::OverrideGate { .. } => Some(Reason::GateOverridden),
+        Action::Promote => Some(RolloutEvent::Promoting),
+        Action::Abort { .. } => Some(RolloutEvent::Aborted),
+        Action::Retry => Some(RolloutEvent::Retried),
+        Action::OverrideGate { .. } => Some(RolloutEvent::GateOverridden),
         Action::Pause | Action::Resume => None,
     }
 }
@@ -42,7 +42,8 @@ pub fn find(action: &Action, events: &[Seen], since: Timestamp) -> Option<Reacti
         .filter(|e| e.at >= since)
         .filter(|e| {
             e.reason == acted
-                || (e.reason == Reason::ActionDropped.as_str() && e.note.starts_with(&dropped))
+                || (e.reason == RolloutEvent::ActionDropped.as_str()
+                    && e.note.starts_with(&dropped))
         })
         .max_by_key(|e| e.at)
         .map(|e| {

@@ -102,6 +102,7 @@ pub struct LocalRef {
     pub name: String,
 }
 
+crate::vocabulary! {
 /// Class of a change, which the budget gate lets through or not.
 #[derive(
     Clone,
@@ -121,25 +122,14 @@ pub struct LocalRef {
 pub enum ChangeClass {
     /// A new feature: ships only while the gate is Open.
     #[default]
-    Feature,
+    Feature as "feature",
     /// A non-urgent fix: ships only while the gate is Open.
-    Fix,
+    Fix as "fix",
     /// A critical fix: ships while the gate is Open or Restricted.
-    Critical,
+    Critical as "critical",
     /// A change that restores reliability (a revert, a remedy): always ships.
-    Corrective,
+    Corrective as "corrective",
 }
-
-/// The API spelling: feature, fix, critical, corrective.
-impl std::fmt::Display for ChangeClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ChangeClass::Feature => "feature",
-            ChangeClass::Fix => "fix",
-            ChangeClass::Critical => "critical",
-            ChangeClass::Corrective => "corrective",
-        })
-    }
 }
 
 /// Traffic routing. Empty means replica ratio through the user's Service.

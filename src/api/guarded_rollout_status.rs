@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ChangeClass, Gate};
 
+crate::vocabulary! {
 /// Lifecycle phase of a GuardedRollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
@@ -27,18 +28,6 @@ pub enum Phase {
     /// The last revision was rolled back.
     RolledBack,
 }
-
-impl Phase {
-    pub const ALL: [Phase; 8] = [
-        Phase::Initializing,
-        Phase::Idle,
-        Phase::Blocked,
-        Phase::Progressing,
-        Phase::Paused,
-        Phase::Promoting,
-        Phase::Succeeded,
-        Phase::RolledBack,
-    ];
 }
 
 /// Result of one check on one tick.
@@ -55,6 +44,7 @@ pub enum CheckResult {
     Invalid,
 }
 
+crate::vocabulary! {
 /// How a revision's delivery ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum Outcome {
@@ -63,6 +53,7 @@ pub enum Outcome {
     Blocked,
     Superseded,
     Aborted,
+}
 }
 
 /// Observed state of a GuardedRollout. All progress lives here, so a restarted

@@ -167,6 +167,7 @@ pub struct LatencyIndicator {
     pub threshold: String,
 }
 
+crate::vocabulary! {
 /// The gate a service's deployments pass through.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
@@ -179,18 +180,6 @@ pub enum Gate {
     /// Only corrective changes may ship.
     Frozen,
 }
-
-impl Gate {
-    pub const ALL: [Gate; 3] = [Gate::Open, Gate::Restricted, Gate::Frozen];
-
-    /// Reason of the Event published on the SloPolicy when the gate becomes this.
-    pub fn event_reason(self) -> &'static str {
-        match self {
-            Gate::Open => "GateOpen",
-            Gate::Restricted => "GateRestricted",
-            Gate::Frozen => "GateFrozen",
-        }
-    }
 }
 
 /// Error-budget policy: how much consumed budget restricts or freezes deployments.
@@ -275,6 +264,7 @@ pub fn default_tiers() -> Vec<BurnRateTier> {
     ]
 }
 
+crate::vocabulary! {
 /// Severity of a burn-rate alert.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
@@ -282,19 +272,10 @@ pub fn default_tiers() -> Vec<BurnRateTier> {
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Wake someone up.
-    Page,
+    Page as "page",
     /// Look at it during working hours.
-    Ticket,
+    Ticket as "ticket",
 }
-
-/// The API spelling: page, ticket.
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Severity::Page => "page",
-            Severity::Ticket => "ticket",
-        })
-    }
 }
 
 /// One alerting tier: fires when the burn rate over both windows is >= burnRate.

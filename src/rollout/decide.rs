@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::traffic;
+use crate::{reasons::RolloutEvent, traffic};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
@@ -56,7 +56,7 @@ pub fn decide(
         let message = format!("target Deployment {} not found", spec.target_ref.name);
         m.s.message = Some(message.clone());
         if status.message != m.s.message {
-            m.note(Reason::TargetNotFound, message.clone());
+            m.note(RolloutEvent::TargetNotFound, message.clone());
         }
         m.stall = Some(Stall::TargetNotFound(message));
         return m.finish(None);
@@ -94,7 +94,7 @@ pub const CONFLICT_MEMORY: Duration = Duration::from_secs(600);
 const WATCH_FALLBACK: Duration = Duration::from_secs(30);
 
 impl Machine<'_> {
-    fn note(&mut self, reason: Reason, message: impl Into<String>) {
+    fn note(&mut self, reason: RolloutEvent, message: impl Into<String>) {
         self.notes.push(Note {
             reason,
             message: message.into(),
@@ -147,7 +147,7 @@ impl Machine<'_> {
             "adopting the target: creating the primary; the target serves until it is available",
         );
         self.note(
-            Reason::Adopted,
+            RolloutEvent::Adopted,
             format!(
                 "adopted revision {stable} with {} replicas",
                 self.s.target_replicas.unwrap_or_default()
@@ -185,7 +185,7 @@ impl Machine<'_> {
         });
         if !known {
             self.note(
-                Reason::TargetScaledUp,
+                RolloutEvent::TargetScaledUp,
                 format!(
                     "Deployment {} was scaled to {} by {manager} after the operator scaled it \
                      to 0; it is scaled to 0 again. Make {manager} ignore the target's \
@@ -219,7 +219,7 @@ impl Machine<'_> {
         if self.pending.retry && self.s.failed_revision.as_deref() == Some(rev) {
             self.pending.retry = false;
             self.s.failed_revision = None;
-            self.note(Reason::Retried, format!("retrying revision {rev}"));
+            self.note(RolloutEvent::Retried, format!("retrying revision {rev}"));
         }
         if self.s.stable_revision.as_deref() == Some(rev) {
             if self.s.phase == Some(Phase::Blocked) {
@@ -251,7 +251,7 @@ impl Machine<'_> {
         let entry = self.finished_entry(Outcome::Blocked, Some(format!("drained: {why}")));
         self.push_history(entry);
         self.note(
-            Reason::CanaryDrained,
+            RolloutEvent::CanaryDrained,
             format!("canary {rev} drained: {why}; it starts again from the first step once fixed"),
         );
         self.clear_canary();
@@ -281,7 +281,7 @@ impl Machine<'_> {
                     .unwrap_or_default();
                 let message = format!("SloPolicy {name} not found: revision {rev} waits");
                 if self.s.message.as_deref() != Some(message.as_str()) {
-                    self.note(Reason::SloPolicyNotFound, message.clone());
+                    self.note(RolloutEvent::SloPolicyNotFound, message.clone());
                 }
                 self.block(&rev, class, None, message);
                 return;
@@ -316,19 +316,19 @@ impl Machine<'_> {
                 gate_status.allowed = true;
                 gate_status.r#override = Some(reason.clone());
                 self.note(
-                    Reason::GateOverridden,
-                    format!("gate {state:?} overridden for {class} revision {rev}: {reason}"),
+                    RolloutEvent::GateOverridden,
+                    format!("gate {state} overridden for {class} revision {rev}: {reason}"),
                 );
             } else {
-                let message = format!("{class} change {rev} blocked: gate {state:?} ({why})");
+                let message = format!("{class} change {rev} blocked: gate {state} ({why})");
                 self.s.gate = Some(gate_status);
                 self.block(&rev, class, Some(state), message);
                 return;
             }
         } else {
             self.note(
-                Reason::GateAllowed,
-                format!("gate {state:?} allows {class} revision {rev}"),
+                RolloutEvent::GateAllowed,
+                format!("gate {state} allows {class} revision {rev}"),
             );
         }
         self.s.gate = Some(gate_status);
@@ -340,7 +340,7 @@ impl Machine<'_> {
         self.s.canary_started_at = Some(self.now.clone());
         self.set_phase(Phase::Progressing, format!("canary {rev} started"));
         self.note(
-            Reason::CanaryStarted,
+            RolloutEvent::CanaryStarted,
             format!("canary for revision {rev} ({class})"),
         );
         self.requeue_within(Duration::from_millis(500));
@@ -357,7 +357,7 @@ impl Machine<'_> {
             self.s.phase != Some(Phase::Blocked) || self.s.canary_revision.as_deref() != Some(rev);
         if newly {
             if state.is_some() {
-                self.note(Reason::GateBlocked, message.clone());
+                self.note(RolloutEvent::GateBlocked, message.clone());
             }
             self.push_history(HistoryEntry {
                 revision: rev.to_string(),
@@ -462,7 +462,7 @@ impl Machine<'_> {
             "ProgressDeadlineExceeded: Deployment {name} not fully available after {} ({seen})",
             self.spec.progress_deadline
         );
-        self.note(Reason::ProgressDeadlineExceeded, reason.clone());
+        self.note(RolloutEvent::ProgressDeadlineExceeded, reason.clone());
         self.roll_back(Outcome::RolledBack, reason);
     }
 
@@ -505,7 +505,7 @@ impl Machine<'_> {
         let analysis = self.s.analysis.get_or_insert_with(Default::default);
         let outcome = tick::apply(&self.spec.analysis, analysis, checks, self.now);
         if let Some(note) = outcome.failed_tick {
-            self.note(Reason::AnalysisFailed, note);
+            self.note(RolloutEvent::AnalysisFailed, note);
         }
 
         outcome.rollback
@@ -564,7 +564,7 @@ impl Machine<'_> {
                 return;
             }
             self.note(
-                Reason::StepCompleted,
+                RolloutEvent::StepCompleted,
                 format!("step {}/{} completed", index + 1, self.spec.steps.len()),
             );
             self.s.current_step = Some(index as i32 + 1);
@@ -603,7 +603,7 @@ impl Machine<'_> {
         let rev = self.s.canary_revision.clone().unwrap_or_default();
         self.set_phase(Phase::Promoting, promotion_message(&rev, why));
         self.note(
-            Reason::Promoting,
+            RolloutEvent::Promoting,
             format!("promoting revision {rev}: {why}"),
         );
         self.requeue_within(Duration::from_millis(500));
@@ -646,7 +646,7 @@ impl Machine<'_> {
         self.s.stable_revision = Some(rev.clone());
         self.clear_canary();
         self.set_phase(Phase::Succeeded, format!("revision {rev} promoted"));
-        self.note(Reason::Promoted, format!("revision {rev} promoted"));
+        self.note(RolloutEvent::Promoted, format!("revision {rev} promoted"));
     }
 
     fn roll_back(&mut self, outcome: Outcome, reason: String) {
@@ -660,9 +660,9 @@ impl Machine<'_> {
             format!("revision {rev} rolled back: {reason}"),
         );
         let r = if outcome == Outcome::Aborted {
-            Reason::Aborted
+            RolloutEvent::Aborted
         } else {
-            Reason::RolledBack
+            RolloutEvent::RolledBack
         };
         self.note(r, format!("revision {rev} rolled back: {reason}"));
         self.requeue_within(Duration::from_millis(500));
@@ -675,7 +675,7 @@ impl Machine<'_> {
         );
         self.push_history(entry);
         self.note(
-            Reason::Superseded,
+            RolloutEvent::Superseded,
             format!("revision {old} superseded by {}", target.revision),
         );
         self.clear_canary();
@@ -849,7 +849,7 @@ impl Machine<'_> {
                 )));
             }
             (Some(_), None) if self.s.phase != Some(Phase::Initializing) => self.note(
-                Reason::PrimaryRebuilt,
+                RolloutEvent::PrimaryRebuilt,
                 format!("Deployment {name} was missing: rebuilt from stable revision {stable}"),
             ),
             _ => {}
@@ -894,7 +894,7 @@ impl Machine<'_> {
         let phase = self
             .s
             .phase
-            .map_or("not adopted yet".to_string(), |p| format!("phase {p:?}"));
+            .map_or("not adopted yet".to_string(), |p| format!("phase {p}"));
         let pending = std::mem::take(&mut self.pending);
         let dropped = [
             (
@@ -920,7 +920,7 @@ impl Machine<'_> {
         ];
         for (_, key, why) in dropped.into_iter().filter(|d| d.0) {
             self.note(
-                Reason::ActionDropped,
+                RolloutEvent::ActionDropped,
                 format!(
                     "{key} dropped: {why} ({phase}); it does not carry over to a later revision"
                 ),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use k8s_openapi::{api::core::v1::PodTemplateSpec, apimachinery::pkg::apis::meta::v1::Time};
 
 use crate::api::{ChangeClass, CheckStatus, Gate, GuardedRolloutStatus, Severity};
+use crate::reasons::RolloutEvent;
 
 /// A managed or target Deployment as observed.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -164,112 +165,10 @@ pub struct Plan {
     pub route_weight: Option<i32>,
 }
 
-/// Stable reasons of the Events the rollout emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Adopted,
-    PhaseChanged,
-    GateAllowed,
-    GateBlocked,
-    GateOverridden,
-    CanaryStarted,
-    StepCompleted,
-    AnalysisFailed,
-    RolledBack,
-    Aborted,
-    Superseded,
-    Promoting,
-    Promoted,
-    Retried,
-    TargetNotFound,
-    SloPolicyNotFound,
-    ProgressDeadlineExceeded,
-    PrimaryRebuilt,
-    TargetNotStable,
-    TargetScaledUp,
-    ActionDropped,
-    CanaryDrained,
-    RouteNotUpdated,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 23] = [
-        Reason::Adopted,
-        Reason::PhaseChanged,
-        Reason::GateAllowed,
-        Reason::GateBlocked,
-        Reason::GateOverridden,
-        Reason::CanaryStarted,
-        Reason::StepCompleted,
-        Reason::AnalysisFailed,
-        Reason::RolledBack,
-        Reason::Aborted,
-        Reason::Superseded,
-        Reason::Promoting,
-        Reason::Promoted,
-        Reason::Retried,
-        Reason::TargetNotFound,
-        Reason::SloPolicyNotFound,
-        Reason::ProgressDeadlineExceeded,
-        Reason::PrimaryRebuilt,
-        Reason::TargetNotStable,
-        Reason::TargetScaledUp,
-        Reason::ActionDropped,
-        Reason::CanaryDrained,
-        Reason::RouteNotUpdated,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Adopted => "Adopted",
-            Reason::PhaseChanged => "PhaseChanged",
-            Reason::GateAllowed => "GateAllowed",
-            Reason::GateBlocked => "GateBlocked",
-            Reason::GateOverridden => "GateOverridden",
-            Reason::CanaryStarted => "CanaryStarted",
-            Reason::StepCompleted => "StepCompleted",
-            Reason::AnalysisFailed => "AnalysisFailed",
-            Reason::RolledBack => "RolledBack",
-            Reason::Aborted => "Aborted",
-            Reason::Superseded => "Superseded",
-            Reason::Promoting => "Promoting",
-            Reason::Promoted => "Promoted",
-            Reason::Retried => "Retried",
-            Reason::TargetNotFound => "TargetNotFound",
-            Reason::SloPolicyNotFound => "SloPolicyNotFound",
-            Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
-            Reason::PrimaryRebuilt => "PrimaryRebuilt",
-            Reason::TargetNotStable => "TargetNotStable",
-            Reason::TargetScaledUp => "TargetScaledUp",
-            Reason::ActionDropped => "ActionDropped",
-            Reason::CanaryDrained => "CanaryDrained",
-            Reason::RouteNotUpdated => "RouteNotUpdated",
-        }
-    }
-
-    pub fn is_warning(self) -> bool {
-        matches!(
-            self,
-            Reason::GateBlocked
-                | Reason::AnalysisFailed
-                | Reason::RolledBack
-                | Reason::Aborted
-                | Reason::TargetNotFound
-                | Reason::SloPolicyNotFound
-                | Reason::ProgressDeadlineExceeded
-                | Reason::PrimaryRebuilt
-                | Reason::TargetNotStable
-                | Reason::TargetScaledUp
-                | Reason::CanaryDrained
-                | Reason::RouteNotUpdated
-        )
-    }
-}
-
 /// An Event to emit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Note {
-    pub reason: Reason,
+    pub reason: RolloutEvent,
     pub message: String,
 }
 

@@ -4,7 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     api::{GuardedRolloutStatus, Phase},
-    conditions::{self, reasons, types},
+    conditions::{self, ConditionType},
+    reasons::{RolloutCondition, RolloutEvent},
 };
 
 /// What stops a GuardedRollout from being reconciled.
@@ -20,13 +21,23 @@ pub enum Problem<'a> {
 }
 
 impl Problem<'_> {
-    /// The condition (and Event) reason.
-    pub fn reason(&self) -> &'static str {
+    /// The condition reason.
+    pub fn reason(&self) -> RolloutCondition {
         match self {
-            Problem::InvalidSpec(_) => reasons::INVALID_SPEC,
-            Problem::TargetNotFound(_) => reasons::TARGET_NOT_FOUND,
-            Problem::RouteNotFound(_) => reasons::ROUTE_NOT_FOUND,
-            Problem::PrimaryTemplateUnknown(_) => reasons::PRIMARY_TEMPLATE_UNKNOWN,
+            Problem::InvalidSpec(_) => RolloutCondition::InvalidSpec,
+            Problem::TargetNotFound(_) => RolloutCondition::TargetNotFound,
+            Problem::RouteNotFound(_) => RolloutCondition::RouteNotFound,
+            Problem::PrimaryTemplateUnknown(_) => RolloutCondition::PrimaryTemplateUnknown,
+        }
+    }
+
+    /// The Event published when the problem appears.
+    pub fn event(&self) -> RolloutEvent {
+        match self {
+            Problem::InvalidSpec(_) => RolloutEvent::InvalidSpec,
+            Problem::TargetNotFound(_) => RolloutEvent::TargetNotFound,
+            Problem::RouteNotFound(_) => RolloutEvent::RouteNotFound,
+            Problem::PrimaryTemplateUnknown(_) => RolloutEvent::PrimaryTemplateUnknown,
         }
     }
 
@@ -50,7 +61,7 @@ pub fn set_conditions(
     now: &Time,
 ) {
     let phase = s.phase.unwrap_or(Phase::Initializing);
-    let phase_name = format!("{phase:?}");
+    let phase_name = phase.as_str().to_string();
     let message = s.message.clone().unwrap_or_default();
     let (ready, reconciling, stalled, reason, message) = match problem {
         Some(p) => (
@@ -67,10 +78,18 @@ pub fn set_conditions(
         },
     };
     let c = &mut s.conditions;
-    conditions::set(c, types::READY, ready, &reason, &message, generation, now);
     conditions::set(
         c,
-        types::RECONCILING,
+        ConditionType::Ready,
+        ready,
+        &reason,
+        &message,
+        generation,
+        now,
+    );
+    conditions::set(
+        c,
+        ConditionType::Reconciling,
         reconciling,
         &reason,
         &message,
@@ -79,7 +98,7 @@ pub fn set_conditions(
     );
     conditions::set(
         c,
-        types::STALLED,
+        ConditionType::Stalled,
         stalled,
         &reason,
         &message,
@@ -98,7 +117,7 @@ fn set_target_conflict(s: &mut GuardedRolloutStatus, generation: Option<i64>, no
     let recent = super::elapsed(&t.last_seen, now) < super::CONFLICT_MEMORY;
     let (reason, message) = if recent {
         (
-            reasons::TARGET_SCALED_UP,
+            RolloutCondition::TargetScaledUp,
             format!(
                 "{} keeps scaling the target up (last to {} replicas); the operator scales it \
                  to 0 again: make it ignore the target's spec.replicas",
@@ -107,16 +126,16 @@ fn set_target_conflict(s: &mut GuardedRolloutStatus, generation: Option<i64>, no
         )
     } else {
         (
-            reasons::NO_CONFLICT,
+            RolloutCondition::NoConflict,
             format!("{} has not scaled the target up lately", t.manager),
         )
     };
     let c = &mut s.conditions;
     conditions::set(
         c,
-        types::TARGET_CONFLICT,
+        ConditionType::TargetConflict,
         recent,
-        reason,
+        reason.as_str(),
         &message,
         generation,
         now,
@@ -132,20 +151,28 @@ pub fn set_traffic_routed(
     now: &Time,
 ) {
     let c = &mut s.conditions;
-    let t = types::TRAFFIC_ROUTED;
+    let t = ConditionType::TrafficRouted;
     match failure {
         Some(why) => conditions::set(
             c,
             t,
             false,
-            reasons::ROUTE_NOT_UPDATED,
+            RolloutCondition::RouteNotUpdated.as_str(),
             why,
             generation,
             now,
         ),
         None if conditions::get(c, t).is_some_and(|c| c.status != "True") => {
             let message = "the route carries the weights decided";
-            conditions::set(c, t, true, reasons::ROUTE_UPDATED, message, generation, now);
+            conditions::set(
+                c,
+                t,
+                true,
+                RolloutCondition::RouteUpdated.as_str(),
+                message,
+                generation,
+                now,
+            );
         }
         None => {}
     }
@@ -166,9 +193,9 @@ mod tests {
     fn flags(s: &GuardedRolloutStatus) -> (String, String, String) {
         let get = |t| conditions::get(&s.conditions, t).unwrap().status.clone();
         (
-            get(types::READY),
-            get(types::RECONCILING),
-            get(types::STALLED),
+            get(ConditionType::Ready),
+            get(ConditionType::Reconciling),
+            get(ConditionType::Stalled),
         )
     }
 
@@ -194,10 +221,10 @@ mod tests {
             &now,
         );
         assert_eq!(flags(&s), f("False", "False", "True"));
-        let ready = conditions::get(&s.conditions, types::READY).unwrap();
+        let ready = conditions::get(&s.conditions, ConditionType::Ready).unwrap();
         assert_eq!(
             (ready.reason.as_str(), ready.observed_generation),
-            (reasons::INVALID_SPEC, Some(2))
+            (RolloutCondition::InvalidSpec.as_str(), Some(2))
         );
     }
 
@@ -206,19 +233,19 @@ mod tests {
         let now = Time(Timestamp::UNIX_EPOCH);
         let mut s = status(Phase::Progressing);
         set_traffic_routed(&mut s, None, Some(1), &now);
-        assert!(conditions::get(&s.conditions, types::TRAFFIC_ROUTED).is_none());
+        assert!(conditions::get(&s.conditions, ConditionType::TrafficRouted).is_none());
         set_traffic_routed(&mut s, Some("forbidden"), Some(1), &now);
-        let c = conditions::get(&s.conditions, types::TRAFFIC_ROUTED).unwrap();
+        let c = conditions::get(&s.conditions, ConditionType::TrafficRouted).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
-            ("False", reasons::ROUTE_NOT_UPDATED)
+            ("False", RolloutCondition::RouteNotUpdated.as_str())
         );
         assert_eq!(c.message, "forbidden");
         set_traffic_routed(&mut s, None, Some(1), &now);
-        let c = conditions::get(&s.conditions, types::TRAFFIC_ROUTED).unwrap();
+        let c = conditions::get(&s.conditions, ConditionType::TrafficRouted).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
-            ("True", reasons::ROUTE_UPDATED)
+            ("True", RolloutCondition::RouteUpdated.as_str())
         );
     }
 }

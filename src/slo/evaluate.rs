@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{gate, math};
 use crate::{
     api::{Gate, ObjectiveStatus, SloPolicySpec, SloPolicyStatus},
-    conditions::{self, reasons, types},
+    conditions::{self, ConditionType},
+    reasons::SloCondition,
 };
 
 /// Error ratio (0-1) of one objective per window (by its text, e.g. "5m"), and under
@@ -127,9 +128,9 @@ pub fn evaluate(
             }
             conditions::set(
                 &mut status.conditions,
-                types::READY,
+                ConditionType::Ready,
                 true,
-                reasons::EVALUATED,
+                SloCondition::Evaluated.as_str(),
                 &reason,
                 generation,
                 now,
@@ -142,9 +143,9 @@ pub fn evaluate(
             let (g, reason) = gate::unknown(&spec.budget_policy, why);
             conditions::set(
                 &mut status.conditions,
-                types::READY,
+                ConditionType::Ready,
                 false,
-                reasons::PROMETHEUS_UNAVAILABLE,
+                SloCondition::PrometheusUnavailable.as_str(),
                 &reason,
                 generation,
                 now,
@@ -265,9 +266,9 @@ pub fn invalid(
     status.gate_reason = Some(format!("invalid spec: {message}"));
     conditions::set(
         &mut status.conditions,
-        types::READY,
+        ConditionType::Ready,
         false,
-        reasons::INVALID_SPEC,
+        SloCondition::InvalidSpec.as_str(),
         message,
         generation,
         now,

@@ -50,10 +50,10 @@ fn healthy_service_is_open() {
     assert!(o.firing_alerts.is_empty());
     assert_eq!(s.error_budget_remaining, Some(90.0));
     assert_eq!(s.observed_generation, Some(1));
-    let ready = conditions::get(&s.conditions, types::READY).unwrap();
+    let ready = conditions::get(&s.conditions, ConditionType::Ready).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
-        ("True", reasons::EVALUATED)
+        ("True", SloCondition::Evaluated.as_str())
     );
 }
 
@@ -144,10 +144,10 @@ fn prometheus_away_applies_when_unknown_and_keeps_last_good_values() {
         "with the time they were read"
     );
     assert_eq!(s.last_evaluation_time, Some(at(60)));
-    let ready = conditions::get(&s.conditions, types::READY).unwrap();
+    let ready = conditions::get(&s.conditions, ConditionType::Ready).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
-        ("False", reasons::PROMETHEUS_UNAVAILABLE)
+        ("False", SloCondition::PrometheusUnavailable.as_str())
     );
     assert_eq!(
         gate_transition(&good, &s),
@@ -158,7 +158,7 @@ fn prometheus_away_applies_when_unknown_and_keeps_last_good_values() {
     let back = evaluate(&spec(), Some(1), &s, &steady(0.0012), &at(120));
     assert_eq!(back.gate, Some(Gate::Frozen));
     assert_eq!(
-        conditions::get(&back.conditions, types::READY)
+        conditions::get(&back.conditions, ConditionType::Ready)
             .unwrap()
             .status,
         "True"
@@ -192,8 +192,8 @@ fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
         &at(0),
     );
     assert_eq!(s.gate, Some(Gate::Restricted));
-    let ready = conditions::get(&s.conditions, types::READY).unwrap();
-    assert_eq!(ready.reason, reasons::INVALID_SPEC);
+    let ready = conditions::get(&s.conditions, ConditionType::Ready).unwrap();
+    assert_eq!(ready.reason, SloCondition::InvalidSpec.as_str());
     assert!(
         ready
             .message

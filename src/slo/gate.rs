@@ -56,7 +56,7 @@ pub fn unknown(policy: &BudgetPolicy, why: &str) -> (Gate, String) {
     (
         policy.when_unknown,
         format!(
-            "budget unknown ({why}); gate is whenUnknown ({:?}) until Prometheus answers",
+            "budget unknown ({why}); gate is whenUnknown ({}) until Prometheus answers",
             policy.when_unknown
         ),
     )

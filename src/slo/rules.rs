@@ -96,10 +96,7 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
         for tier in &spec.alerting.burn_rate_tiers {
             let (long, short) = (tier.long_window.as_str(), tier.short_window.as_str());
             let mut alert_labels = labels.clone();
-            alert_labels.insert(
-                "severity".into(),
-                format!("{:?}", tier.severity).to_lowercase(),
-            );
+            alert_labels.insert("severity".into(), tier.severity.to_string());
             alert_labels.insert("long_window".into(), long.into());
             alert_labels.insert("short_window".into(), short.into());
             let mut annotations = std::collections::BTreeMap::new();

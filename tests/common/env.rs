@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use guardrails::{
     api::{GuardedRollout, Phase, SloPolicy},
-    conditions::{self, types},
+    conditions::{self, ConditionType},
     controller::{self, Context},
     telemetry::Metrics,
 };
@@ -335,7 +335,7 @@ impl Env {
         let stalled = |g: &GuardedRollout| {
             g.status
                 .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, types::STALLED))
+                .and_then(|s| conditions::get(&s.conditions, ConditionType::Stalled))
                 .filter(|c| c.status == "True" && c.reason == reason)
                 .map(|c| c.message.clone())
         };

@@ -12,8 +12,9 @@ use super::{super::Context, observe::World};
 use crate::{
     api::{GuardedRollout, GuardedRolloutStatus},
     controller::{Error, FIELD_MANAGER, events},
+    reasons::RolloutEvent,
     rollout::{
-        Decision, Desired, Plan, Reason,
+        Decision, Desired, Plan,
         workloads::{ANNOTATION_REVISION, Role, managed, revision, user_template},
     },
     traffic,
@@ -49,14 +50,7 @@ pub async fn apply_plan(
         let io = super::io(ctx, gr, ns);
         if let Err(e) = router.apply(&io, &world.traffic, target, weight).await {
             let note = format!("canary weight {weight} not written: {e}");
-            events::publish(
-                ctx,
-                gr,
-                true,
-                Reason::RouteNotUpdated.as_str(),
-                note.clone(),
-            )
-            .await;
+            events::publish(ctx, gr, RolloutEvent::RouteNotUpdated, note.clone()).await;
             route_failed = Some(note);
         }
     }
@@ -167,26 +161,19 @@ pub async fn announce(
     decision: &Decision,
 ) {
     for note in &decision.notes {
-        events::publish(
-            ctx,
-            gr,
-            note.reason.is_warning(),
-            note.reason.as_str(),
-            note.message.clone(),
-        )
-        .await;
+        events::publish(ctx, gr, note.reason, note.message.clone()).await;
     }
     if previous.phase != decision.status.phase
         && let Some(phase) = decision.status.phase
     {
         let from = previous
             .phase
-            .map(|p| format!("{p:?}"))
+            .map(|p| p.to_string())
             .unwrap_or_else(|| "none".into());
         let message = format!(
-            "{from} -> {phase:?}: {}",
+            "{from} -> {phase}: {}",
             decision.status.message.clone().unwrap_or_default()
         );
-        events::publish(ctx, gr, false, Reason::PhaseChanged.as_str(), message).await;
+        events::publish(ctx, gr, RolloutEvent::PhaseChanged, message).await;
     }
 }

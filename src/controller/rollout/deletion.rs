@@ -18,8 +18,8 @@ use super::{
 };
 use crate::{
     api::{GuardedRollout, LABEL_ROLLOUT, Phase},
+    reasons::RolloutEvent,
     rollout::{
-        Reason,
         deletion::{HandBack, TargetNow, hand_back as next},
         workloads::{Role, revision},
     },
@@ -80,8 +80,8 @@ pub async fn hand_back(
         }
         HandBack::Scale { replicas, warning } => {
             if let Some(w) = warning {
-                let reason = Reason::TargetNotStable;
-                crate::controller::events::publish(ctx, gr, true, reason.as_str(), w).await;
+                let reason = RolloutEvent::TargetNotStable;
+                crate::controller::events::publish(ctx, gr, reason, w).await;
             }
             let patch = json!({"spec": {"replicas": replicas}});
             let params = PatchParams {
@@ -109,13 +109,13 @@ pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result
         super::delete_if_present(&api, &d.name_any()).await?;
     }
     // The rollout is gone: so is its phase series (outcome counters stay, as counters do).
-    for phase in Phase::ALL {
+    for &phase in Phase::ALL {
         ctx.metrics
             .rollout_phase
             .remove(&crate::telemetry::PhaseLabels {
                 namespace: ns.into(),
                 name: gr.name_any(),
-                phase: format!("{phase:?}"),
+                phase: phase.to_string(),
             });
     }
     Ok(Action::await_change())

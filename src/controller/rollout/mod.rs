@@ -267,7 +267,8 @@ async fn report(
     set_conditions(&mut status, Some(problem), generation, now);
     if &status != previous {
         let message = problem.message().to_string();
-        crate::controller::events::publish(ctx, gr, true, problem.reason(), message).await;
+        let event = problem.event();
+        crate::controller::events::publish(ctx, gr, event, message).await;
         super::write_status(ctx, gr, &status).await?;
     }
     Ok(())
@@ -282,11 +283,11 @@ fn record_metrics(
 ) {
     use crate::telemetry::{OutcomeLabels, PhaseLabels};
     let name = gr.name_any();
-    for phase in Phase::ALL {
+    for &phase in Phase::ALL {
         let labels = PhaseLabels {
             namespace: ns.into(),
             name: name.clone(),
-            phase: format!("{phase:?}"),
+            phase: phase.to_string(),
         };
         ctx.metrics
             .rollout_phase
@@ -307,7 +308,7 @@ fn record_metrics(
         let labels = OutcomeLabels {
             namespace: ns.into(),
             name: name.clone(),
-            outcome: format!("{:?}", h.outcome),
+            outcome: h.outcome.to_string(),
         };
         ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
     }

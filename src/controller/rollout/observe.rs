@@ -144,7 +144,7 @@ pub fn gate(
             let stale = crate::rollout::gate::stale(p, evaluated, now).map(|why| {
                 let unknown = p.spec.budget_policy.when_unknown;
                 let reason = format!(
-                    "SloPolicy {}: gate not fresh ({why}): counts as whenUnknown ({unknown:?})",
+                    "SloPolicy {}: gate not fresh ({why}): counts as whenUnknown ({unknown})",
                     p.name_any()
                 );
                 (unknown, reason)

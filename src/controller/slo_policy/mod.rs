@@ -23,7 +23,8 @@ use tracing::{info, instrument, warn};
 use super::{Context, ERROR_REQUEUE, Error, events};
 use crate::{
     api::{Gate, SloPolicy, SloPolicyStatus},
-    conditions::{self, reasons, types},
+    conditions::{self, ConditionType},
+    reasons::{SloCondition, SloEvent},
     slo,
     telemetry::{BurnRateLabels, GateLabels, ObjectiveLabels},
 };
@@ -133,36 +134,26 @@ async fn announce(
     next: &SloPolicyStatus,
 ) {
     if let Some((from, to)) = slo::gate_transition(previous, next) {
-        let from = from
-            .map(|g| format!("{g:?}"))
-            .unwrap_or_else(|| "none".into());
+        let from = from.map(|g| g.to_string()).unwrap_or_else(|| "none".into());
         let reason = next.gate_reason.clone().unwrap_or_default();
         info!(%from, to = ?to, %reason, "gate changed");
-        events::publish(
-            ctx,
-            policy,
-            to != Gate::Open,
-            to.event_reason(),
-            format!("{from} -> {to:?}: {reason}"),
-        )
-        .await;
+        let event = SloEvent::gate(to);
+        let note = format!("{from} -> {to}: {reason}");
+        events::publish(ctx, policy, event, note).await;
     }
     let ready = |s: &SloPolicyStatus| {
-        conditions::get(&s.conditions, types::READY).map(|c| (c.reason.clone(), c.message.clone()))
+        conditions::get(&s.conditions, ConditionType::Ready)
+            .map(|c| (c.reason.clone(), c.message.clone()))
     };
     let (before, after) = (ready(previous), ready(next));
-    if let Some((reason, message)) = &after {
+    if let Some((reason, message)) = &after
+        && let Ok(condition) = reason.parse::<SloCondition>()
+    {
         let reason_changed = before.as_ref().map(|b| &b.0) != Some(reason);
-        let invalid_changed = reason == reasons::INVALID_SPEC && before.as_ref() != after.as_ref();
+        let invalid_changed =
+            condition == SloCondition::InvalidSpec && before.as_ref() != after.as_ref();
         if reason_changed || invalid_changed {
-            events::publish(
-                ctx,
-                policy,
-                reason != reasons::EVALUATED,
-                reason,
-                message.clone(),
-            )
-            .await;
+            events::publish(ctx, policy, condition.event(), message.clone()).await;
         }
     }
 }
@@ -188,11 +179,11 @@ fn forget_metrics(ctx: &Context, policy: &SloPolicy) {
             });
         }
     }
-    for gate in Gate::ALL {
+    for &gate in Gate::ALL {
         m.gate.remove(&GateLabels {
             namespace: namespace.clone(),
             name: name.clone(),
-            gate: format!("{gate:?}"),
+            gate: gate.to_string(),
         });
     }
 }
@@ -218,11 +209,11 @@ fn record_metrics(ctx: &Context, namespace: &str, name: &str, status: &SloPolicy
             m.burn_rate.get_or_create(&labels).set(*rate);
         }
     }
-    for gate in Gate::ALL {
+    for &gate in Gate::ALL {
         let labels = GateLabels {
             namespace: namespace.into(),
             name: name.into(),
-            gate: format!("{gate:?}"),
+            gate: gate.to_string(),
         };
         m.gate
             .get_or_create(&labels)

@@ -66,7 +66,7 @@ fn dropped(w: &World) -> Vec<String> {
         .unwrap()
         .notes
         .iter()
-        .filter(|n| n.reason == Reason::ActionDropped)
+        .filter(|n| n.reason == RolloutEvent::ActionDropped)
         .map(|n| n.message.clone())
         .collect()
 }
@@ -165,7 +165,7 @@ fn an_invalid_spec_mid_canary_drains_the_canary_then_restarts_it_from_the_first_
     w.tick(CheckResult::Pass, 0.0);
     assert_eq!(w.phase(), Phase::Blocked);
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0, "drained");
-    assert!(w.reasons().contains(&Reason::CanaryDrained));
+    assert!(w.reasons().contains(&RolloutEvent::CanaryDrained));
     assert!(matches!(
         w.last.as_ref().unwrap().stall,
         Some(Stall::Blocked(_))

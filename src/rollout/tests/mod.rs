@@ -8,6 +8,7 @@ use crate::api::{
     ChangeClass, CheckResult, CheckStatus, Gate, GuardedRolloutSpec, GuardedRolloutStatus, Outcome,
     Phase, Severity,
 };
+use crate::reasons::RolloutEvent;
 
 mod decisions;
 mod workloads;
@@ -149,7 +150,7 @@ impl World {
         self.run()
     }
 
-    fn reasons(&self) -> Vec<Reason> {
+    fn reasons(&self) -> Vec<RolloutEvent> {
         self.last
             .as_ref()
             .unwrap()
@@ -238,8 +239,8 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Progressing);
-    assert!(w.reasons().contains(&Reason::CanaryStarted));
-    assert!(w.reasons().contains(&Reason::GateAllowed));
+    assert!(w.reasons().contains(&RolloutEvent::CanaryStarted));
+    assert!(w.reasons().contains(&RolloutEvent::GateAllowed));
     w.run();
     assert_eq!(w.status.canary_weight, Some(10));
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 1, "ceil(4*10/90)");
@@ -300,7 +301,7 @@ fn failing_canary_rolls_back_after_the_failure_limit_and_is_not_retried() {
     w.run();
     w.tick(CheckResult::Fail, 0.2);
     assert_eq!(w.phase(), Phase::Progressing);
-    assert!(w.reasons().contains(&Reason::AnalysisFailed));
+    assert!(w.reasons().contains(&RolloutEvent::AnalysisFailed));
     let first_fail = w.time();
     w.tick(CheckResult::Fail, 0.2);
     assert_eq!(w.phase(), Phase::RolledBack);
@@ -321,7 +322,7 @@ fn failing_canary_rolls_back_after_the_failure_limit_and_is_not_retried() {
         .unwrap()
         .notes
         .iter()
-        .find(|n| n.reason == Reason::RolledBack)
+        .find(|n| n.reason == RolloutEvent::RolledBack)
         .unwrap();
     assert!(
         note.message.contains("error-rate 0.2 > 0.01 for 2 ticks"),
@@ -379,12 +380,12 @@ fn frozen_gate_blocks_features_lets_corrective_through_and_unblocks_itself() {
         "{:?}",
         w.status.message
     );
-    assert!(w.reasons().contains(&Reason::GateBlocked));
+    assert!(w.reasons().contains(&RolloutEvent::GateBlocked));
     assert_eq!(w.status.history[0].outcome, Outcome::Blocked);
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);
     // Blocked once, not on every reconcile.
     w.run();
-    assert!(!w.reasons().contains(&Reason::GateBlocked));
+    assert!(!w.reasons().contains(&RolloutEvent::GateBlocked));
     assert_eq!(w.status.history.len(), 1);
     // The gate opens: the canary starts by itself.
     w.obs.gate = open_gate();
@@ -439,7 +440,7 @@ fn override_annotation_lets_a_change_through_and_is_recorded() {
         Some("incident 42: fix needed now")
     );
     assert!(gate.allowed);
-    assert!(w.reasons().contains(&Reason::GateOverridden));
+    assert!(w.reasons().contains(&RolloutEvent::GateOverridden));
     assert!(
         w.last
             .as_ref()
@@ -456,7 +457,7 @@ fn missing_or_unevaluated_slo_policy_blocks() {
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Blocked);
-    assert!(w.reasons().contains(&Reason::SloPolicyNotFound));
+    assert!(w.reasons().contains(&RolloutEvent::SloPolicyNotFound));
     let mut w = World::new();
     w.obs.gate = Some(Some(GateView::default()));
     w.ship("r2");
@@ -560,7 +561,7 @@ fn a_new_revision_supersedes_the_canary() {
     assert_eq!(w.status.canary_revision.as_deref(), Some("r3"));
     assert_eq!(w.status.current_step, Some(0), "analysis restarts");
     assert_eq!(w.status.analysis.as_ref().unwrap().passing_ticks, 0);
-    assert!(w.reasons().contains(&Reason::Superseded));
+    assert!(w.reasons().contains(&RolloutEvent::Superseded));
     assert!(
         w.status
             .history
@@ -644,7 +645,7 @@ fn missing_target_leaves_everything_alone() {
     w.obs.target = None;
     let d = w.run().clone();
     assert!(d.plan.is_none());
-    assert_eq!(d.notes[0].reason, Reason::TargetNotFound);
+    assert_eq!(d.notes[0].reason, RolloutEvent::TargetNotFound);
     assert_eq!(w.phase(), Phase::Idle);
 }
 

@@ -38,7 +38,10 @@ fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
         ) && reason.contains("0/1 ready"),
         "{reason}"
     );
-    assert!(w.reasons().contains(&Reason::ProgressDeadlineExceeded));
+    assert!(
+        w.reasons()
+            .contains(&RolloutEvent::ProgressDeadlineExceeded)
+    );
     assert_eq!(w.status.failed_revision.as_deref(), Some("r2"));
     let plan = last_plan(&w);
     assert_eq!(
@@ -96,7 +99,7 @@ fn a_deleted_primary_is_rebuilt_from_the_stable_template_never_the_canarys() {
     w.tick(CheckResult::Pass, 0.0);
     let primary = last_plan(&w).primary.unwrap();
     assert_eq!(primary.revision, "r1");
-    assert!(w.reasons().contains(&Reason::PrimaryRebuilt));
+    assert!(w.reasons().contains(&RolloutEvent::PrimaryRebuilt));
     assert!(w.last.as_ref().unwrap().stall.is_none());
 }
 
@@ -200,7 +203,7 @@ fn a_writer_scaling_the_target_up_is_named_once_and_scaled_back() {
     };
     scale_up(&mut w);
     w.decide_only();
-    assert!(w.reasons().contains(&Reason::TargetScaledUp));
+    assert!(w.reasons().contains(&RolloutEvent::TargetScaledUp));
     let note = &w.last.as_ref().unwrap().notes[0].message;
     assert!(
         note.contains("scaled to 3 by argocd-application-controller"),
@@ -213,7 +216,10 @@ fn a_writer_scaling_the_target_up_is_named_once_and_scaled_back() {
     w.now += 5;
     scale_up(&mut w);
     w.decide_only();
-    assert!(!w.reasons().contains(&Reason::TargetScaledUp), "said once");
+    assert!(
+        !w.reasons().contains(&RolloutEvent::TargetScaledUp),
+        "said once"
+    );
     assert!(last_plan(&w).scale_target_to_zero);
     // A target at 0 is no conflict.
     w.obs.target.as_mut().unwrap().replicas = 0;
