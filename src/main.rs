@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use guardrails::{
     api::SloPolicy,
-    controller::{self, Context},
+    controller::{self, Context, clients::Clients},
     leader::Election,
     slo::rules,
     telemetry::{self, Health, LogFormat, Metrics},
@@ -152,36 +152,31 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init_logging(args.log_format);
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the cluster")?;
+        .context("reading the cluster configuration")?;
     let metrics = Metrics::default();
     let health = Health {
         metrics: metrics.clone(),
         ready: Default::default(),
     };
     let server = tokio::spawn(telemetry::serve(args.metrics_addr, health.clone()));
-    let election = args.election(&client);
-    let ctx = Context::new(client.clone(), args.prometheus_url.clone(), metrics);
-    let policies: Api<SloPolicy> = match &args.namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    };
+    // The election's Lease calls are never guarded; with an election, every other write
+    // is refused once the renew deadline has passed.
+    let unguarded = Clients::new(config.clone(), None).context("connecting to the cluster")?;
+    let election = args.election(&unguarded.election);
+    let leadership = election.as_ref().map(Election::leadership);
+    let clients = Clients::new(config, leadership.as_ref()).context("connecting to the cluster")?;
+    let ctx = Context::with_clients(&clients, args.prometheus_url.clone(), metrics);
     // Ready means up and connected; a standby replica is ready too, so rolling updates of
     // the operator's own Deployment do not wait for leadership.
     health.ready.store(true, Ordering::Relaxed);
     let namespace = args.namespace.clone();
-    let controllers = async move {
-        tracing::info!(
-            namespace = namespace.as_deref().unwrap_or("*"),
-            "guardrails running"
-        );
-        // Both end together on SIGTERM; if one ends alone, stop rather than run half.
-        tokio::select! {
-            () = controller::slo_policy::run(policies, ctx.clone(), args.concurrency) => {},
-            () = controller::rollout::run(namespace.clone(), ctx, args.concurrency) => {},
-        }
-    };
+    tracing::info!(
+        namespace = namespace.as_deref().unwrap_or("*"),
+        "guardrails running"
+    );
+    let controllers = controller::run(ctx, namespace, args.concurrency);
     let work = async move {
         match election {
             None => {

@@ -464,7 +464,9 @@ async fn restarted_operator_resumes_the_same_step() {
     let started = status(&before).step_started_at.clone();
     env.operator.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    env.operator = start_operator(&env.client, &env.ns, env.prom.url(), None, &env.metrics);
+    let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
+    let operator = Operator::unelected(cp.config().clone());
+    env.operator = start_operator(operator, &env.ns, env.prom.url(), &env.metrics);
     let after = env
         .wait_for("app", 20, "reconciled again", |g| {
             status(g)

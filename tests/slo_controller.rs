@@ -49,8 +49,7 @@ fn start_operator(
     prometheus_url: String,
 ) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
     let ctx = Context::new(client.clone(), Some(prometheus_url), Metrics::default());
-    let api = Api::<SloPolicy>::namespaced(client.clone(), ns);
-    let task = tokio::spawn(controller::slo_policy::run(api, ctx.clone(), 4));
+    let task = tokio::spawn(controller::slo_policy::run(Some(ns.into()), ctx.clone(), 4));
     (ctx, task)
 }
 

@@ -384,8 +384,7 @@ async fn a_refused_route_write_never_keeps_a_rolled_back_canary_running() {
     grant_all_but_route_writes(&client, &ns, &user).await;
     let mut config = cp.config().clone();
     config.auth_info.impersonate = Some(user.clone());
-    let operator = Client::try_from(config).unwrap();
-    let env = env_in(client.clone(), ns.clone(), Operator::As(operator)).await;
+    let env = env_in(client.clone(), ns.clone(), Operator::unelected(config)).await;
     let routes = routes(&client, &ns, "v1");
     create_service(&client, &ns).await;
     create_route(&routes, "v1", &json!([three_rules()[0]])).await;
@@ -447,7 +446,8 @@ async fn httproute_v1beta1_is_spoken_where_v1_is_not_served() {
     crds.push(httproute_crd(&["v1beta1"]));
     cp.install_crds(&client, &crds).await.unwrap();
     let ns = cp.namespace(&client, "gw-v1beta1").await.unwrap();
-    let env = env_in(client.clone(), ns.clone(), Operator::Admin).await;
+    let operator = Operator::unelected(cp.config().clone());
+    let env = env_in(client.clone(), ns.clone(), operator).await;
     let routes = routes(&client, &ns, "v1beta1");
     create_service(&client, &ns).await;
     let original = three_rules();

@@ -1,5 +1,6 @@
 //! kube-runtime controllers: observe -> decide (pure) -> act -> status.
 
+pub mod clients;
 pub mod events;
 pub mod rollout;
 pub mod slo_policy;
@@ -17,7 +18,10 @@ pub use crate::FIELD_MANAGER;
 /// What every reconcile needs.
 #[derive(Clone)]
 pub struct Context {
+    /// Reads and writes of reconciles (timeouts; guarded by leadership when elected).
     pub client: Client,
+    /// Watch streams.
+    pub watch_client: Client,
     pub sources: Sources,
     pub metrics: Metrics,
     pub reporter: Reporter,
@@ -51,9 +55,19 @@ impl Evaluations {
 }
 
 impl Context {
+    /// One client for calls and watches.
     pub fn new(client: Client, prometheus_url: Option<String>, metrics: Metrics) -> Arc<Self> {
+        Self::with_clients(&clients::Clients::single(client), prometheus_url, metrics)
+    }
+
+    pub fn with_clients(
+        clients: &clients::Clients,
+        prometheus_url: Option<String>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            client,
+            client: clients.calls.clone(),
+            watch_client: clients.watches.clone(),
             sources: Sources::new(prometheus_url),
             metrics,
             reporter: Reporter {
@@ -63,6 +77,15 @@ impl Context {
             evaluations: Evaluations::default(),
             discovered: Default::default(),
         })
+    }
+}
+
+/// Runs both controllers, for one namespace or all, until SIGTERM; if one ends alone,
+/// both stop rather than run half an operator.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
+    tokio::select! {
+        () = slo_policy::run(namespace.clone(), ctx.clone(), concurrency) => {},
+        () = rollout::run(namespace, ctx, concurrency) => {},
     }
 }
 

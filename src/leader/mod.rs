@@ -1,12 +1,21 @@
 //! Leader election on a coordination.k8s.io Lease, so that several replicas can run and
-//! exactly one reconciles. The leader renews every third of the lease duration; when it
-//! cannot renew within the duration, or sees the lease taken, it stops (the process
-//! exits and is restarted as a candidate). A leader that shuts down releases the lease
-//! so a standby takes over at once.
+//! exactly one reconciles. Timings follow client-go's 15/10/2 s shape: the leader tries to
+//! renew every `duration * 2/15` and steps down when it has not renewed within the renew
+//! deadline (`duration * 2/3`), counted from before the renew request was sent, so it stops
+//! a third of the lease duration before a standby may take over. From the deadline on,
+//! [`Leadership`] refuses every write the operator's clients make ([`guard`]), whatever
+//! the scheduler does with the controllers' futures; the process then exits and is
+//! restarted as a candidate. A leader that shuts down releases the lease so a standby
+//! takes over at once.
 
+pub mod guard;
 pub mod lease;
 
+pub use guard::Leadership;
+
 use std::{future::Future, time::Duration};
+
+use tokio::time::Instant;
 
 use k8s_openapi::{api::coordination::v1::Lease, jiff::Timestamp};
 use kube::{
@@ -21,7 +30,7 @@ use lease::Step;
 pub enum Lost {
     #[error("lease {0} held by {1} now")]
     TakenBy(String, String),
-    #[error("lease {0} not renewed for {1:?}: {2}")]
+    #[error("lease {0} not renewed within the renew deadline {1:?}: {2}")]
     NotRenewed(String, Duration, String),
 }
 
@@ -42,6 +51,7 @@ pub struct Election {
     name: String,
     identity: String,
     duration: Duration,
+    leadership: Leadership,
 }
 
 impl Election {
@@ -51,6 +61,7 @@ impl Election {
             name: name.into(),
             identity: identity.into(),
             duration,
+            leadership: Leadership::default(),
         }
     }
 
@@ -58,7 +69,24 @@ impl Election {
         &self.identity
     }
 
-    async fn attempt(&self) -> Result<Attempt, kube::Error> {
+    /// Whether this candidate may write now; shared with the clients' write guard.
+    pub fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+
+    /// How long after the start of its last successful renewal the leader steps down.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// How often the leader renews, and a candidate retries.
+    fn retry_period(&self) -> Duration {
+        (self.duration * 2 / 15).max(Duration::from_millis(100))
+    }
+
+    /// One read and, unless someone else holds the lease, one write. With `deadline`
+    /// (renewing), nothing is written once it has passed.
+    async fn attempt(&self, deadline: Option<Instant>) -> Result<Attempt, kube::Error> {
         let current = self.api.get_opt(&self.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
         let now = Timestamp::now();
@@ -69,6 +97,9 @@ impl Election {
         } = step
         {
             return Ok(Attempt::HeldBy(holder, for_at_most));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Attempt::Conflict);
         }
         let new_spec = lease::spec_for(&step, spec, &self.identity, now, self.duration);
         let result = match current {
@@ -106,41 +137,59 @@ impl Election {
     pub async fn acquire(&self) {
         let mut last_holder = String::new();
         loop {
-            let wait = match self.attempt().await {
-                Ok(Attempt::Held) => return,
+            let sent = Instant::now();
+            let wait = match self.attempt(None).await {
+                Ok(Attempt::Held) => {
+                    self.leadership.extend(sent + self.renew_deadline());
+                    return;
+                }
                 Ok(Attempt::HeldBy(holder, wait)) => {
                     if holder != last_holder {
                         info!(lease = %self.name, %holder, "waiting for the leader's lease");
                         last_holder = holder;
                     }
-                    wait.min(self.duration / 3)
+                    wait.min(self.retry_period())
                 }
-                Ok(Attempt::Conflict) => self.duration / 3,
+                Ok(Attempt::Conflict) => self.retry_period(),
                 Err(e) => {
                     warn!(lease = %self.name, error = %e, "lease not readable");
-                    self.duration / 3
+                    self.retry_period()
                 }
             };
             tokio::time::sleep(wait.max(Duration::from_millis(200))).await;
         }
     }
 
-    /// Renews until renewing fails for a whole lease duration or someone else holds it.
+    /// Renews until the renew deadline passes without a renewal (a hung request counts as
+    /// a failed one) or someone else holds the lease; from then on, writes are refused.
     pub async fn hold(&self) -> Lost {
-        let mut last_ok = tokio::time::Instant::now();
-        let mut last_error = String::new();
+        let lost = self.renew_until_lost().await;
+        self.leadership.revoke();
+        warn!(lease = %self.name, identity = %self.identity, reason = %lost, "leadership lost");
+        lost
+    }
+
+    async fn renew_until_lost(&self) -> Lost {
+        let mut deadline = Instant::now() + self.renew_deadline();
+        let mut last_error = String::from("no renewal yet");
         loop {
-            tokio::time::sleep(self.duration / 3).await;
-            match self.attempt().await {
-                Ok(Attempt::Held) => last_ok = tokio::time::Instant::now(),
-                Ok(Attempt::HeldBy(holder, _)) => {
+            tokio::time::sleep_until((Instant::now() + self.retry_period()).min(deadline)).await;
+            let sent = Instant::now();
+            if sent >= deadline {
+                return Lost::NotRenewed(self.name.clone(), self.renew_deadline(), last_error);
+            }
+            match tokio::time::timeout_at(deadline, self.attempt(Some(deadline))).await {
+                Ok(Ok(Attempt::Held)) if Instant::now() < deadline => {
+                    deadline = sent + self.renew_deadline();
+                    self.leadership.extend(deadline);
+                }
+                Ok(Ok(Attempt::Held)) => last_error = "renewed too late".into(),
+                Ok(Ok(Attempt::HeldBy(holder, _))) => {
                     return Lost::TakenBy(self.name.clone(), holder);
                 }
-                Ok(Attempt::Conflict) => last_error = "write conflict".into(),
-                Err(e) => last_error = e.to_string(),
-            }
-            if last_ok.elapsed() >= self.duration {
-                return Lost::NotRenewed(self.name.clone(), self.duration, last_error);
+                Ok(Ok(Attempt::Conflict)) => last_error = "write conflict".into(),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "renew request still unanswered".into(),
             }
         }
     }
@@ -171,9 +220,11 @@ impl Election {
     /// until it ends (then releases the lease) or leadership is lost (then drops it).
     pub async fn run<F: Future>(&self, work: F) -> Result<F::Output, Lost> {
         self.acquire().await;
+        // Leadership first: once lost, `work` is not polled again.
         let out = tokio::select! {
-            out = work => out,
+            biased;
             lost = self.hold() => return Err(lost),
+            out = work => out,
         };
         self.release().await;
         Ok(out)

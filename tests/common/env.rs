@@ -7,7 +7,7 @@ use std::time::Duration;
 use guardrails::{
     api::{GuardedRollout, Phase, SloPolicy},
     conditions::{self, ConditionType},
-    controller::{self, Context},
+    controller::{self, Context, clients::Clients},
     telemetry::Metrics,
 };
 use guardrails_sandbox::{Prometheus, PrometheusConfig, Simulator, simulator};
@@ -58,30 +58,38 @@ pub async fn env_with(name: &str, documented_rbac: bool) -> Env {
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
-        Operator::Elected(Client::try_from(config).unwrap())
+        Operator::elected(config)
     } else {
-        Operator::Admin
+        Operator::unelected(cp.config().clone())
     };
     env_in(client, ns, operator).await
 }
 
-/// Who the operator runs as.
-pub enum Operator {
-    /// The admin client of the test, without leader election.
-    Admin,
-    /// This client, without leader election.
-    As(Client),
-    /// This client, reconciling only while it holds its leader-election Lease.
-    Elected(Client),
+/// Who the operator runs as, and whether it reconciles only while holding its
+/// leader-election Lease.
+pub struct Operator {
+    pub config: kube::Config,
+    pub elected: bool,
+}
+
+impl Operator {
+    pub fn unelected(config: kube::Config) -> Self {
+        Operator {
+            config,
+            elected: false,
+        }
+    }
+
+    pub fn elected(config: kube::Config) -> Self {
+        Operator {
+            config,
+            elected: true,
+        }
+    }
 }
 
 /// The simulator, Prometheus and the operator for namespace `ns` of `client`'s cluster.
 pub async fn env_in(client: Client, ns: String, operator: Operator) -> Env {
-    let (operator_client, elected) = match operator {
-        Operator::Admin => (client.clone(), false),
-        Operator::As(c) => (c, false),
-        Operator::Elected(c) => (c, true),
-    };
     let sim = Simulator::start(client.clone(), Some(&ns)).await.unwrap();
     let prom = Prometheus::start(PrometheusConfig {
         targets: vec![("sim".into(), sim.addr().to_string())],
@@ -89,12 +97,8 @@ pub async fn env_in(client: Client, ns: String, operator: Operator) -> Env {
     })
     .await
     .unwrap();
-    let election = elected.then(|| {
-        let leases = Api::namespaced(operator_client.clone(), &ns);
-        guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))
-    });
     let metrics = Metrics::default();
-    let operator = start_operator(&operator_client, &ns, prom.url(), election, &metrics);
+    let operator = start_operator(operator, &ns, prom.url(), &metrics);
     Env {
         client,
         ns,
@@ -168,22 +172,25 @@ pub async fn grant_documented_rbac(client: &Client, ns: &str) {
     );
 }
 
+/// The operator as the binary wires it (clients, timeouts, leadership guard), in this
+/// process, for namespace `ns`.
 pub fn start_operator(
-    client: &Client,
+    operator: Operator,
     ns: &str,
     prometheus: String,
-    election: Option<guardrails::leader::Election>,
     metrics: &Metrics,
 ) -> tokio::task::JoinHandle<()> {
-    let ctx = Context::new(client.clone(), Some(prometheus), metrics.clone());
-    let ns = ns.to_string();
-    let slo = Api::<SloPolicy>::namespaced(client.clone(), &ns);
-    let controllers = async move {
-        tokio::join!(
-            controller::slo_policy::run(slo, ctx.clone(), 4),
-            controller::rollout::run(Some(ns), ctx, 4),
-        );
-    };
+    let election_client = Clients::new(operator.config.clone(), None)
+        .unwrap()
+        .election;
+    let election = operator.elected.then(|| {
+        let leases = Api::namespaced(election_client, ns);
+        guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))
+    });
+    let leadership = election.as_ref().map(|e| e.leadership());
+    let clients = Clients::new(operator.config, leadership.as_ref()).unwrap();
+    let ctx = Context::with_clients(&clients, Some(prometheus), metrics.clone());
+    let controllers = controller::run(ctx, Some(ns.to_string()), 4);
     tokio::spawn(async move {
         match election {
             None => controllers.await,

@@ -43,7 +43,7 @@ pub const FINALIZER: &str = "guardrails.dev/finalizer";
 
 /// Runs the controller until the stream ends, for one namespace or all.
 pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16) {
-    let client = ctx.client.clone();
+    let client = ctx.watch_client.clone();
     fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,

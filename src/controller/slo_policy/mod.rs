@@ -32,7 +32,11 @@ use crate::{
 const CONTROLLER: &str = "slopolicy";
 
 /// Runs the controller until the stream ends. `api` decides the namespaces watched.
-pub async fn run(api: Api<SloPolicy>, ctx: Arc<Context>, concurrency: u16) {
+pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16) {
+    let api: Api<SloPolicy> = match &namespace {
+        Some(ns) => Api::namespaced(ctx.watch_client.clone(), ns),
+        None => Api::all(ctx.watch_client.clone()),
+    };
     let (reader, writer) = reflector::store();
     let on_delete = ctx.clone();
     // Only spec changes trigger a reconcile: our own status writes must not cause an
