@@ -461,3 +461,47 @@ async fn status_is_a_subresource() {
     // Writing status does not bump the generation.
     assert_eq!(patched.meta().generation, replaced.meta().generation);
 }
+
+#[tokio::test]
+async fn a_status_decided_on_a_stale_read_never_lands() {
+    use guardrails::{
+        api::{GuardedRolloutStatus, Phase},
+        controller::{Context, write_status},
+        telemetry::Metrics,
+    };
+    let (_cp, client, ns) = cluster("stale-status").await;
+    let api = Api::<GuardedRollout>::namespaced(client.clone(), &ns);
+    let gr: GuardedRollout = serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
+        "metadata": {"name": "app"},
+        "spec": {"targetRef": {"name": "app"}, "steps": [{"setWeight": 50}]}
+    }))
+    .unwrap();
+    let read = api.create(&PostParams::default(), &gr).await.unwrap();
+    let ctx = Context::new(client.clone(), None, Metrics::default());
+    let phase = |p| GuardedRolloutStatus {
+        phase: Some(p),
+        ..Default::default()
+    };
+    // One writer decides a rollback on what it read...
+    let written = write_status(&ctx, &read, &phase(Phase::RolledBack))
+        .await
+        .unwrap();
+    // ...another, still holding the older read, decides Progressing: refused.
+    let stale = write_status(&ctx, &read, &phase(Phase::Progressing)).await;
+    assert!(
+        stale.as_ref().is_err_and(|e| e.is_conflict()),
+        "{:?}",
+        stale.map(|_| ())
+    );
+    let now = api.get("app").await.unwrap();
+    assert_eq!(now.status.unwrap().phase, Some(Phase::RolledBack));
+    // Decided again on the latest, it lands.
+    write_status(&ctx, &written, &phase(Phase::Progressing))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.get("app").await.unwrap().status.unwrap().phase,
+        Some(Phase::Progressing)
+    );
+}

@@ -110,17 +110,37 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
         }
     }
+
+    /// The object changed since it was read: decide again on the latest at once.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(e)) if e.code == 409)
+    }
+
+    /// When to try again after this error.
+    pub fn requeue(&self) -> Duration {
+        if self.is_conflict() {
+            CONFLICT_REQUEUE
+        } else {
+            ERROR_REQUEUE
+        }
+    }
 }
+
+/// Requeue delay after a conflict: the next attempt reads the latest.
+pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 
 /// Requeue delay after a transient error.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 
-/// Writes an object's status by server-side apply with the operator's field manager.
+/// Writes an object's status by server-side apply with the operator's field manager,
+/// on condition that the object is still at the resourceVersion the status was decided
+/// on: a write decided on stale state (an old cache, a paused leader) fails with a
+/// conflict and is decided again. Returns the object as written.
 pub async fn write_status<K>(
     ctx: &Context,
     obj: &K,
     status: &impl serde::Serialize,
-) -> Result<(), Error>
+) -> Result<K, Error>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -136,14 +156,16 @@ where
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": {"resourceVersion": obj.resource_version()},
         "status": status,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
     ctx.metrics.wrote("status");
-    Ok(())
+    Ok(written)
 }

@@ -28,7 +28,7 @@ use kube::{
 };
 use tracing::{instrument, warn};
 
-use super::{Context, ERROR_REQUEUE, Error};
+use super::{Context, Error};
 use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
     rollout::{
@@ -89,7 +89,7 @@ pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16)
 
 fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Context>) -> Action {
     warn!(category = error.category(), %error, "transient error, retrying");
-    Action::requeue(ERROR_REQUEUE)
+    Action::requeue(error.requeue())
 }
 
 #[instrument(skip_all, fields(namespace = gr.namespace(), name = gr.name_any()))]
@@ -173,8 +173,9 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
 
     // Status first: what was decided (e.g. the target's recorded size) survives a crash
     // before the workloads change; acting again from it is idempotent.
+    let mut gr = gr;
     if decision.status != previous {
-        super::write_status(ctx, gr.as_ref(), &decision.status).await?;
+        gr = Arc::new(super::write_status(ctx, gr.as_ref(), &decision.status).await?);
     }
     // Manual actions were read and decided on: gone before anything else can fail, so
     // none is applied twice or to a later revision.
@@ -186,7 +187,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         let mut routed = decision.status.clone();
         set_traffic_routed(&mut routed, failure.as_deref(), generation, &now);
         if routed != decision.status {
-            super::write_status(ctx, gr.as_ref(), &routed).await?;
+            gr = Arc::new(super::write_status(ctx, gr.as_ref(), &routed).await?);
             decision.status = routed;
         }
     }

@@ -20,7 +20,7 @@ use kube::{
 };
 use tracing::{info, instrument, warn};
 
-use super::{Context, ERROR_REQUEUE, Error, events};
+use super::{Context, Error, events};
 use crate::{
     api::{Gate, SloPolicy, SloPolicyStatus},
     conditions::{self, ConditionType},
@@ -66,7 +66,7 @@ pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16)
 
 fn error_policy(_: Arc<SloPolicy>, error: &Error, _: Arc<Context>) -> Action {
     warn!(category = error.category(), %error, "transient error, retrying");
-    Action::requeue(ERROR_REQUEUE)
+    Action::requeue(error.requeue())
 }
 
 /// One evaluation of one SloPolicy.
