@@ -250,3 +250,223 @@ async fn two_operator_processes_one_reconciles_the_other_takes_over() {
     let standby_id = format!("op-{}", procs[standby].id().unwrap());
     assert_eq!(holder(&leases).await, Some(standby_id));
 }
+
+/// A TCP proxy to the apiserver that forwards until frozen, then holds every connection
+/// open without passing a byte on: a hung apiserver, a black-holed network.
+struct Proxy {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use tokio::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(pipe(cr, sw, f.clone()), pipe(sr, cw, f));
+                });
+            }
+        });
+        Proxy { port, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Frozen: what was read is held, forever.
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn config_map(name: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_apiserver_makes_the_leader_step_down_before_its_lease_can_expire() {
+    use guardrails::controller::clients::Clients;
+    use kube::api::PostParams;
+    let (cp, client, ns) = cluster("leader-hung").await;
+    let upstream = cp.url().trim_start_matches("https://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let mut config = cp.config().clone();
+    config.cluster_url = format!("https://127.0.0.1:{}", proxy.port).parse().unwrap();
+    // No client timeouts here: the election bounds its renewals by itself.
+    let leases: Api<Lease> = Api::namespaced(kube::Client::try_from(config.clone()).unwrap(), &ns);
+    let duration = Duration::from_secs(6);
+    let election = Election::new(leases, LEASE, "hung", duration);
+    let leadership = election.leadership();
+    let guarded = Clients::new(config, Some(&leadership)).unwrap().calls;
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(guarded, &ns);
+    let task = tokio::spawn(async move { election.run(std::future::pending::<()>()).await });
+    let direct: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    until(10, "leading", async || {
+        holder(&direct).await.as_deref() == Some("hung") && leadership.valid()
+    })
+    .await;
+    config_maps
+        .create(&PostParams::default(), &config_map("while-leading"))
+        .await
+        .expect("a leader writes");
+
+    proxy.freeze();
+    // A standby may take over one lease duration after the last renewal, which was sent
+    // before the freeze: the leader must have stepped down by then.
+    let ended = tokio::time::timeout(duration, task)
+        .await
+        .expect("still leading a lease duration after the apiserver hung")
+        .unwrap();
+    assert!(matches!(ended, Err(Lost::NotRenewed(..))), "{ended:?}");
+    assert!(!leadership.valid());
+    let refused = config_maps
+        .create(&PostParams::default(), &config_map("after"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("not the leader"), "{refused}");
+}
+
+/// Signals a process (SIGSTOP, SIGCONT) with the kill command.
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_writes_nothing_after_it_resumes() {
+    use guardrails::api::GuardedRollout;
+    use guardrails_sandbox::OPERATOR_USERS;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::api::PostParams;
+    let (cp, client, ns) = cluster("leader-stop").await;
+    // Rollouts whose targets change every 200 ms: the leader is always mid-reconcile.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let rollouts: Api<GuardedRollout> = Api::namespaced(client.clone(), &ns);
+    const APPS: usize = 6;
+    for i in 0..APPS {
+        let name = format!("app-{i}");
+        let target = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &target)
+            .await
+            .unwrap();
+        let gr: GuardedRollout = serde_json::from_value(json!({
+            "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
+            "metadata": {"name": name},
+            "spec": {"targetRef": {"name": name}, "steps": [{"setWeight": 50}, {"pause": {}}]}
+        }))
+        .unwrap();
+        rollouts.create(&PostParams::default(), &gr).await.unwrap();
+    }
+    let churn = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let patch = json!({"spec": {"template": {"metadata": {"annotations": {"n": n.to_string()}}}}});
+                let name = format!("app-{}", n % APPS);
+                let _ = deployments
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200 / APPS as u64)).await;
+            }
+        })
+    };
+    let start = |user: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_guardrails"))
+            .args(["run", "--namespace", &ns, "--leader-election"])
+            .args(["--leader-election-namespace", &ns])
+            .args(["--leader-election-duration", "3s"])
+            .arg("--metrics-addr=127.0.0.1:0")
+            .arg("--prometheus-url=http://127.0.0.1:1")
+            .env("KUBECONFIG", cp.operator_kubeconfig(user))
+            .env("HOSTNAME", user)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut procs = [start(OPERATOR_USERS[0]), start(OPERATOR_USERS[1])];
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let writes_by = |user: &str, after: Timestamp| {
+        cp.audited_writes()
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.user.username == user && w.at() > after)
+            .filter(|w| w.object_ref.as_ref().is_none_or(|r| r.resource != "leases"))
+            .collect::<Vec<_>>()
+    };
+    let began = Timestamp::now();
+    let mut leader = None;
+    until(30, "a leader writing", async || {
+        leader = holder(&leases)
+            .await
+            .and_then(|h| OPERATOR_USERS.iter().position(|u| h.starts_with(u)));
+        leader.is_some_and(|l| !writes_by(OPERATOR_USERS[l], began).is_empty())
+    })
+    .await;
+    let leader = leader.unwrap();
+    let (user, standby) = (OPERATOR_USERS[leader], OPERATOR_USERS[1 - leader]);
+
+    signal(procs[leader].id().unwrap(), "STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let resumed = Timestamp::now();
+    signal(procs[leader].id().unwrap(), "CONT");
+    // It finds its leadership gone and exits, to come back as a candidate.
+    let exited = tokio::time::timeout(Duration::from_secs(15), procs[leader].wait()).await;
+    assert!(exited.is_ok(), "the resumed leader still runs");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    churn.abort();
+
+    let late: Vec<String> = writes_by(user, resumed)
+        .iter()
+        .map(|w| w.describe())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the paused leader wrote after it resumed: {late:#?}"
+    );
+    assert!(
+        !writes_by(standby, began).is_empty(),
+        "the standby took over and wrote"
+    );
+}

@@ -36,6 +36,13 @@ const TOKEN: &str = "guardrails-sandbox-admin-token";
 const USER_TOKEN: &str = "guardrails-sandbox-user-token";
 /// A user the control plane knows but grants nothing: tests give it rights with RBAC.
 pub const RESTRICTED_USER: &str = "sandbox-user";
+/// Users with every right (system:masters), one per operator replica, so the audit log
+/// attributes each write to the replica that made it.
+pub const OPERATOR_USERS: [&str; 2] = ["operator-a", "operator-b"];
+
+fn token_of(user: &str) -> String {
+    format!("guardrails-sandbox-{user}-token")
+}
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver on free loopback ports; returns once the apiserver
@@ -69,12 +76,17 @@ impl ControlPlane {
         })
         .await?;
 
-        std::fs::write(
-            d.join("tokens.csv"),
-            format!(
-                "{TOKEN},admin,admin,system:masters\n{USER_TOKEN},{RESTRICTED_USER},{RESTRICTED_USER}\n"
-            ),
-        )?;
+        let mut tokens = format!(
+            "{TOKEN},admin,admin,system:masters\n{USER_TOKEN},{RESTRICTED_USER},{RESTRICTED_USER}\n"
+        );
+        for user in OPERATOR_USERS {
+            tokens.push_str(&format!(
+                "{},{user},{user},system:masters\n",
+                token_of(user)
+            ));
+        }
+        std::fs::write(d.join("tokens.csv"), tokens)?;
+        std::fs::write(d.join("audit-policy.yaml"), crate::audit::POLICY)?;
         let key = d.join("sa.key");
         let status = Command::new("openssl")
             .args(["genrsa", "-out"])
@@ -98,6 +110,14 @@ impl ControlPlane {
                 d.join("tokens.csv").display()
             ))
             .arg("--authorization-mode=RBAC")
+            .arg(format!(
+                "--audit-policy-file={}",
+                d.join("audit-policy.yaml").display()
+            ))
+            .arg(format!(
+                "--audit-log-path={}",
+                d.join("audit.log").display()
+            ))
             .arg("--service-account-issuer=https://kubernetes.default.svc")
             .arg(format!("--service-account-key-file={}", key.display()))
             .arg(format!(
@@ -116,6 +136,12 @@ impl ControlPlane {
             d.join("kubeconfig-restricted"),
             kubeconfig_yaml(&url, RESTRICTED_USER, USER_TOKEN),
         )?;
+        for user in OPERATOR_USERS {
+            std::fs::write(
+                d.join(format!("kubeconfig-{user}")),
+                kubeconfig_yaml(&url, user, &token_of(user)),
+            )?;
+        }
         let config = config_from(&kubeconfig).await?;
         let client = Client::try_from(config.clone())?;
         wait_until(&mut apiserver, Duration::from_secs(60), || {
@@ -187,6 +213,16 @@ impl ControlPlane {
     /// grants some.
     pub fn restricted_kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig-restricted")
+    }
+
+    /// Path of a kubeconfig for one of [`OPERATOR_USERS`].
+    pub fn operator_kubeconfig(&self, user: &str) -> PathBuf {
+        self.dir.path().join(format!("kubeconfig-{user}"))
+    }
+
+    /// The writes the apiserver received so far (its audit log), attributed to users.
+    pub fn audited_writes(&self) -> Result<Vec<crate::audit::Write>> {
+        crate::audit::writes(&self.dir.path().join("audit.log"))
     }
 
     pub fn url(&self) -> &str {

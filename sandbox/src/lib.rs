@@ -3,6 +3,7 @@
 //! (Drop) or, if the process that started it dies first, with that process.
 
 mod apiserver;
+pub mod audit;
 mod binaries;
 mod exporter;
 pub mod http;
@@ -11,7 +12,7 @@ mod prometheus;
 pub mod simulator;
 mod workdir;
 
-pub use apiserver::{ControlPlane, RESTRICTED_USER};
+pub use apiserver::{ControlPlane, OPERATOR_USERS, RESTRICTED_USER};
 pub use binaries::{Binaries, cache_dir};
 pub use exporter::Exporter;
 pub use process::{Server, free_port};
