@@ -179,6 +179,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Writes of `kind` counted so far.
+    pub fn writes(&self, kind: &str) -> u64 {
+        self.api_writes
+            .get_or_create(&WriteLabels {
+                kind: kind.to_string(),
+            })
+            .get()
+    }
+
     /// Starts a reconcile timer; it records the duration and result when dropped.
     pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer<'_> {
         ReconcileTimer {

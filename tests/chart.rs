@@ -195,22 +195,20 @@ async fn manifests_are_accepted_and_the_operator_runs_with_them() {
         .expect("the chart names the Lease")
         .to_string();
     let leases: Api<Lease> = Api::namespaced(client, &ns);
-    let mut holder = None;
-    for _ in 0..100 {
+    let took = "the operator took the chart's Lease";
+    let holder = guardrails_sandbox::wait::eventually(took, Duration::from_secs(20), || {
         if let Some(status) = operator.try_wait().unwrap() {
             panic!("the operator exited with the chart's arguments: {status}");
         }
-        holder = leases
-            .get_opt(&lease_name)
-            .await
-            .unwrap()
-            .and_then(|l| l.spec?.holder_identity);
-        if holder.is_some() {
-            break;
+        async {
+            let lease = leases.get_opt(&lease_name).await.unwrap();
+            lease
+                .clone()
+                .and_then(|l| l.spec?.holder_identity)
+                .ok_or(lease)
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let holder = holder.expect("the operator took the chart's Lease");
+    })
+    .await;
     assert!(holder.starts_with("guardrails-abc12-"), "{holder}");
     let ready = guardrails_sandbox::http::get(&format!("127.0.0.1:{port}"), "/readyz").await;
     assert_eq!(ready.map(|r| r.0), Some(200));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::env::*;
 use guardrails::api::{GuardedRollout, LocalRef, Outcome, Phase, SloPolicy};
 use guardrails_sandbox::simulator;
+use guardrails_sandbox::wait::eventually;
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -120,9 +121,9 @@ async fn stale_actions_are_dropped_and_the_next_bad_canary_is_still_rolled_back(
         !ann.keys().any(|k| k.starts_with("guardrails.dev/"))
     })
     .await;
-    let mut dropped = Vec::new();
-    for _ in 0..40 {
-        dropped = env
+    let four = "four ActionDropped Events";
+    let dropped: Vec<String> = eventually(four, Duration::from_secs(10), || async {
+        let dropped: Vec<String> = env
             .events("app")
             .await
             .into_iter()
@@ -130,11 +131,12 @@ async fn stale_actions_are_dropped_and_the_next_bad_canary_is_still_rolled_back(
             .map(|e| e.1)
             .collect();
         if dropped.len() == 4 {
-            break;
+            Ok(dropped)
+        } else {
+            Err(dropped)
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(dropped.len(), 4, "{dropped:?}");
+    })
+    .await;
     for key in ["promote", "abort", "retry", "override-gate"] {
         let key = format!("guardrails.dev/{key} dropped");
         assert!(

@@ -92,8 +92,21 @@ async fn failing_canary_is_rolled_back_and_not_retried() {
         rolled.1.contains("error-rate") && rolled.1.contains("> 0.05"),
         "{rolled:?}"
     );
-    // Not retried: still rolled back a while later, canary still at zero.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Not retried: once the rollback has finished (the canary gone), nothing is written
+    // for 8 s and it stays rolled back.
+    env.wait_for("app", 20, "rollback finished", |g| {
+        g.status
+            .as_ref()
+            .unwrap()
+            .history
+            .first()
+            .is_some_and(|h| h.finished_at.is_some())
+    })
+    .await;
+    let writes = env
+        .writes_over(Duration::from_secs(8), &["status", "deployment"])
+        .await;
+    assert_eq!(writes, 0, "a rolled-back revision is left alone");
     let gr = env.rollouts().get("app").await.unwrap();
     assert_eq!(gr.status.unwrap().phase, Some(Phase::RolledBack));
     assert_eq!(env.image_of("app-canary").await.1, 0);
@@ -628,7 +641,11 @@ async fn manual_actions_and_spec_paused() {
     };
     let paused = env.wait_for("app", 30, "paused by spec", by_spec).await;
     assert_eq!(status(&paused).phase, Some(Phase::Paused));
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Analysis goes on, the workloads do not move.
+    let moved = env
+        .writes_over(Duration::from_secs(6), &["deployment"])
+        .await;
+    assert_eq!(moved, 0, "the canary was resized while paused by spec");
     let later = env.rollouts().get("app").await.unwrap();
     assert_eq!(status(&later).phase, Some(Phase::Paused));
     assert_eq!(status(&later).current_step, status(&paused).current_step);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use common::cluster;
 use guardrails::{
@@ -14,6 +14,7 @@ use guardrails::{
     reasons::SloCondition,
     telemetry::Metrics,
 };
+use guardrails_sandbox::wait::{eventually, reached};
 use guardrails_sandbox::{Exporter, Prometheus, PrometheusConfig};
 
 use kube::{Api, Client, api::PostParams};
@@ -78,18 +79,14 @@ async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    for _ in 0..secs * 4 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{what}: not seen in {secs}s");
+/// Waits until an Event with `reason` is about `name`; fails with the reasons seen.
+async fn event_seen(client: &Client, ns: &str, name: &str, reason: &str) {
+    let what = format!("{reason} event about {name}");
+    eventually(&what, Duration::from_secs(10), || async {
+        let seen = event_reasons(client, ns, name).await;
+        reached(seen.iter().any(|r| r == reason), seen)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,12 +142,7 @@ async fn status_follows_the_data_and_prometheus_outages() {
         status.gate_reason
     );
     assert!(status.error_budget_remaining.unwrap() < 0.0);
-    eventually(10, "GateFrozen event", || async {
-        event_reasons(&client, &ns, "live")
-            .await
-            .contains(&"GateFrozen".to_string())
-    })
-    .await;
+    event_seen(&client, &ns, "live", "GateFrozen").await;
 
     // Prometheus away: gate whenUnknown (Restricted), reason says why, last values kept.
     prom.stop();
@@ -173,11 +165,12 @@ async fn status_follows_the_data_and_prometheus_outages() {
         down.objectives[0].observed_time < down.last_evaluation_time,
         "kept values carry their own time"
     );
-    eventually(10, "PrometheusUnavailable event", || async {
-        event_reasons(&client, &ns, "live")
-            .await
-            .contains(&SloCondition::PrometheusUnavailable.as_str().to_string())
-    })
+    event_seen(
+        &client,
+        &ns,
+        "live",
+        SloCondition::PrometheusUnavailable.as_str(),
+    )
     .await;
 
     // Back: evaluated again, frozen again.
@@ -236,12 +229,7 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
     })
     .await;
     assert_eq!(good.status.unwrap().gate, Some(Gate::Open));
-    eventually(10, "InvalidSpec event", || async {
-        event_reasons(&client, &ns, "bad")
-            .await
-            .contains(&SloCondition::InvalidSpec.as_str().to_string())
-    })
-    .await;
+    event_seen(&client, &ns, "bad", SloCondition::InvalidSpec.as_str()).await;
 
     // No hot requeue: over 12 s, the invalid policy is not re-reconciled in a loop.
     let count = |ctx: &Context| -> u64 {
@@ -282,8 +270,10 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
     };
     assert!(series_of(&ctx, "good") > 0);
     api.delete("good", &Default::default()).await.unwrap();
-    eventually(10, "deleted policy's series removed", || async {
-        series_of(&ctx, "good") == 0
+    let what = "deleted policy's series removed";
+    eventually(what, Duration::from_secs(10), || async {
+        let n = series_of(&ctx, "good");
+        reached(n == 0, n)
     })
     .await;
     assert!(

@@ -10,6 +10,7 @@ pub mod http;
 mod process;
 mod prometheus;
 pub mod simulator;
+pub mod wait;
 mod workdir;
 
 pub use apiserver::{ControlPlane, OPERATOR_USERS, RESTRICTED_USER};

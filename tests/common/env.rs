@@ -357,14 +357,24 @@ impl Env {
     /// Waits (up to `secs`) until the GuardedRollout is gone, its finalizer done; fails
     /// the test otherwise.
     pub async fn wait_gone(&self, name: &str, secs: u64) {
-        for _ in 0..secs * 4 {
-            if self.rollouts().get_opt(name).await.unwrap().is_none() {
-                return;
+        let what = format!("GuardedRollout {name} gone");
+        let timeout = Duration::from_secs(secs);
+        guardrails_sandbox::wait::eventually(&what, timeout, || async {
+            match self.rollouts().get_opt(name).await.unwrap() {
+                None => Ok(()),
+                Some(left) => Err(left),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        let left = self.rollouts().get_opt(name).await.unwrap();
-        panic!("GuardedRollout {name} still there after {secs}s: {left:#?}");
+        })
+        .await;
+    }
+
+    /// Writes of these kinds (see Metrics::wrote) the operator makes over `window`: how
+    /// a story asserts that nothing happens, rather than sleeping and looking once.
+    pub async fn writes_over(&self, window: Duration, kinds: &[&str]) -> u64 {
+        let count = || kinds.iter().map(|k| self.metrics.writes(k)).sum::<u64>();
+        let before = count();
+        tokio::time::sleep(window).await;
+        count() - before
     }
 
     pub async fn image_of(&self, name: &str) -> (String, i32) {

@@ -40,8 +40,8 @@ pub fn example_files() -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Polls `api.get(name)` every 250 ms until the object exists and `ok` holds; panics
-/// after `secs` with the last object seen.
+/// Polls `api.get(name)` until the object exists and `ok` holds; panics after `secs`
+/// with the last object seen.
 pub async fn wait_for<K>(
     api: &kube::Api<K>,
     name: &str,
@@ -52,17 +52,15 @@ pub async fn wait_for<K>(
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    let mut last = None;
-    for _ in 0..secs * 4 {
+    let timeout = std::time::Duration::from_secs(secs);
+    guardrails_sandbox::wait::eventually(what, timeout, || async {
         // Not there (yet) counts as not reached.
-        let obj = api.get_opt(name).await.expect("get");
-        if let Some(obj) = obj.as_ref().filter(|o| ok(o)) {
-            return obj.clone();
+        match api.get_opt(name).await.expect("get") {
+            Some(obj) if ok(&obj) => Ok(obj),
+            other => Err(other),
         }
-        last = obj;
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    panic!("{what}: not reached in {secs}s; last seen: {last:#?}");
+    })
+    .await
 }
 
 /// (reason, note) of every Event about the object `name` in `ns`.
