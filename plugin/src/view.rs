@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use guardrails::api::{
-    CheckStatus, GuardedRollout, HistoryEntry, Phase, Severity, SloPolicy, Step,
+    CheckStatus, GuardedRollout, HistoryEntry, Phase, Severity, SloPolicy, Step, StepKind,
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
@@ -228,13 +228,11 @@ pub struct StatusView {
 }
 
 fn describe_step(step: &Step) -> String {
-    match (&step.set_weight, &step.pause) {
-        (Some(w), _) => format!("setWeight {w}"),
-        (None, Some(p)) => match &p.duration {
-            Some(d) => format!("pause {d}"),
-            None => "pause until promoted".into(),
-        },
-        (None, None) => "?".into(),
+    match step.kind() {
+        Ok(StepKind::SetWeight(w)) => format!("setWeight {w}"),
+        Ok(StepKind::Pause(Some(d))) => format!("pause {d}"),
+        Ok(StepKind::Pause(None)) => "pause until promoted".into(),
+        Err(e) => format!("invalid: {e}"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Canary analysis: one `evaluate` for every check kind, and the verdict of a tick.
 //! No IO: the controller supplies the samples.
 
-use crate::api::{Check, CheckResult, CheckStatus};
+use crate::api::{Check, CheckKind, CheckResult, CheckStatus};
 
 /// What a query gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +82,7 @@ pub fn evaluate(check: &Check, input: &Input) -> CheckStatus {
                     fmt(*p),
                     fmt_pct(increase)
                 ));
-                let limit = check.compare.as_ref().map_or(0.0, |c| c.max_increase);
+                let limit = max.unwrap_or(0.0);
                 status.result = if increase > limit {
                     CheckResult::Fail
                 } else {
@@ -106,14 +106,13 @@ pub fn evaluate(check: &Check, input: &Input) -> CheckStatus {
     status
 }
 
-/// (min, max) shown with a check's status.
+/// (min, max) shown with a check's status; for compare, max is maxIncrease.
 fn bounds(check: &Check) -> (Option<f64>, Option<f64>) {
-    if let Some(s) = &check.slo_burn_rate {
-        (None, Some(s.max))
-    } else if let Some(c) = &check.compare {
-        (None, Some(c.max_increase))
-    } else {
-        (check.min, check.max)
+    match check.kind() {
+        Ok(CheckKind::Query { min, max, .. }) => (min, max),
+        Ok(CheckKind::SloBurnRate(s)) => (None, Some(s.max)),
+        Ok(CheckKind::Compare(c)) => (None, Some(c.max_increase)),
+        Err(_) => (None, None),
     }
 }
 

@@ -196,6 +196,29 @@ fn step_rules(schema: &mut Schema) {
     );
 }
 
+/// What a step does, parsed once from the API's "exactly one of" fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind<'a> {
+    SetWeight(i32),
+    /// Hold for the duration; without one, until a person promotes.
+    Pause(Option<&'a PromDuration>),
+}
+
+/// Why a step or check has no kind: none or several of its one-of fields are set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("exactly one of {0} must be set")]
+pub struct NotExactlyOne(pub &'static str);
+
+impl Step {
+    pub fn kind(&self) -> Result<StepKind<'_>, NotExactlyOne> {
+        match (self.set_weight, &self.pause) {
+            (Some(w), None) => Ok(StepKind::SetWeight(w)),
+            (None, Some(p)) => Ok(StepKind::Pause(p.duration.as_ref())),
+            _ => Err(NotExactlyOne("setWeight or pause")),
+        }
+    }
+}
+
 /// A pause step.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -346,6 +369,33 @@ pub struct Check {
     /// value exceeds the primary's by more than maxIncrease percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareCheck>,
+}
+
+/// What a check measures, parsed once from the API's "exactly one of" fields.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CheckKind<'a> {
+    Query {
+        query: &'a str,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+    SloBurnRate(&'a SloBurnRateCheck),
+    Compare(&'a CompareCheck),
+}
+
+impl Check {
+    pub fn kind(&self) -> Result<CheckKind<'_>, NotExactlyOne> {
+        match (&self.query, &self.slo_burn_rate, &self.compare) {
+            (Some(query), None, None) => Ok(CheckKind::Query {
+                query,
+                min: self.min,
+                max: self.max,
+            }),
+            (None, Some(b), None) => Ok(CheckKind::SloBurnRate(b)),
+            (None, None, Some(c)) => Ok(CheckKind::Compare(c)),
+            _ => Err(NotExactlyOne("query, sloBurnRate or compare")),
+        }
+    }
 }
 
 fn check_rules(schema: &mut Schema) {

@@ -6,8 +6,8 @@
 use std::{collections::HashSet, fmt, time::Duration};
 
 use super::{
-    Analysis, BudgetPolicy, BurnRateTier, Check, GuardedRolloutSpec, Objective, PrometheusRef,
-    SloPolicySpec, Step,
+    Analysis, BudgetPolicy, BurnRateTier, Check, CheckKind, CompareCheck, GuardedRolloutSpec,
+    Objective, PrometheusRef, SloBurnRateCheck, SloPolicySpec, Step, StepKind,
 };
 use crate::promql;
 
@@ -250,8 +250,8 @@ fn check_steps(errs: &mut ValidationErrors, steps: &[Step]) {
     let mut last_weight: Option<(usize, i32)> = None;
     for (i, step) in steps.iter().enumerate() {
         let path = format!("spec.steps[{i}]");
-        match (step.set_weight, &step.pause) {
-            (Some(w), None) => {
+        match step.kind() {
+            Ok(StepKind::SetWeight(w)) => {
                 if !(0..=100).contains(&w) {
                     errs.add(format!("{path}.setWeight"), format!("{w} is outside 0-100"));
                 }
@@ -263,18 +263,15 @@ fn check_steps(errs: &mut ValidationErrors, steps: &[Step]) {
                 }
                 last_weight = Some((i, w));
             }
-            (None, Some(p)) => {
-                if p.duration
-                    .as_ref()
-                    .is_some_and(|d| d.as_duration().is_zero())
-                {
+            Ok(StepKind::Pause(duration)) => {
+                if duration.is_some_and(|d| d.as_duration().is_zero()) {
                     errs.add(
                         format!("{path}.pause.duration"),
                         "must be longer than 0s (omit it to wait for a promote)",
                     );
                 }
             }
-            _ => errs.add(path, "exactly one of setWeight or pause must be set"),
+            Err(e) => errs.add(path, e.to_string()),
         }
     }
 }
@@ -327,70 +324,80 @@ fn check_analysis(errs: &mut ValidationErrors, a: &Analysis, has_slo_policy: boo
 }
 
 fn check_check(errs: &mut ValidationErrors, path: &str, c: &Check, has_slo_policy: bool) {
-    let kinds = [
-        c.query.is_some(),
-        c.slo_burn_rate.is_some(),
-        c.compare.is_some(),
-    ];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        errs.add(
-            path,
-            "exactly one of query, sloBurnRate or compare must be set",
-        );
-    }
-    if let (Some(min), Some(max)) = (c.min, c.max)
-        && min > max
-    {
-        errs.add(
-            format!("{path}.min"),
-            format!("{min} must be <= max ({max})"),
-        );
-    }
-    if let Some(q) = &c.query {
-        if c.min.is_none() && c.max.is_none() {
-            errs.add(path, "a query check needs min and/or max");
-        }
-        check_template(errs, &format!("{path}.query"), q, &QUERY_VARIABLES);
-    } else if c.min.is_some() || c.max.is_some() {
+    let kind = match c.kind() {
+        Ok(kind) => kind,
+        Err(e) => return errs.add(path, e.to_string()),
+    };
+    if !matches!(kind, CheckKind::Query { .. }) && (c.min.is_some() || c.max.is_some()) {
         errs.add(path, "min and max apply to query checks only");
     }
-    if let Some(s) = &c.slo_burn_rate {
-        if !has_slo_policy {
-            errs.add(format!("{path}.sloBurnRate"), "needs spec.sloPolicyRef");
-        }
-        if s.objective.is_empty() {
-            errs.add(format!("{path}.sloBurnRate.objective"), "must not be empty");
-        }
-        if s.window.as_duration().is_zero() {
-            errs.add(
-                format!("{path}.sloBurnRate.window"),
-                "must be longer than 0s",
-            );
-        }
-        if !(s.max > 0.0 && s.max.is_finite()) {
-            errs.add(
-                format!("{path}.sloBurnRate.max"),
-                format!("{} must be above 0", s.max),
-            );
-        }
+    match kind {
+        CheckKind::Query { query, min, max } => check_query(errs, path, query, min, max),
+        CheckKind::SloBurnRate(s) => check_slo_burn_rate(errs, path, s, has_slo_policy),
+        CheckKind::Compare(cmp) => check_compare(errs, path, cmp),
     }
-    if let Some(cmp) = &c.compare {
-        let field = format!("{path}.compare.query");
-        let mut vars = QUERY_VARIABLES.to_vec();
-        vars.push("pods");
-        check_template(errs, &field, &cmp.query, &vars);
-        if promql::template_variables(&cmp.query).is_ok_and(|v| !v.contains(&"pods")) {
-            errs.add(
-                field,
-                "must use {{pods}}, filled once for the canary and once for the primary",
-            );
-        }
-        if !(cmp.max_increase >= 0.0 && cmp.max_increase.is_finite()) {
-            errs.add(
-                format!("{path}.compare.maxIncrease"),
-                format!("{} must be 0 or more", cmp.max_increase),
-            );
-        }
+}
+
+fn check_query(
+    errs: &mut ValidationErrors,
+    path: &str,
+    query: &str,
+    min: Option<f64>,
+    max: Option<f64>,
+) {
+    match (min, max) {
+        (None, None) => errs.add(path, "a query check needs min and/or max"),
+        (Some(min), Some(max)) if min > max => errs.add(
+            format!("{path}.min"),
+            format!("{min} must be <= max ({max})"),
+        ),
+        _ => {}
+    }
+    check_template(errs, &format!("{path}.query"), query, &QUERY_VARIABLES);
+}
+
+fn check_slo_burn_rate(
+    errs: &mut ValidationErrors,
+    path: &str,
+    s: &SloBurnRateCheck,
+    has_slo_policy: bool,
+) {
+    if !has_slo_policy {
+        errs.add(format!("{path}.sloBurnRate"), "needs spec.sloPolicyRef");
+    }
+    if s.objective.is_empty() {
+        errs.add(format!("{path}.sloBurnRate.objective"), "must not be empty");
+    }
+    if s.window.as_duration().is_zero() {
+        errs.add(
+            format!("{path}.sloBurnRate.window"),
+            "must be longer than 0s",
+        );
+    }
+    if !(s.max > 0.0 && s.max.is_finite()) {
+        errs.add(
+            format!("{path}.sloBurnRate.max"),
+            format!("{} must be above 0", s.max),
+        );
+    }
+}
+
+fn check_compare(errs: &mut ValidationErrors, path: &str, cmp: &CompareCheck) {
+    let field = format!("{path}.compare.query");
+    let mut vars = QUERY_VARIABLES.to_vec();
+    vars.push("pods");
+    check_template(errs, &field, &cmp.query, &vars);
+    if promql::template_variables(&cmp.query).is_ok_and(|v| !v.contains(&"pods")) {
+        errs.add(
+            field,
+            "must use {{pods}}, filled once for the canary and once for the primary",
+        );
+    }
+    if !(cmp.max_increase >= 0.0 && cmp.max_increase.is_finite()) {
+        errs.add(
+            format!("{path}.compare.maxIncrease"),
+            format!("{} must be 0 or more", cmp.max_increase),
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use super::{
 use crate::api::{
     ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
     AnalysisStatus, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry, Outcome,
-    Phase, RevisionTemplate, TargetScaledUp,
+    Phase, RevisionTemplate, StepKind, TargetScaledUp,
 };
 
 /// Most history entries kept.
@@ -528,8 +528,12 @@ impl Machine<'_> {
                 return;
             };
             let passing = self.s.analysis.as_ref().map_or(0, |a| a.passing_ticks);
-            let done = match (step.set_weight, &step.pause) {
-                (Some(w), _) => {
+            // A step of no kind is an invalid spec, blocked before any decision.
+            let Ok(kind) = step.kind() else {
+                return;
+            };
+            let done = match kind {
+                StepKind::SetWeight(w) => {
                     if self.s.canary_weight != Some(w) {
                         self.s.canary_weight = Some(w);
                         if let Some(a) = &mut self.s.analysis {
@@ -539,9 +543,9 @@ impl Machine<'_> {
                     let size = traffic::router(self.spec).canary_replicas(primary, w);
                     self.canary_ready_at(size)
                 }
-                (None, Some(pause)) => {
+                StepKind::Pause(duration) => {
                     let elapsed = self.elapsed_in_step();
-                    match &pause.duration {
+                    match duration {
                         Some(d) if elapsed < d.as_duration() => {
                             self.requeue_within(d.as_duration() - elapsed);
                             false
@@ -556,7 +560,6 @@ impl Machine<'_> {
                         }
                     }
                 }
-                (None, None) => true,
             };
             if !done {
                 let what = steps::describe(self.spec, &self.s, "");
@@ -881,7 +884,10 @@ impl Machine<'_> {
         let upto = (self.s.current_step.unwrap_or(0) as usize + 1).min(self.spec.steps.len());
         let weights: Vec<i32> = self.spec.steps[..upto]
             .iter()
-            .filter_map(|s| s.set_weight)
+            .filter_map(|s| match s.kind() {
+                Ok(StepKind::SetWeight(w)) => Some(w),
+                _ => None,
+            })
             .collect();
         match weights.as_slice() {
             [.., previous, _] => *previous,

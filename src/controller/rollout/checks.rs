@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::super::Context;
 use crate::{
     analysis::{self, Input, Sample},
-    api::{Check, CheckStatus, GuardedRollout, SloPolicy},
+    api::{Check, CheckKind, CheckStatus, GuardedRollout, SloPolicy},
     prometheus::{MetricSource, PrometheusSource, SourceError},
     promql::{self, Vars},
     rollout::workloads::Role,
@@ -82,25 +82,29 @@ pub async fn tick(
             (&analysis_source, &slo_source, &vars, &canary);
         let check = check.clone();
         async move {
-            let input = if let Some(q) = &check.query {
-                Input::Single(sample(analysis_source, render(q, vars), at).await)
-            } else if let Some(c) = &check.compare {
-                let mut v = vars.clone();
-                v.insert("pods", canary.clone());
-                let canary_q = render(&c.query, &v);
-                v.insert("pods", pods_regex(&gr.spec.target_ref.name, Role::Primary));
-                let primary_q = render(&c.query, &v);
-                let (a, b) = tokio::join!(
-                    sample(analysis_source, canary_q, at),
-                    sample(analysis_source, primary_q, at)
-                );
-                Input::Pair(a, b)
-            } else if let Some(b) = &check.slo_burn_rate {
-                Input::Single(
-                    burn_rate(slo_source, slo, &b.objective, b.window.as_str(), canary, at).await,
-                )
-            } else {
-                Input::Single(Sample::Error("check has no kind".into()))
+            let input = match check.kind() {
+                Ok(CheckKind::Query { query, .. }) => {
+                    Input::Single(sample(analysis_source, render(query, vars), at).await)
+                }
+                Ok(CheckKind::Compare(c)) => {
+                    let mut v = vars.clone();
+                    v.insert("pods", canary.clone());
+                    let canary_q = render(&c.query, &v);
+                    v.insert("pods", pods_regex(&gr.spec.target_ref.name, Role::Primary));
+                    let primary_q = render(&c.query, &v);
+                    let (a, b) = tokio::join!(
+                        sample(analysis_source, canary_q, at),
+                        sample(analysis_source, primary_q, at)
+                    );
+                    Input::Pair(a, b)
+                }
+                Ok(CheckKind::SloBurnRate(b)) => {
+                    let window = b.window.as_str();
+                    Input::Single(
+                        burn_rate(slo_source, slo, &b.objective, window, canary, at).await,
+                    )
+                }
+                Err(e) => Input::Single(Sample::Invalid(e.to_string())),
             };
             analysis::evaluate(&check, &input)
         }

@@ -9,7 +9,7 @@ use super::super::{Context, Error};
 use crate::{
     api::{
         ANNOTATION_ABORT, ANNOTATION_CHANGE_CLASS, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE,
-        ANNOTATION_RETRY, ChangeClass, GuardedRollout, Severity, SloPolicy,
+        ANNOTATION_RETRY, ChangeClass, CheckKind, GuardedRollout, Severity, SloPolicy,
     },
     rollout::{
         GateView, Manual, Target, Workload,
@@ -223,7 +223,7 @@ pub fn check_references(
         return Ok(());
     };
     for (i, check) in gr.spec.analysis.checks.iter().enumerate() {
-        if let Some(b) = &check.slo_burn_rate
+        if let Ok(CheckKind::SloBurnRate(b)) = check.kind()
             && !policy.spec.objectives.iter().any(|o| o.name == b.objective)
         {
             let known: Vec<&str> = policy
