@@ -97,6 +97,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no namespace")]
     NoNamespace,
+    #[error("object has no name or uid to own the objects it manages")]
+    NoOwnerReference,
     #[error("finalizer: {0}")]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -107,6 +109,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::NoNamespace => "no-namespace",
+            Error::NoOwnerReference => "no-owner-reference",
             Error::Finalizer(_) => "finalizer",
         }
     }

@@ -25,6 +25,9 @@ pub enum SourceError {
     /// Prometheus answered with an error (bad query, overload, ...).
     #[error("Prometheus at {url} rejected the query: {detail}")]
     Query { url: String, detail: String },
+    /// Neither the object nor the operator names a Prometheus.
+    #[error("no Prometheus URL: set spec.prometheus.url or the operator's --prometheus-url")]
+    NotConfigured,
     /// The query returned more than one series.
     #[error("query returned {0} series; it must return a single number")]
     NotSingle(usize),
@@ -184,12 +187,7 @@ impl Sources {
     pub fn get(&self, url: Option<&str>) -> Result<PrometheusSource, SourceError> {
         let url = url
             .or(self.default_url.as_deref())
-            .ok_or_else(|| SourceError::Unreachable {
-                url: String::new(),
-                detail:
-                    "no Prometheus URL: set spec.prometheus.url or the operator's --prometheus-url"
-                        .into(),
-            })?;
+            .ok_or(SourceError::NotConfigured)?;
         let mut map = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(url) {
             return Ok(s.clone());

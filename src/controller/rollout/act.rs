@@ -38,7 +38,9 @@ pub async fn apply_plan(
     let Some(target) = &world.target else {
         return Ok(None);
     };
-    let owner = gr.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
+    let owner = gr
+        .controller_owner_ref(&())
+        .ok_or(Error::NoOwnerReference)?;
     let name = gr.name_any();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
 

@@ -118,8 +118,11 @@ pub async fn ensure(ctx: &Context, gr: &GuardedRollout, a: &Autoscalers) -> Resu
         }
         return Ok(());
     };
-    let owner = serde_json::to_value(gr.controller_owner_ref(&()).ok_or(Error::NoNamespace)?)
-        .unwrap_or_default();
+    let owner = serde_json::to_value(
+        gr.controller_owner_ref(&())
+            .ok_or(Error::NoOwnerReference)?,
+    )
+    .unwrap_or_default();
     let desired = for_primary(user, &a.api_version, target, &gr.name_any(), owner);
     if a.primary
         .as_ref()

@@ -113,6 +113,7 @@ pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Context>) -> Result<Act
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// One reconcile: observe -> decide -> act -> report.
 async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
     // The watch cache may not have our last status write yet: decide on the latest.
@@ -120,101 +121,147 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     let Some(gr) = api.get_opt(&cached.name_any()).await? else {
         return Ok(Action::await_change());
     };
-    let gr = Arc::new(gr);
     let now = Time(Timestamp::now());
-    let previous = gr.status.clone().unwrap_or_default();
-    let generation = gr.meta().generation;
     let world = observe::read(ctx, &gr, ns).await?;
+    let obs = match observations(ctx, &gr, ns, &world, &now).await? {
+        Ok(obs) => obs,
+        Err(stopped) => {
+            timer.ok();
+            return Ok(stopped);
+        }
+    };
+    let decision = decision(&gr, &obs, &now);
+    let acted = carry_out(ctx, gr, ns, &world, decision, &now).await?;
+    act::announce(ctx, &acted.gr, &acted.previous, &acted.decision).await;
+    record_metrics(ctx, &acted.gr, ns, &acted.previous, &acted.decision.status);
+    timer.ok();
+    Ok(Action::requeue(requeue(&acted, &world)))
+}
 
-    let blocker = blocker(&gr, &world);
+/// What decide() needs; Err(action) when a problem stops the reconcile before any
+/// decision (reported once, with its condition and Event).
+async fn observations(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    world: &observe::World,
+    now: &Time,
+) -> Result<Result<Observations, Action>, Error> {
+    let previous = gr.status.clone().unwrap_or_default();
+    let blocker = blocker(gr, world);
     // A target belongs to one rollout: a second one never touches it (its own spec
     // errors are reported first).
-    if let Err(owned) = observe::check_ownership(&gr, &world) {
+    if let Err(owned) = observe::check_ownership(gr, world) {
         let message = match &blocker {
             Some(Blocker::InvalidSpec(m)) => m.clone(),
             _ => owned,
         };
-        report(ctx, &gr, &previous, Problem::InvalidSpec(&message), &now).await?;
-        timer.ok();
-        return Ok(Action::await_change());
+        report(ctx, gr, &previous, Problem::InvalidSpec(&message), now).await?;
+        return Ok(Err(Action::await_change()));
     }
     if let Some(b) = blocker.as_ref().filter(|_| previous.phase.is_none()) {
         // Nothing adopted yet: nothing to drain, say why and wait.
         let stall = rollout::Stall::Blocked(b.clone());
-        report(ctx, &gr, &previous, stall.problem(), &now).await?;
-        timer.ok();
-        return Ok(match b {
+        report(ctx, gr, &previous, stall.problem(), now).await?;
+        return Ok(Err(match b {
             Blocker::InvalidSpec(_) => Action::await_change(),
             Blocker::RouteNotFound(_) => Action::requeue(Duration::from_secs(10)),
-        });
+        }));
     }
-
     let canary = world.canary.as_ref().map(observe::workload);
     let mut obs = Observations {
         target: world.target.as_ref().and_then(observe::target),
         primary: world.primary.as_ref().map(observe::workload),
         canary: canary.clone(),
-        gate: observe::gate(&world.slo, &ctx.evaluations, &now),
+        gate: observe::gate(&world.slo, &ctx.evaluations, now),
         tick: None,
         manual: observe::manual(gr.annotations()),
         autoscaled: world.autoscalers.user.is_some(),
         blocker,
     };
-    if obs.blocker.is_none() && rollout::tick_due(&gr.spec, &previous, canary.as_ref(), &now) {
+    if obs.blocker.is_none() && rollout::tick_due(&gr.spec, &previous, canary.as_ref(), now) {
         let slo = world.slo.as_ref().and_then(|s| s.as_ref());
         let at = Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
-        obs.tick = Some(checks::tick(ctx, &gr, slo, ns, at).await);
+        obs.tick = Some(checks::tick(ctx, gr, slo, ns, at).await);
     }
+    Ok(Ok(obs))
+}
 
-    let mut decision = rollout::decide(&gr.spec, &previous, &obs, &now);
+/// The pure decision, with its conditions.
+fn decision(gr: &GuardedRollout, obs: &Observations, now: &Time) -> rollout::Decision {
+    let previous = gr.status.clone().unwrap_or_default();
+    let generation = gr.meta().generation;
+    let mut decision = rollout::decide(&gr.spec, &previous, obs, now);
     decision.status.observed_generation = generation;
     let problem = decision.stall.as_ref().map(|s| s.problem());
-    set_conditions(&mut decision.status, problem, generation, &now);
+    set_conditions(&mut decision.status, problem, generation, now);
+    decision
+}
 
-    // Status first: what was decided (e.g. the target's recorded size) survives a crash
-    // before the workloads change; acting again from it is idempotent.
-    let mut gr = gr;
+/// What was carried out: the rollout as last written, its status before, the decision.
+struct Acted {
+    gr: GuardedRollout,
+    previous: GuardedRolloutStatus,
+    decision: rollout::Decision,
+    route_failed: bool,
+}
+
+/// Status first: what was decided (e.g. the target's recorded size) survives a crash
+/// before the workloads change, and acting again from it is idempotent. Then the manual
+/// actions consumed, the workloads and the route; a route that refused its weights is
+/// said in the TrafficRouted condition.
+async fn carry_out(
+    ctx: &Context,
+    mut gr: GuardedRollout,
+    ns: &str,
+    world: &observe::World,
+    mut decision: rollout::Decision,
+    now: &Time,
+) -> Result<Acted, Error> {
+    let previous = gr.status.clone().unwrap_or_default();
     if decision.status != previous {
-        gr = Arc::new(super::write_status(ctx, gr.as_ref(), &decision.status).await?);
+        gr = super::write_status(ctx, &gr, &decision.status).await?;
     }
     // Manual actions were read and decided on: gone before anything else can fail, so
     // none is applied twice or to a later revision.
     act::consume(ctx, &gr, ns, &decision.consumed).await?;
     let mut route_failed = false;
     if let Some(plan) = &decision.plan {
-        let failure = act::apply_plan(ctx, &gr, ns, &world, plan).await?;
+        let failure = act::apply_plan(ctx, &gr, ns, world, plan).await?;
         route_failed = failure.is_some();
         let mut routed = decision.status.clone();
-        set_traffic_routed(&mut routed, failure.as_deref(), generation, &now);
+        let generation = gr.meta().generation;
+        set_traffic_routed(&mut routed, failure.as_deref(), generation, now);
         if routed != decision.status {
-            gr = Arc::new(super::write_status(ctx, gr.as_ref(), &routed).await?);
+            gr = super::write_status(ctx, &gr, &routed).await?;
             decision.status = routed;
         }
     }
-    act::announce(ctx, &gr, &previous, &decision).await;
-    record_metrics(ctx, &gr, ns, &previous, &decision.status);
+    Ok(Acted {
+        gr,
+        previous,
+        decision,
+        route_failed,
+    })
+}
 
-    // Ticks run while the canary serves; otherwise the watches on the Deployments wake
-    // the rollout when something changes.
-    let mut requeue = decision.requeue;
-    let serving = decision.status.canary_weight.unwrap_or(0) > 0
+/// Ticks run while the canary serves; a refused route is retried soon; otherwise the
+/// watches on the Deployments wake the rollout when something changes.
+fn requeue(acted: &Acted, world: &observe::World) -> Duration {
+    let status = &acted.decision.status;
+    let mut requeue = acted.decision.requeue;
+    let serving = status.canary_weight.unwrap_or(0) > 0
         && world
             .canary
             .as_ref()
             .is_some_and(|c| observe::workload(c).ready > 0);
-    if serving
-        && matches!(
-            decision.status.phase,
-            Some(crate::api::Phase::Progressing | crate::api::Phase::Paused)
-        )
-    {
-        requeue = requeue.min(gr.spec.analysis.interval.as_duration());
+    if serving && matches!(status.phase, Some(Phase::Progressing | Phase::Paused)) {
+        requeue = requeue.min(acted.gr.spec.analysis.interval.as_duration());
     }
-    if route_failed {
+    if acted.route_failed {
         requeue = requeue.min(super::ERROR_REQUEUE);
     }
-    timer.ok();
-    Ok(Action::requeue(requeue.max(Duration::from_millis(500))))
+    requeue.max(Duration::from_millis(500))
 }
 
 /// What stops canaries until a person acts: an invalid spec (the message names the

@@ -70,7 +70,7 @@ impl<'a> GatewayApi<'a> {
 
     /// `<target>-primary` and `<target>-canary`, with the ports of the user's Service.
     async fn ensure_services(&self, io: &Io<'_>, target: &Deployment) -> Result<(), kube::Error> {
-        let owner = io.rollout.controller_owner_ref(&()).unwrap_or_default();
+        let owner = io.rollout.controller_owner_ref(&());
         let api: Api<Service> = Api::namespaced(io.client.clone(), io.namespace);
         let user = api.get_opt(self.service()).await?;
         let ports = services::ports(user.as_ref(), self.gw.port);

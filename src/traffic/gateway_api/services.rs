@@ -49,7 +49,7 @@ pub fn service(
     role: Role,
     target: &Deployment,
     rollout: &str,
-    owner: OwnerReference,
+    owner: Option<OwnerReference>,
     ports: Vec<ServicePort>,
 ) -> Service {
     let target_name = target.metadata.name.clone().unwrap_or_default();
@@ -67,7 +67,7 @@ pub fn service(
                 (LABEL_ROLE.to_string(), role.as_str().to_string()),
                 (LABEL_ROLLOUT.to_string(), rollout.to_string()),
             ])),
-            owner_references: Some(vec![owner]),
+            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -160,7 +160,7 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "n"},
             "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}}))
             .unwrap();
-        let owner = OwnerReference::default();
+        let owner = Some(OwnerReference::default());
         let user = user_service(json!([{"name": "http", "port": 80, "targetPort": 8080}]));
         let desired = service(
             Role::Canary,
