@@ -1,6 +1,8 @@
 //! Canary analysis: one `evaluate` for every check kind, and the verdict of a tick.
 //! No IO: the controller supplies the samples.
 
+pub mod sequential;
+
 use crate::api::{Check, CheckKind, CheckResult, CheckStatus};
 
 /// What a query gave.
