@@ -19,19 +19,11 @@ use serde_json::json;
 /// A SloPolicy on the app's requests whose page tier fires within seconds of a 20%
 /// error rate (1m/10s windows at burn rate 2 of a 99% target), its budget over 10m.
 fn fast_paging_slo() -> SloPolicy {
-    serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
-        "metadata": {"name": "app"},
-        "spec": {
-            "window": "10m", "interval": "10s",
-            "objectives": [{"name": "availability", "target": 99, "indicator": {"ratio": {
-                "errors": "http_requests_total{service=\"app\",code=\"500\"}",
-                "total": "http_requests_total{service=\"app\"}"}}}],
-            "alerting": {"burnRateTiers": [
-                {"severity": "page", "longWindow": "1m", "shortWindow": "10s", "burnRate": 2}]}
-        }
-    }))
-    .unwrap()
+    app_slo(
+        99.0,
+        json!({"window": "10m", "interval": "10s", "alerting": {"burnRateTiers": [
+            {"severity": "page", "longWindow": "1m", "shortWindow": "10s", "burnRate": 2}]}}),
+    )
 }
 
 fn slos(env: &Env) -> Api<SloPolicy> {

@@ -129,16 +129,7 @@ async fn failing_canary_is_rolled_back_and_not_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn frozen_budget_blocks_features_but_not_corrective_changes_or_overrides() {
     let env = env("gr-frozen").await;
-    let slo: SloPolicy = serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
-        "metadata": {"name": "app"},
-        "spec": {
-            "interval": "1h",
-            "objectives": [{"name": "availability", "target": 99.9, "indicator": {"ratio": {
-                "errors": "http_requests_total{service=\"app\",code=\"500\"}", "total": "http_requests_total{service=\"app\"}"}}}]
-        }
-    }))
-    .unwrap();
+    let slo = app_slo(99.9, json!({"interval": "1h"}));
     Api::<SloPolicy>::namespaced(env.client.clone(), &env.ns)
         .create(&PostParams::default(), &slo)
         .await
@@ -370,16 +361,7 @@ async fn latency_regression_against_the_primary_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn canary_burning_its_slo_is_rolled_back() {
     let env = env("gr-burn").await;
-    let slo: SloPolicy = serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
-        "metadata": {"name": "app"},
-        "spec": {
-            "window": "1h", "interval": "1h",
-            "objectives": [{"name": "availability", "target": 99, "indicator": {"ratio": {
-                "errors": "http_requests_total{service=\"app\",code=\"500\"}", "total": "http_requests_total{service=\"app\"}"}}}]
-        }
-    }))
-    .unwrap();
+    let slo = app_slo(99.0, json!({"window": "1h", "interval": "1h"}));
     Api::<SloPolicy>::namespaced(env.client.clone(), &env.ns)
         .create(&PostParams::default(), &slo)
         .await
@@ -670,16 +652,7 @@ async fn manual_actions_and_spec_paused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_documented_rbac_is_enough_for_a_whole_delivery() {
     let env = env_with("gr-rbac", true).await;
-    let slo: SloPolicy = serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
-        "metadata": {"name": "app"},
-        "spec": {
-            "interval": "10s",
-            "objectives": [{"name": "availability", "target": 99.9, "indicator": {"ratio": {
-                "errors": "http_requests_total{service=\"app\",code=\"500\"}", "total": "http_requests_total{service=\"app\"}"}}}]
-        }
-    }))
-    .unwrap();
+    let slo = app_slo(99.9, json!({"interval": "10s"}));
     let slos = Api::<SloPolicy>::namespaced(env.client.clone(), &env.ns);
     slos.create(&PostParams::default(), &slo).await.unwrap();
     let mut gr = rollout(json!([]));

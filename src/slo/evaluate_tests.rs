@@ -32,15 +32,14 @@ fn windows_are_the_compliance_window_and_every_tier_window_once() {
     assert_eq!(windows(&spec()), ["28d", "1h", "5m", "6h", "30m", "3d"]);
 }
 
+/// The first evaluation of spec() at time 0.
+fn fresh(observation: &Observation) -> SloPolicyStatus {
+    evaluate(&spec(), Some(1), &Default::default(), observation, &at(0))
+}
+
 #[test]
 fn healthy_service_is_open() {
-    let s = evaluate(
-        &spec(),
-        Some(1),
-        &Default::default(),
-        &steady(0.0001),
-        &at(0),
-    );
+    let s = fresh(&steady(0.0001));
     assert_eq!(s.gate, Some(Gate::Open));
     let o = &s.objectives[0];
     assert_eq!(o.sli, Some(99.99));
@@ -59,13 +58,7 @@ fn healthy_service_is_open() {
 
 #[test]
 fn overspent_budget_freezes_and_tickets() {
-    let s = evaluate(
-        &spec(),
-        Some(1),
-        &Default::default(),
-        &steady(0.0012),
-        &at(0),
-    );
+    let s = fresh(&steady(0.0012));
     assert_eq!(s.gate, Some(Gate::Frozen));
     assert_eq!(s.error_budget_remaining, Some(-20.0));
     assert_eq!(s.objectives[0].firing_alerts, vec![Severity::Ticket]);
@@ -117,13 +110,7 @@ fn no_traffic_is_no_data_and_keeps_the_gate_open() {
 
 #[test]
 fn prometheus_away_applies_when_unknown_and_keeps_last_good_values() {
-    let good = evaluate(
-        &spec(),
-        Some(1),
-        &Default::default(),
-        &steady(0.0012),
-        &at(0),
-    );
+    let good = fresh(&steady(0.0012));
     let down = Observation::Unavailable("Prometheus unreachable: connection refused".into());
     let s = evaluate(&spec(), Some(1), &good, &down, &at(60));
     assert_eq!(
@@ -167,13 +154,7 @@ fn prometheus_away_applies_when_unknown_and_keeps_last_good_values() {
 
 #[test]
 fn only_timestamps_changed_means_no_write() {
-    let a = evaluate(
-        &spec(),
-        Some(1),
-        &Default::default(),
-        &steady(0.0001),
-        &at(0),
-    );
+    let a = fresh(&steady(0.0001));
     let b = evaluate(&spec(), Some(1), &a, &steady(0.0001), &at(60));
     assert_ne!(a, b);
     assert_eq!(without_timestamps(&a), without_timestamps(&b));
@@ -204,13 +185,7 @@ fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
 
 #[test]
 fn one_failed_window_keeps_the_others_and_says_which_failed() {
-    let first = evaluate(
-        &spec(),
-        Some(1),
-        &Default::default(),
-        &steady(0.0001),
-        &at(0),
-    );
+    let first = fresh(&steady(0.0001));
     // The 28d query times out; the short windows now show a fast burn.
     let mut readings: Readings = windows(&spec())
         .into_iter()
@@ -246,13 +221,7 @@ fn a_budget_from_minutes_of_a_28_day_window_says_so() {
         .map(|w| (w, Some(0.00357)))
         .collect();
     readings.insert(COVERAGE.into(), Some(0.0004));
-    let s = evaluate(
-        &spec(),
-        Some(1),
-        &Default::default(),
-        &Observation::Read(vec![readings]),
-        &at(0),
-    );
+    let s = fresh(&Observation::Read(vec![readings]));
     let o = &s.objectives[0];
     assert_eq!(o.error_budget_consumed, Some(357.0));
     assert_eq!(o.coverage, Some(0.04));

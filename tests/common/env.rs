@@ -234,6 +234,22 @@ pub fn deployment(
     .unwrap()
 }
 
+/// The `app` SloPolicy: availability of the app's requests (500s over all) at `target`,
+/// with these further spec fields (window, interval, alerting...).
+pub fn app_slo(target: f64, fields: serde_json::Value) -> SloPolicy {
+    let mut spec = json!({"objectives": [{"name": "availability", "target": target,
+        "indicator": {"ratio": {"errors": "http_requests_total{service=\"app\",code=\"500\"}",
+                                "total": "http_requests_total{service=\"app\"}"}}}]});
+    for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+        spec[k] = v;
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+        "metadata": {"name": "app"}, "spec": spec
+    }))
+    .unwrap()
+}
+
 pub fn error_rate_check() -> serde_json::Value {
     json!({
         "name": "error-rate",

@@ -150,6 +150,11 @@ impl World {
         self.run()
     }
 
+    /// Whether the last decision consumed this annotation.
+    fn consumed(&self, annotation: &str) -> bool {
+        self.last.as_ref().unwrap().consumed.contains(&annotation)
+    }
+
     fn reasons(&self) -> Vec<RolloutEvent> {
         self.last
             .as_ref()
@@ -342,13 +347,7 @@ fn failing_canary_rolls_back_after_the_failure_limit_and_is_not_retried() {
     w.obs.manual.retry = true;
     w.run();
     assert_eq!(w.phase(), Phase::Progressing);
-    assert!(
-        w.last
-            .as_ref()
-            .unwrap()
-            .consumed
-            .contains(&crate::api::ANNOTATION_RETRY)
-    );
+    assert!(w.consumed(crate::api::ANNOTATION_RETRY));
 }
 
 #[test]
@@ -441,13 +440,7 @@ fn override_annotation_lets_a_change_through_and_is_recorded() {
     );
     assert!(gate.allowed);
     assert!(w.reasons().contains(&RolloutEvent::GateOverridden));
-    assert!(
-        w.last
-            .as_ref()
-            .unwrap()
-            .consumed
-            .contains(&crate::api::ANNOTATION_OVERRIDE_GATE)
-    );
+    assert!(w.consumed(crate::api::ANNOTATION_OVERRIDE_GATE));
 }
 
 #[test]
