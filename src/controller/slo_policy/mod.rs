@@ -69,7 +69,9 @@ fn error_policy(_: Arc<SloPolicy>, error: &Error, _: Arc<Context>) -> Action {
     Action::requeue(error.requeue())
 }
 
-/// One evaluation of one SloPolicy.
+/// One evaluation of one SloPolicy: observe and decide (next_status), act (the status,
+/// on condition of the resourceVersion read), report (Events once the status is written,
+/// metrics).
 #[instrument(skip_all, fields(namespace = policy.namespace(), name = policy.name_any()))]
 pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
@@ -78,56 +80,52 @@ pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Acti
     let time = Time(now);
     let previous = policy.status.clone().unwrap_or_default();
     let generation = policy.meta().generation;
-
-    let checked = policy
-        .spec
-        .validate()
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            let indicators = slo::parse_all(&policy.spec.objectives)?;
-            let source = ctx
-                .sources
-                .get(policy.spec.prometheus.as_ref().map(|p| p.url.as_str()))
-                .map_err(|e| e.to_string())?;
-            Ok((indicators, source))
-        });
-    let (next, action) = match checked {
-        Err(message) => (
-            slo::invalid(&policy.spec, generation, &previous, &message, &time),
-            Action::await_change(),
-        ),
-        Ok((indicators, source)) => {
-            // Evaluate at a whole second so that all queries see the same data.
-            let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
-            let (observation, sent) = observe(&source, &policy.spec, &indicators, at).await;
-            ctx.metrics.prometheus_queries.inc_by(sent);
-            let next = match threshold_problem(&source, &policy.spec, &observation, at).await {
-                Some(m) => slo::invalid(&policy.spec, generation, &previous, &m, &time),
-                None => slo::evaluate(&policy.spec, generation, &previous, &observation, &time),
-            };
-            (
-                next,
-                Action::requeue(
-                    policy
-                        .spec
-                        .interval
-                        .as_duration()
-                        .max(Duration::from_secs(1)),
-                ),
-            )
-        }
-    };
-
-    announce(&ctx, &policy, &previous, &next).await;
-    record_metrics(&ctx, &namespace, &policy.name_any(), &next);
+    let (next, action) = next_status(&ctx, &policy, &previous, now).await;
     if slo::without_timestamps(&previous) != slo::without_timestamps(&next) {
         super::write_status(&ctx, policy.as_ref(), &next).await?;
     }
+    // After the write: a conflict retries without announcing twice.
+    announce(&ctx, &policy, &previous, &next).await;
+    record_metrics(&ctx, &namespace, &policy.name_any(), &next);
     // The status (written or unchanged) is the gate as of now.
     ctx.evaluations
         .record(&namespace, &policy.name_any(), generation, time);
     timer.ok();
     Ok(action)
+}
+
+/// The status the policy's spec and Prometheus call for, and when to look again: an
+/// invalid spec (or threshold) is said and waits for a change; otherwise every interval.
+async fn next_status(
+    ctx: &Context,
+    policy: &SloPolicy,
+    previous: &SloPolicyStatus,
+    now: Timestamp,
+) -> (SloPolicyStatus, Action) {
+    let (time, generation, spec) = (Time(now), policy.meta().generation, &policy.spec);
+    let checked = spec.validate().map_err(|e| e.to_string()).and_then(|()| {
+        let indicators = slo::parse_all(&spec.objectives)?;
+        let url = spec.prometheus.as_ref().map(|p| p.url.as_str());
+        let source = ctx.sources.get(url).map_err(|e| e.to_string())?;
+        Ok((indicators, source))
+    });
+    let (indicators, source) = match checked {
+        Ok(ready) => ready,
+        Err(message) => {
+            let next = slo::invalid(spec, generation, previous, &message, &time);
+            return (next, Action::await_change());
+        }
+    };
+    // Evaluate at a whole second so that all queries see the same data.
+    let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let (observation, sent) = observe(&source, spec, &indicators, at).await;
+    ctx.metrics.prometheus_queries.inc_by(sent);
+    let next = match threshold_problem(&source, spec, &observation, at).await {
+        Some(m) => slo::invalid(spec, generation, previous, &m, &time),
+        None => slo::evaluate(spec, generation, previous, &observation, &time),
+    };
+    let interval = spec.interval.as_duration().max(Duration::from_secs(1));
+    (next, Action::requeue(interval))
 }
 
 /// Events for gate transitions and for changes of the Ready condition's reason.
