@@ -26,10 +26,7 @@ struct Env {
 }
 
 async fn env(name: &str) -> Env {
-    let cp = ControlPlane::shared(&guardrails::api::crds())
-        .unwrap_or_else(|e| panic!("control plane: {e:#}"));
-    let client = cp.client().unwrap();
-    let ns = cp.namespace(&client, name).await.unwrap();
+    let (cp, client, ns) = ControlPlane::for_test(&guardrails::api::crds(), name).await;
     Env { cp, client, ns }
 }
 

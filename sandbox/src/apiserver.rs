@@ -194,6 +194,19 @@ impl ControlPlane {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// The shared control plane with `crds`, a new client and a new namespace named after
+    /// `test`. Panics with the reason (e.g. "run `make test-env`") when the servers cannot
+    /// start.
+    pub async fn for_test(
+        crds: &[CustomResourceDefinition],
+        test: &str,
+    ) -> (&'static ControlPlane, Client, String) {
+        let cp = Self::shared(crds).unwrap_or_else(|e| panic!("control plane: {e:#}"));
+        let client = cp.client().expect("client");
+        let ns = cp.namespace(&client, test).await.expect("namespace");
+        (cp, client, ns)
+    }
+
     /// A new client. Clients are bound to the runtime they are made in, so each test
     /// makes its own.
     pub fn client(&self) -> Result<Client> {

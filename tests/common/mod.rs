@@ -10,11 +10,7 @@ use kube::Client;
 /// The shared control plane, a fresh client and a new namespace named after `test`.
 /// Panics with the reason (e.g. "run `make test-env`") when the servers cannot start.
 pub async fn cluster(test: &str) -> (&'static ControlPlane, Client, String) {
-    let cp = ControlPlane::shared(&guardrails::api::crds())
-        .unwrap_or_else(|e| panic!("control plane: {e:#}"));
-    let client = cp.client().expect("client");
-    let ns = cp.namespace(&client, test).await.expect("namespace");
-    (cp, client, ns)
+    ControlPlane::for_test(&guardrails::api::crds(), test).await
 }
 
 /// Path of a file in the repository.
