@@ -41,7 +41,17 @@ enum Command {
         /// YAML file with one SloPolicy.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// `rules`: a Prometheus rule file; `prometheusrule`: the same groups in a
+        /// prometheus-operator PrometheusRule.
+        #[arg(long, value_enum, default_value_t = RulesFormat::Rules)]
+        format: RulesFormat,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RulesFormat {
+    Rules,
+    Prometheusrule,
 }
 
 #[derive(clap::Args)]
@@ -137,14 +147,19 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Rules { file } => {
+        Command::Rules { file, format } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let policy: SloPolicy = serde_yaml::from_str(&text)
                 .with_context(|| format!("{} is not a SloPolicy", file.display()))?;
-            let rules =
-                rules::rules(&policy).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            print!("{}", serde_yaml::to_string(&rules)?);
+            let out = match format {
+                RulesFormat::Rules => rules::rules(&policy).map(|r| serde_yaml::to_string(&r)),
+                RulesFormat::Prometheusrule => {
+                    rules::prometheus_rule(&policy).map(|r| serde_yaml::to_string(&r))
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{}", out?);
             Ok(())
         }
     }

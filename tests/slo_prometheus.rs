@@ -384,6 +384,59 @@ async fn budgets_burn_rates_and_gates_match_closed_forms() {
     }
 }
 
+#[test]
+fn every_example_as_a_prometheus_rule_passes_promtool() {
+    let promtool = shared().prom.promtool().to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let policies: Vec<_> = std::fs::read_dir(examples)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("slopolicy.yaml"))
+        .filter(|f| f.exists())
+        .collect();
+    assert!(!policies.is_empty());
+    for file in &policies {
+        let out = Command::new(env!("CARGO_BIN_EXE_guardrails"))
+            .args(["rules", "--format", "prometheusrule", "-f"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let object: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+        assert_eq!(object["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(object["kind"], "PrometheusRule");
+        let name = object["metadata"]["labels"]["guardrails.dev/slo-policy"].clone();
+        assert_eq!(
+            object["metadata"]["name"],
+            format!("{}-slo", name.as_str().unwrap())
+        );
+        // Its groups are a rule file Prometheus accepts, the same as the plain format's.
+        let groups = dir.path().join("groups.yaml");
+        std::fs::write(&groups, serde_yaml::to_string(&object["spec"]).unwrap()).unwrap();
+        let check = Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(&groups)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let plain = Command::new(env!("CARGO_BIN_EXE_guardrails"))
+            .args(["rules", "-f"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let plain: serde_yaml::Value = serde_yaml::from_slice(&plain.stdout).unwrap();
+        assert_eq!(object["spec"], plain, "{}", file.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_rules_pass_promtool_and_agree_with_the_controller() {
     let shared = shared();

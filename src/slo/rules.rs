@@ -14,6 +14,29 @@ pub fn burn_rate_record(window: &str) -> String {
 /// Name of the recorded error budget remaining (percent) over the compliance window.
 pub const BUDGET_REMAINING_RECORD: &str = "guardrails_slo:error_budget_remaining:percent";
 
+/// Label on a generated PrometheusRule naming its SloPolicy.
+pub const LABEL_SLO_POLICY: &str = "guardrails.dev/slo-policy";
+
+/// The rules of [`rules`] as a prometheus-operator PrometheusRule
+/// (`monitoring.coreos.com/v1`) named `<policy>-slo` in the policy's namespace.
+pub fn prometheus_rule(policy: &SloPolicy) -> Result<serde_json::Value, String> {
+    let file = rules(policy)?;
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let mut metadata = serde_json::json!({
+        "name": format!("{name}-slo"),
+        "labels": {"app.kubernetes.io/managed-by": "guardrails", LABEL_SLO_POLICY: name},
+    });
+    if let Some(ns) = &policy.metadata.namespace {
+        metadata["namespace"] = ns.clone().into();
+    }
+    Ok(serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": metadata,
+        "spec": file,
+    }))
+}
+
 #[derive(Debug, Serialize)]
 pub struct RuleFile {
     pub groups: Vec<RuleGroup>,
