@@ -164,7 +164,7 @@ fn check_objective(errs: &mut ValidationErrors, path: &str, o: &Objective) {
 
 fn check_selector(errs: &mut ValidationErrors, field: &str, text: &str) {
     if let Err(e) = promql::parse_selector(text) {
-        errs.add(field, e);
+        errs.add(field, e.to_string());
     }
 }
 
@@ -422,7 +422,7 @@ fn check_template(errs: &mut ValidationErrors, field: &str, template: &str, allo
         Err(e) => errs.add(field, e.to_string()),
         Ok(query) => {
             if let Err(e) = promql::parse_query(&query) {
-                errs.add(field, e);
+                errs.add(field, e.to_string());
             }
         }
     }

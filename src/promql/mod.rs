@@ -9,23 +9,43 @@ use promql_parser::{
     parser::{Expr, VectorSelector, parse},
 };
 
+/// Why a selector, query, regex or number is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromqlError {
+    #[error("{0:?} is a query, not a vector selector such as metric{{label=\"value\"}}")]
+    NotASelector(String),
+    #[error("offset and @ modifiers are not allowed")]
+    Modifiers,
+    #[error("{text:?} does not parse: {why}")]
+    SelectorSyntax { text: String, why: String },
+    #[error("does not parse: {0}")]
+    QuerySyntax(String),
+    #[error("{regex:?} is not a regular expression: {why}")]
+    Regex { regex: String, why: String },
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    #[error("{0:?} must be a finite number >= 0")]
+    OutOfRange(String),
+}
+
 /// Parses an indicator selector. It must be a plain vector selector
 /// (`metric{label="value"}`), without offset or `@`, because the operator builds the
 /// range queries around it.
-pub fn parse_selector(text: &str) -> Result<VectorSelector, String> {
+pub fn parse_selector(text: &str) -> Result<VectorSelector, PromqlError> {
     match parse(text.trim()) {
         Ok(Expr::VectorSelector(sel)) if sel.offset.is_none() && sel.at.is_none() => Ok(sel),
-        Ok(Expr::VectorSelector(_)) => Err("offset and @ modifiers are not allowed".into()),
-        Ok(_) => Err(format!(
-            "{text:?} is a query, not a vector selector such as metric{{label=\"value\"}}"
-        )),
-        Err(e) => Err(format!("{text:?} does not parse: {}", first_line(&e))),
+        Ok(Expr::VectorSelector(_)) => Err(PromqlError::Modifiers),
+        Ok(_) => Err(PromqlError::NotASelector(text.into())),
+        Err(e) => Err(PromqlError::SelectorSyntax {
+            text: text.into(),
+            why: first_line(&e).into(),
+        }),
     }
 }
 
 /// Parses a complete query.
-pub fn parse_query(text: &str) -> Result<Expr, String> {
-    parse(text).map_err(|e| format!("does not parse: {}", first_line(&e)))
+pub fn parse_query(text: &str) -> Result<Expr, PromqlError> {
+    parse(text).map_err(|e| PromqlError::QuerySyntax(first_line(&e).into()))
 }
 
 /// The selector with one more equality matcher (added to every `or` group).
@@ -38,8 +58,11 @@ pub fn with_label_regex(
     sel: &VectorSelector,
     name: &str,
     regex: &str,
-) -> Result<VectorSelector, String> {
-    let re = regex::Regex::new(&format!("^(?:{regex})$")).map_err(|e| e.to_string())?;
+) -> Result<VectorSelector, PromqlError> {
+    let re = regex::Regex::new(&format!("^(?:{regex})$")).map_err(|e| PromqlError::Regex {
+        regex: regex.into(),
+        why: e.to_string(),
+    })?;
     Ok(with_matcher(
         sel,
         Matcher::new(MatchOp::Re(re), name, regex),
@@ -50,13 +73,13 @@ pub fn with_label_regex(
 /// label (a histogram's `le`): `0.3`, `0.30`, `.3`, `3e-1`, `3.0E-01`... so a threshold
 /// is compared as a number, not as text. Character classes, not backslashes, keep it
 /// valid inside a PromQL string.
-pub fn number_regex(value: &str) -> Result<String, String> {
+pub fn number_regex(value: &str) -> Result<String, PromqlError> {
     let v: f64 = value
         .trim()
         .parse()
-        .map_err(|_| format!("{value:?} is not a number"))?;
+        .map_err(|_| PromqlError::NotANumber(value.into()))?;
     if !v.is_finite() || v < 0.0 {
-        return Err(format!("{value:?} must be a finite number >= 0"));
+        return Err(PromqlError::OutOfRange(value.into()));
     }
     let text = format!("{v}");
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));

@@ -25,36 +25,55 @@ pub enum Indicators {
     },
 }
 
+/// Why an objective's indicator cannot be queried: the field (relative to the
+/// objective) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndicatorError {
+    #[error("indicator.{field}: {error}")]
+    Field {
+        field: &'static str,
+        error: promql::PromqlError,
+    },
+    #[error("indicator: exactly one of ratio or latency must be set")]
+    NotExactlyOne,
+    /// Of objective `index` of a SloPolicy.
+    #[error("spec.objectives[{index}].{error}")]
+    Objective {
+        index: usize,
+        error: Box<IndicatorError>,
+    },
+}
+
+fn at(field: &'static str) -> impl Fn(promql::PromqlError) -> IndicatorError {
+    move |error| IndicatorError::Field { field, error }
+}
+
 impl Indicators {
     /// Parses the objective's selectors. Errors name the field (relative to the
     /// objective) and are the same ones `validate()` reports.
-    pub fn parse(indicator: &Indicator) -> Result<Self, String> {
+    pub fn parse(indicator: &Indicator) -> Result<Self, IndicatorError> {
         match (&indicator.ratio, &indicator.latency) {
             (Some(r), None) => Ok(Self::Ratio {
-                errors: promql::parse_selector(&r.errors)
-                    .map_err(|e| format!("indicator.ratio.errors: {e}"))?,
-                total: promql::parse_selector(&r.total)
-                    .map_err(|e| format!("indicator.ratio.total: {e}"))?,
+                errors: promql::parse_selector(&r.errors).map_err(at("ratio.errors"))?,
+                total: promql::parse_selector(&r.total).map_err(at("ratio.total"))?,
             }),
             (None, Some(l)) => {
-                let h = promql::parse_selector(&l.histogram)
-                    .map_err(|e| format!("indicator.latency.histogram: {e}"))?;
+                let h = promql::parse_selector(&l.histogram).map_err(at("latency.histogram"))?;
                 // Numerically: `le="0.30"` or `3e-1` is the same bucket as 0.3.
-                let le = promql::number_regex(&l.threshold)
-                    .map_err(|e| format!("indicator.latency.threshold: {e}"))?;
+                let le = promql::number_regex(&l.threshold).map_err(at("latency.threshold"))?;
                 Ok(Self::Latency {
                     good: promql::with_label_regex(&h, "le", &le)
-                        .map_err(|e| format!("indicator.latency.threshold: {e}"))?,
+                        .map_err(at("latency.threshold"))?,
                     total: promql::with_label(&h, "le", "+Inf"),
                 })
             }
-            _ => Err("indicator: exactly one of ratio or latency must be set".into()),
+            _ => Err(IndicatorError::NotExactlyOne),
         }
     }
 
     /// The same indicators restricted to series whose `label` matches `regex` (e.g. the
     /// canary's pods).
-    pub fn scoped(&self, label: &str, regex: &str) -> Result<Self, String> {
+    pub fn scoped(&self, label: &str, regex: &str) -> Result<Self, promql::PromqlError> {
         let s = |sel: &VectorSelector| promql::with_label_regex(sel, label, regex);
         Ok(match self {
             Self::Ratio { errors, total } => Self::Ratio {
@@ -122,12 +141,15 @@ pub fn not_a_bucket(threshold: &str, buckets: &[String]) -> Option<String> {
 }
 
 /// Parses every objective's indicators, naming the objective on error.
-pub fn parse_all(objectives: &[Objective]) -> Result<Vec<Indicators>, String> {
+pub fn parse_all(objectives: &[Objective]) -> Result<Vec<Indicators>, IndicatorError> {
     objectives
         .iter()
         .enumerate()
-        .map(|(i, o)| {
-            Indicators::parse(&o.indicator).map_err(|e| format!("spec.objectives[{i}].{e}"))
+        .map(|(index, o)| {
+            Indicators::parse(&o.indicator).map_err(|e| IndicatorError::Objective {
+                index,
+                error: Box::new(e),
+            })
         })
         .collect()
 }
@@ -212,8 +234,19 @@ mod tests {
         o.indicator.ratio.as_mut().unwrap().total = "rate(x[5m])".into();
         let err = parse_all(&[o]).unwrap_err();
         assert!(
-            err.starts_with("spec.objectives[0].indicator.ratio.total:"),
+            err.to_string()
+                .starts_with("spec.objectives[0].indicator.ratio.total:"),
             "{err}"
         );
+        let IndicatorError::Objective { index: 0, error } = err else {
+            panic!("{err:?}");
+        };
+        assert!(matches!(
+            *error,
+            IndicatorError::Field {
+                field: "ratio.total",
+                error: promql::PromqlError::NotASelector(_)
+            }
+        ));
     }
 }

@@ -75,7 +75,7 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
         .unwrap_or_else(|| "default".into());
     let name = policy.metadata.name.clone().unwrap_or_default();
     let service = spec.service.clone().unwrap_or_else(|| name.clone());
-    let indicators = super::parse_all(&spec.objectives)?;
+    let indicators = super::parse_all(&spec.objectives).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (objective, ind) in spec.objectives.iter().zip(&indicators) {
         let labels: std::collections::BTreeMap<String, String> = [

@@ -56,7 +56,7 @@ async fn sample(
 
 fn render(template: &str, vars: &Vars) -> Result<String, String> {
     let q = promql::render(template, vars).map_err(|e| e.to_string())?;
-    promql::parse_query(&q)?;
+    promql::parse_query(&q).map_err(|e| e.to_string())?;
     Ok(q)
 }
 
@@ -128,7 +128,11 @@ async fn burn_rate(
         return Sample::Error(format!("no objective {objective}"));
     };
     let query = Indicators::parse(&o.indicator)
-        .and_then(|i| i.scoped(&policy.spec.pod_label, canary))
+        .map_err(|e| e.to_string())
+        .and_then(|i| {
+            i.scoped(&policy.spec.pod_label, canary)
+                .map_err(|e| e.to_string())
+        })
         .map(|i| i.error_ratio_query(window));
     match sample(source, query, at).await {
         Sample::Value(ratio) => Sample::Value(crate::slo::math::burn_rate(ratio, o.target)),

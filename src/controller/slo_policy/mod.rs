@@ -104,7 +104,7 @@ async fn next_status(
 ) -> (SloPolicyStatus, Action) {
     let (time, generation, spec) = (Time(now), policy.meta().generation, &policy.spec);
     let checked = spec.validate().map_err(|e| e.to_string()).and_then(|()| {
-        let indicators = slo::parse_all(&spec.objectives)?;
+        let indicators = slo::parse_all(&spec.objectives).map_err(|e| e.to_string())?;
         let url = spec.prometheus.as_ref().map(|p| p.url.as_str());
         let source = ctx.sources.get(url).map_err(|e| e.to_string())?;
         Ok((indicators, source))
