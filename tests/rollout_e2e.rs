@@ -56,6 +56,15 @@ async fn healthy_canary_is_promoted_through_every_step() {
     }
     let ready = conditions::get(&status.conditions, ConditionType::Ready).unwrap();
     assert_eq!(ready.status, "True");
+    // Idle, nothing in flight: the watches wake it on a change, nothing else does (the
+    // window is longer than any poll would be).
+    let idle = env
+        .reconciles_once_quiet(Duration::from_secs(3), Duration::from_secs(35))
+        .await;
+    assert_eq!(
+        idle, 0,
+        "an idle rollout was reconciled {idle} times in 35 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

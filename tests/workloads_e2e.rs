@@ -23,14 +23,6 @@ fn lost(env: &Env) -> f64 {
 }
 
 /// Reconciles of the GuardedRollout controller so far.
-fn reconciles(env: &Env) -> u64 {
-    env.metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with("guardrails_reconcile_total{") && l.contains("guardedrollout"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn adopting_and_promoting_pods_that_need_8s_loses_no_request() {
@@ -118,9 +110,9 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
     })
     .await;
     // Stuck, it is woken by the watches, not by polling.
-    let before = reconciles(&env);
+    let before = env.reconciles();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let during = reconciles(&env) - before;
+    let during = env.reconciles() - before;
     // A reconcile reads the rollout and its Deployments; none means no API request.
     assert!(during <= 1, "{during} reconciles in 10 s while stuck");
 

@@ -393,6 +393,33 @@ impl Env {
         count() - before
     }
 
+    /// GuardedRollout reconciles the operator has run so far.
+    pub fn reconciles(&self) -> u64 {
+        self.metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("guardrails_reconcile_total{"))
+            .filter(|l| l.contains("guardedrollout"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Waits until the rollout has not been reconciled for `quiet`, then counts its
+    /// reconciles over `window`.
+    pub async fn reconciles_once_quiet(&self, quiet: Duration, window: Duration) -> u64 {
+        let settled = "no reconcile for a while";
+        guardrails_sandbox::wait::eventually(settled, Duration::from_secs(60), || async {
+            let before = self.reconciles();
+            tokio::time::sleep(quiet).await;
+            let during = self.reconciles() - before;
+            if during == 0 { Ok(()) } else { Err(during) }
+        })
+        .await;
+        let before = self.reconciles();
+        tokio::time::sleep(window).await;
+        self.reconciles() - before
+    }
+
     pub async fn image_of(&self, name: &str) -> (String, i32) {
         let d = self.deployments().get(name).await.unwrap();
         let spec = d.spec.unwrap();

@@ -55,7 +55,7 @@ pub fn decide(
         notes: Vec::new(),
         consumed: obs.manual.keys(),
         pending: obs.manual.clone(),
-        requeue: WATCH_FALLBACK,
+        requeue: RESYNC,
         stall: None,
     };
     let Some(target) = &obs.target else {
@@ -96,8 +96,9 @@ pub fn elapsed(since: &Time, now: &Time) -> Duration {
 /// that time; the TargetScaledUp condition stays True as long).
 pub const CONFLICT_MEMORY: Duration = Duration::from_secs(600);
 
-/// How long to wait for a watch to tell us something changed, at most.
-const WATCH_FALLBACK: Duration = Duration::from_secs(30);
+/// With nothing in flight the watches wake a rollout on every change; this resync only
+/// covers a watch event lost on the way, so idle rollouts cost next to nothing.
+pub const RESYNC: Duration = Duration::from_secs(600);
 
 impl Machine<'_> {
     pub(super) fn note(&mut self, reason: RolloutEvent, message: impl Into<String>) {
@@ -270,6 +271,13 @@ impl Machine<'_> {
     pub(super) fn finish(mut self, plan: Option<Plan>) -> Decision {
         self.drop_leftovers();
         self.invalid_check();
+        // TargetConflict turns False when the writer has been quiet for CONFLICT_MEMORY.
+        if let Some(t) = &self.s.target_scaled_up {
+            let quiet = elapsed(&t.last_seen, self.now);
+            if quiet < CONFLICT_MEMORY {
+                self.requeue_within(CONFLICT_MEMORY - quiet);
+            }
+        }
         Decision {
             status: self.s,
             plan,
