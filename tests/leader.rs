@@ -355,15 +355,6 @@ async fn a_hung_apiserver_makes_the_leader_step_down_before_its_lease_can_expire
     assert!(refused.to_string().contains("not the leader"), "{refused}");
 }
 
-/// Signals a process (SIGSTOP, SIGCONT) with the kill command.
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_leader_writes_nothing_after_it_resumes() {
     use guardrails::api::GuardedRollout;
@@ -447,10 +438,10 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     let leader = leader.unwrap();
     let (user, standby) = (OPERATOR_USERS[leader], OPERATOR_USERS[1 - leader]);
 
-    signal(procs[leader].id().unwrap(), "STOP");
+    guardrails_sandbox::pause(procs[leader].id().unwrap(), true).unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let resumed = Timestamp::now();
-    signal(procs[leader].id().unwrap(), "CONT");
+    guardrails_sandbox::pause(procs[leader].id().unwrap(), false).unwrap();
     // It finds its leadership gone and exits, to come back as a candidate.
     let exited = tokio::time::timeout(Duration::from_secs(15), procs[leader].wait()).await;
     assert!(exited.is_ok(), "the resumed leader still runs");

@@ -16,6 +16,6 @@ mod workdir;
 pub use apiserver::{ControlPlane, OPERATOR_USERS, RESTRICTED_USER};
 pub use binaries::{Binaries, cache_dir};
 pub use exporter::Exporter;
-pub use process::{Server, free_port};
+pub use process::{Server, free_port, pause};
 pub use prometheus::{Prometheus, PrometheusConfig};
 pub use simulator::Simulator;

@@ -125,6 +125,16 @@ fn spawn_with_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
+/// Stops (SIGSTOP) or resumes (SIGCONT) a process, as a hung or starved node would.
+pub fn pause(pid: u32, paused: bool) -> Result<()> {
+    let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects on this process.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+        anyhow::bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
