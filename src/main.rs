@@ -7,7 +7,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use guardrails::{
     api::SloPolicy,
-    controller::{self, Context, clients::Clients},
+    controller::{
+        self, Context,
+        clients::{self, Clients},
+    },
     leader::Election,
     slo::rules,
     telemetry::{self, Health, LogFormat, Metrics},
@@ -178,8 +181,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(telemetry::serve(args.metrics_addr, health.clone()));
     // The election's Lease calls are never guarded; with an election, every other write
     // is refused once the renew deadline has passed.
-    let unguarded = Clients::new(config.clone(), None).context("connecting to the cluster")?;
-    let election = args.election(&unguarded.election);
+    let election_client = clients::election_client(&config).context("connecting to the cluster")?;
+    let election = args.election(&election_client);
     let leadership = election.as_ref().map(Election::leadership);
     let clients = Clients::new(config, leadership.as_ref()).context("connecting to the cluster")?;
     let ctx = Context::with_clients(&clients, args.prometheus_url.clone(), metrics);

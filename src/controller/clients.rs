@@ -19,38 +19,38 @@ pub struct Clients {
     pub calls: Client,
     /// Watch streams.
     pub watches: Client,
-    /// The leader election's own Lease calls: timeouts, never guarded.
-    pub election: Client,
+}
+
+/// The config with the request/response timeouts.
+fn timed(mut config: kube::Config) -> kube::Config {
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.write_timeout = Some(WRITE_TIMEOUT);
+    config.reset_reader_on_write = true;
+    config
+}
+
+/// The client of the leader election's own Lease calls: timeouts, never guarded.
+pub fn election_client(config: &kube::Config) -> Result<Client, kube::Error> {
+    Client::try_from(timed(config.clone()))
 }
 
 impl Clients {
     pub fn new(config: kube::Config, leadership: Option<&Leadership>) -> Result<Self, kube::Error> {
         let watches = Client::try_from(config.clone())?;
-        let mut timed = config;
-        timed.connect_timeout = Some(CONNECT_TIMEOUT);
-        timed.read_timeout = Some(READ_TIMEOUT);
-        timed.write_timeout = Some(WRITE_TIMEOUT);
-        timed.reset_reader_on_write = true;
-        let election = Client::try_from(timed.clone())?;
+        let builder = ClientBuilder::try_from(timed(config))?;
         let calls = match leadership {
-            None => election.clone(),
-            Some(l) => ClientBuilder::try_from(timed)?
-                .with_layer(&l.guard())
-                .build(),
+            None => builder.build(),
+            Some(l) => builder.with_layer(&l.guard()).build(),
         };
-        Ok(Clients {
-            calls,
-            watches,
-            election,
-        })
+        Ok(Clients { calls, watches })
     }
 
     /// One client for everything (tests that build their own).
     pub fn single(client: Client) -> Self {
         Clients {
             calls: client.clone(),
-            watches: client.clone(),
-            election: client,
+            watches: client,
         }
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use guardrails::{
     api::{GuardedRollout, Phase, SloPolicy},
     conditions::{self, ConditionType},
-    controller::{self, Context, clients::Clients},
+    controller::{
+        self, Context,
+        clients::{self, Clients},
+    },
     telemetry::Metrics,
 };
 use guardrails_sandbox::{Prometheus, PrometheusConfig, Simulator, simulator};
@@ -180,9 +183,7 @@ pub fn start_operator(
     prometheus: String,
     metrics: &Metrics,
 ) -> tokio::task::JoinHandle<()> {
-    let election_client = Clients::new(operator.config.clone(), None)
-        .unwrap()
-        .election;
+    let election_client = clients::election_client(&operator.config).unwrap();
     let election = operator.elected.then(|| {
         let leases = Api::namespaced(election_client, ns);
         guardrails::leader::Election::new(leases, "guardrails", "e2e", Duration::from_secs(5))

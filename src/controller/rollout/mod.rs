@@ -122,16 +122,17 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
         return Ok(Action::await_change());
     };
     let now = Time(Timestamp::now());
+    let previous = gr.status.clone().unwrap_or_default();
     let world = observe::read(ctx, &gr, ns).await?;
-    let obs = match observations(ctx, &gr, ns, &world, &now).await? {
+    let obs = match observations(ctx, &gr, ns, &previous, &world, &now).await? {
         Ok(obs) => obs,
         Err(stopped) => {
             timer.ok();
             return Ok(stopped);
         }
     };
-    let decision = decision(&gr, &obs, &now);
-    let acted = carry_out(ctx, gr, ns, &world, decision, &now).await?;
+    let decision = decision(&gr, &previous, &obs, &now);
+    let acted = carry_out(ctx, gr, ns, previous, &world, decision, &now).await?;
     act::announce(ctx, &acted.gr, &acted.previous, &acted.decision).await;
     record_metrics(ctx, &acted.gr, ns, &acted.previous, &acted.decision.status);
     timer.ok();
@@ -144,10 +145,10 @@ async fn observations(
     ctx: &Context,
     gr: &GuardedRollout,
     ns: &str,
+    previous: &GuardedRolloutStatus,
     world: &observe::World,
     now: &Time,
 ) -> Result<Result<Observations, Action>, Error> {
-    let previous = gr.status.clone().unwrap_or_default();
     let blocker = blocker(gr, world);
     // A target belongs to one rollout: a second one never touches it (its own spec
     // errors are reported first).
@@ -156,13 +157,13 @@ async fn observations(
             Some(Blocker::InvalidSpec(m)) => m.clone(),
             _ => owned,
         };
-        report(ctx, gr, &previous, Problem::InvalidSpec(&message), now).await?;
+        report(ctx, gr, previous, Problem::InvalidSpec(&message), now).await?;
         return Ok(Err(Action::await_change()));
     }
     if let Some(b) = blocker.as_ref().filter(|_| previous.phase.is_none()) {
         // Nothing adopted yet: nothing to drain, say why and wait.
         let stall = rollout::Stall::Blocked(b.clone());
-        report(ctx, gr, &previous, stall.problem(), now).await?;
+        report(ctx, gr, previous, stall.problem(), now).await?;
         return Ok(Err(match b {
             Blocker::InvalidSpec(_) => Action::await_change(),
             Blocker::RouteNotFound(_) => Action::requeue(Duration::from_secs(10)),
@@ -179,7 +180,7 @@ async fn observations(
         autoscaled: world.autoscalers.user.is_some(),
         blocker,
     };
-    if obs.blocker.is_none() && rollout::tick_due(&gr.spec, &previous, canary.as_ref(), now) {
+    if obs.blocker.is_none() && rollout::tick_due(&gr.spec, previous, canary.as_ref(), now) {
         let slo = world.slo.as_ref().and_then(|s| s.as_ref());
         let at = Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
         obs.tick = Some(checks::tick(ctx, gr, slo, ns, at).await);
@@ -188,10 +189,14 @@ async fn observations(
 }
 
 /// The pure decision, with its conditions.
-fn decision(gr: &GuardedRollout, obs: &Observations, now: &Time) -> rollout::Decision {
-    let previous = gr.status.clone().unwrap_or_default();
+fn decision(
+    gr: &GuardedRollout,
+    previous: &GuardedRolloutStatus,
+    obs: &Observations,
+    now: &Time,
+) -> rollout::Decision {
     let generation = gr.meta().generation;
-    let mut decision = rollout::decide(&gr.spec, &previous, obs, now);
+    let mut decision = rollout::decide(&gr.spec, previous, obs, now);
     decision.status.observed_generation = generation;
     let problem = decision.stall.as_ref().map(|s| s.problem());
     set_conditions(&mut decision.status, problem, generation, now);
@@ -214,11 +219,11 @@ async fn carry_out(
     ctx: &Context,
     mut gr: GuardedRollout,
     ns: &str,
+    previous: GuardedRolloutStatus,
     world: &observe::World,
     mut decision: rollout::Decision,
     now: &Time,
 ) -> Result<Acted, Error> {
-    let previous = gr.status.clone().unwrap_or_default();
     if decision.status != previous {
         gr = super::write_status(ctx, &gr, &decision.status).await?;
     }
