@@ -38,74 +38,83 @@ pub fn evaluate(check: &Check, input: &Input) -> CheckStatus {
         message: None,
     };
     match input {
-        Input::Single(sample) => match sample {
-            Sample::Value(v) if v.is_nan() => status.message = Some("no data (NaN)".into()),
-            Sample::Value(v) => {
-                status.value = v.is_finite().then_some(*v);
-                let out = min.is_some_and(|m| *v < m) || max.is_some_and(|m| *v > m);
-                // An infinite value never passes, whatever the bounds.
-                status.result = if out || !v.is_finite() {
-                    CheckResult::Fail
-                } else {
-                    CheckResult::Pass
-                };
-                if !v.is_finite() {
-                    status.message = Some(format!("value {v}"));
-                }
-            }
-            Sample::NoData => status.message = Some("no data".into()),
-            Sample::Error(e) => {
-                status.result = CheckResult::Error;
-                status.message = Some(e.clone());
-            }
-            Sample::Invalid(e) => {
-                status.result = CheckResult::Invalid;
-                status.message = Some(e.clone());
-            }
-        },
-        Input::Pair(canary, primary) => match (canary, primary) {
-            (Sample::Invalid(e), _) | (_, Sample::Invalid(e)) => {
-                status.result = CheckResult::Invalid;
-                status.message = Some(e.clone());
-            }
-            (Sample::Error(e), _) | (_, Sample::Error(e)) => {
-                status.result = CheckResult::Error;
-                status.message = Some(e.clone());
-            }
-            (Sample::Value(c), Sample::Value(p)) if increase_percent(*c, *p).is_nan() => {
-                // Both infinite, or a NaN: not comparable, so not a pass.
-                status.message = Some(format!("canary {c} and primary {p} cannot be compared"));
-            }
-            (Sample::Value(c), Sample::Value(p)) => {
-                let increase = increase_percent(*c, *p);
-                status.value = Some(*c);
-                status.message = Some(format!(
-                    "primary {}, increase {}",
-                    fmt(*p),
-                    fmt_pct(increase)
-                ));
-                let limit = max.unwrap_or(0.0);
-                status.result = if increase > limit {
-                    CheckResult::Fail
-                } else {
-                    CheckResult::Pass
-                };
-            }
-            (c, p) => {
-                let side = if matches!(c, Sample::NoData) {
-                    "canary"
-                } else {
-                    "primary"
-                };
-                if let Sample::Value(v) = c {
-                    status.value = Some(*v);
-                }
-                let _ = p;
-                status.message = Some(format!("no data for the {side}"));
-            }
-        },
+        Input::Single(sample) => single(&mut status, sample),
+        Input::Pair(canary, primary) => pair(&mut status, canary, primary),
     }
     status
+}
+
+/// A failed or unusable sample: its result and message; None for a value or no data.
+fn unusable(sample: &Sample) -> Option<(CheckResult, &str)> {
+    match sample {
+        Sample::Error(e) => Some((CheckResult::Error, e)),
+        Sample::Invalid(e) => Some((CheckResult::Invalid, e)),
+        Sample::Value(_) | Sample::NoData => None,
+    }
+}
+
+/// A value checked against min and max.
+fn single(status: &mut CheckStatus, sample: &Sample) {
+    if let Some((result, why)) = unusable(sample) {
+        status.result = result;
+        status.message = Some(why.to_string());
+        return;
+    }
+    let v = match sample {
+        Sample::Value(v) if !v.is_nan() => *v,
+        Sample::Value(_) => return status.message = Some("no data (NaN)".into()),
+        _ => return status.message = Some("no data".into()),
+    };
+    status.value = v.is_finite().then_some(v);
+    let out = status.min.is_some_and(|m| v < m) || status.max.is_some_and(|m| v > m);
+    // An infinite value never passes, whatever the bounds.
+    status.result = if out || !v.is_finite() {
+        CheckResult::Fail
+    } else {
+        CheckResult::Pass
+    };
+    if !v.is_finite() {
+        status.message = Some(format!("value {v}"));
+    }
+}
+
+/// The canary's increase over the primary checked against maxIncrease.
+fn pair(status: &mut CheckStatus, canary: &Sample, primary: &Sample) {
+    // Invalid outranks Error on either side: a broken query is not an outage.
+    let worst = [canary, primary]
+        .into_iter()
+        .filter_map(unusable)
+        .min_by_key(|(r, _)| *r != CheckResult::Invalid);
+    if let Some((result, why)) = worst {
+        status.result = result;
+        status.message = Some(why.to_string());
+        return;
+    }
+    let (c, p) = match (canary, primary) {
+        (Sample::Value(c), Sample::Value(p)) => (*c, *p),
+        (Sample::Value(c), _) => {
+            status.value = Some(*c);
+            return status.message = Some("no data for the primary".into());
+        }
+        _ => return status.message = Some("no data for the canary".into()),
+    };
+    let increase = increase_percent(c, p);
+    if increase.is_nan() {
+        // Both infinite, or a NaN: not comparable, so not a pass.
+        status.message = Some(format!("canary {c} and primary {p} cannot be compared"));
+        return;
+    }
+    status.value = Some(c);
+    status.message = Some(format!(
+        "primary {}, increase {}",
+        fmt(p),
+        fmt_pct(increase)
+    ));
+    status.result = if increase > status.max.unwrap_or(0.0) {
+        CheckResult::Fail
+    } else {
+        CheckResult::Pass
+    };
 }
 
 /// (min, max) shown with a check's status; for compare, max is maxIncrease.

@@ -1,6 +1,7 @@
 //! The custom resources, exactly as the API contract defines them. Doc comments on
 //! fields are the `kubectl explain` text.
 
+mod analysis;
 mod duration;
 // kube's printcolumn(...) attributes repeat keys by design.
 #[allow(clippy::duplicated_attributes)]
@@ -12,6 +13,7 @@ mod schema;
 mod slo_policy;
 pub mod validate;
 
+pub use analysis::*;
 pub use duration::{DURATION_PATTERN, DurationError, PromDuration};
 pub use guarded_rollout::*;
 pub use guarded_rollout_status::*;

@@ -110,6 +110,33 @@ impl Manual {
     }
 }
 
+/// An object a rollout may name: not named at all, named but missing, or found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Referenced<T> {
+    #[default]
+    NotReferenced,
+    Missing,
+    Found(T),
+}
+
+impl<T> Referenced<T> {
+    /// The object, when it was found.
+    pub fn found(&self) -> Option<&T> {
+        match self {
+            Referenced::Found(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn map<U>(&self, f: impl FnOnce(&T) -> U) -> Referenced<U> {
+        match self {
+            Referenced::NotReferenced => Referenced::NotReferenced,
+            Referenced::Missing => Referenced::Missing,
+            Referenced::Found(t) => Referenced::Found(f(t)),
+        }
+    }
+}
+
 /// Everything `decide` looks at besides spec, status and the clock.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observations {
@@ -117,8 +144,8 @@ pub struct Observations {
     pub target: Option<Target>,
     pub primary: Option<Workload>,
     pub canary: Option<Workload>,
-    /// None: no sloPolicyRef. Some(None): the SloPolicy does not exist.
-    pub gate: Option<Option<GateView>>,
+    /// The budget gate of the SloPolicy the rollout names.
+    pub gate: Referenced<GateView>,
     /// Check results, when an analysis tick ran for this reconcile.
     pub tick: Option<Vec<CheckStatus>>,
     pub manual: Manual,

@@ -1,10 +1,12 @@
 //! Prometheus recording and alerting rules for a SloPolicy, computing exactly what the
 //! controller computes, so that Alertmanager pages on what the gate sees.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::{Indicators, windows};
-use crate::api::SloPolicy;
+use crate::api::{BurnRateTier, Objective, SloPolicy, SloPolicySpec};
 
 /// Name of the recorded burn rate over `window`, e.g. `guardrails_slo:burn_rate:5m`.
 pub fn burn_rate_record(window: &str) -> String {
@@ -58,9 +60,24 @@ pub struct Rule {
     pub expr: String,
     #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
     pub for_: Option<String>,
-    pub labels: std::collections::BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub annotations: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+type Labels = BTreeMap<String, String>;
+
+impl Rule {
+    fn record(record: String, expr: String, labels: &Labels) -> Self {
+        Rule {
+            record: Some(record),
+            alert: None,
+            expr,
+            for_: None,
+            labels: labels.clone(),
+            annotations: Default::default(),
+        }
+    }
 }
 
 /// The rules for one SloPolicy: per objective, a burn-rate record for every window the
@@ -78,7 +95,7 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
     let indicators = super::parse_all(&spec.objectives).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (objective, ind) in spec.objectives.iter().zip(&indicators) {
-        let labels: std::collections::BTreeMap<String, String> = [
+        let labels: Labels = [
             ("slo_namespace", namespace.as_str()),
             ("slo", name.as_str()),
             ("service", service.as_str()),
@@ -87,70 +104,13 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let matcher = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect::<Vec<_>>()
-            .join(",");
-        // The same float arithmetic as the controller's burn_rate().
-        let budget = format!("(1 - {} / 100)", objective.target);
-        let mut rules = Vec::new();
-        for w in windows(spec) {
-            rules.push(Rule {
-                record: Some(burn_rate_record(&w)),
-                alert: None,
-                expr: format!("({}) / {budget}", Indicators::error_ratio_query(ind, &w)),
-                for_: None,
-                labels: labels.clone(),
-                annotations: Default::default(),
-            });
-        }
-        rules.push(Rule {
-            record: Some(BUDGET_REMAINING_RECORD.into()),
-            alert: None,
-            expr: format!(
-                "100 - 100 * {}{{{matcher}}}",
-                burn_rate_record(spec.window.as_str())
-            ),
-            for_: None,
-            labels: labels.clone(),
-            annotations: Default::default(),
-        });
-        for tier in &spec.alerting.burn_rate_tiers {
-            let (long, short) = (tier.long_window.as_str(), tier.short_window.as_str());
-            let mut alert_labels = labels.clone();
-            alert_labels.insert("severity".into(), tier.severity.to_string());
-            alert_labels.insert("long_window".into(), long.into());
-            alert_labels.insert("short_window".into(), short.into());
-            let mut annotations = std::collections::BTreeMap::new();
-            annotations.insert(
-                "summary".into(),
-                format!("{service} {} is burning its error budget", objective.name),
-            );
-            annotations.insert(
-                "description".into(),
-                format!(
-                    "Burn rate over {long} and {short} is at least {} (target {}% over {}): the budget would be gone in {}.",
-                    tier.burn_rate,
-                    objective.target,
-                    spec.window,
-                    exhaustion(spec.window.as_duration(), tier.burn_rate)
-                ),
-            );
-            rules.push(Rule {
-                record: None,
-                alert: Some("GuardrailsSloBurnRate".into()),
-                expr: format!(
-                    "{}{{{matcher}}} >= {br} and {}{{{matcher}}} >= {br}",
-                    burn_rate_record(long),
-                    burn_rate_record(short),
-                    br = tier.burn_rate
-                ),
-                for_: None,
-                labels: alert_labels,
-                annotations,
-            });
-        }
+        let mut rules = records(spec, objective, ind, &labels);
+        rules.extend(
+            spec.alerting
+                .burn_rate_tiers
+                .iter()
+                .map(|tier| alert(spec, objective, tier, &service, &labels)),
+        );
         out.push(RuleGroup {
             name: format!("guardrails-{namespace}-{name}-{}", objective.name),
             interval: spec.interval.to_string(),
@@ -158,6 +118,85 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
         });
     }
     Ok(RuleFile { groups: out })
+}
+
+/// A PromQL label matcher selecting exactly these labels.
+fn matcher(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The burn rate of every window the controller reads, and the budget remaining.
+fn records(
+    spec: &SloPolicySpec,
+    objective: &Objective,
+    ind: &Indicators,
+    labels: &Labels,
+) -> Vec<Rule> {
+    // The same float arithmetic as the controller's burn_rate().
+    let budget = format!("(1 - {} / 100)", objective.target);
+    let mut rules: Vec<Rule> = windows(spec)
+        .iter()
+        .map(|w| {
+            let expr = format!("({}) / {budget}", Indicators::error_ratio_query(ind, w));
+            Rule::record(burn_rate_record(w), expr, labels)
+        })
+        .collect();
+    let remaining = format!(
+        "100 - 100 * {}{{{}}}",
+        burn_rate_record(spec.window.as_str()),
+        matcher(labels)
+    );
+    rules.push(Rule::record(
+        BUDGET_REMAINING_RECORD.into(),
+        remaining,
+        labels,
+    ));
+    rules
+}
+
+/// The multi-window alert of one burn-rate tier.
+fn alert(
+    spec: &SloPolicySpec,
+    objective: &Objective,
+    tier: &BurnRateTier,
+    service: &str,
+    labels: &Labels,
+) -> Rule {
+    let (long, short) = (tier.long_window.as_str(), tier.short_window.as_str());
+    let mut alert_labels = labels.clone();
+    alert_labels.insert("severity".into(), tier.severity.to_string());
+    alert_labels.insert("long_window".into(), long.into());
+    alert_labels.insert("short_window".into(), short.into());
+    let summary = format!("{service} {} is burning its error budget", objective.name);
+    let description = format!(
+        "Burn rate over {long} and {short} is at least {} (target {}% over {}): the budget would be gone in {}.",
+        tier.burn_rate,
+        objective.target,
+        spec.window,
+        exhaustion(spec.window.as_duration(), tier.burn_rate)
+    );
+    let m = matcher(labels);
+    Rule {
+        record: None,
+        alert: Some("GuardrailsSloBurnRate".into()),
+        expr: format!(
+            "{}{{{m}}} >= {br} and {}{{{m}}} >= {br}",
+            burn_rate_record(long),
+            burn_rate_record(short),
+            br = tier.burn_rate
+        ),
+        for_: None,
+        labels: alert_labels,
+        annotations: [
+            ("summary".into(), summary),
+            ("description".into(), description),
+        ]
+        .into(),
+    }
 }
 
 fn exhaustion(window: std::time::Duration, burn_rate: f64) -> String {

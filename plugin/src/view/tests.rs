@@ -1,4 +1,6 @@
-use super::*;
+use super::{status::*, *};
+use guardrails::api::{GuardedRollout, Severity, SloPolicy};
+use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 fn rollout(status: serde_json::Value) -> GuardedRollout {

@@ -181,7 +181,7 @@ async fn observations(
         blocker,
     };
     if obs.blocker.is_none() && rollout::tick_due(&gr.spec, previous, canary.as_ref(), now) {
-        let slo = world.slo.as_ref().and_then(|s| s.as_ref());
+        let slo = world.slo.found();
         let at = Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
         obs.tick = Some(checks::tick(ctx, gr, slo, ns, at).await);
     }

@@ -12,7 +12,7 @@ use crate::{
         ANNOTATION_RETRY, ChangeClass, CheckKind, GuardedRollout, Severity, SloPolicy,
     },
     rollout::{
-        GateView, Manual, Target, Workload,
+        GateView, Manual, Referenced, Target, Workload,
         workloads::{ANNOTATION_REVISION, Role, revision, user_template},
     },
 };
@@ -22,8 +22,7 @@ pub struct World {
     pub target: Option<Deployment>,
     pub primary: Option<Deployment>,
     pub canary: Option<Deployment>,
-    /// None: no sloPolicyRef; Some(None): it does not exist.
-    pub slo: Option<Option<SloPolicy>>,
+    pub slo: Referenced<SloPolicy>,
     /// What the traffic router read (e.g. the HTTPRoute).
     pub traffic: crate::traffic::Observed,
     pub autoscalers: super::autoscaler::Autoscalers,
@@ -42,12 +41,11 @@ pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World,
         deployments.get_opt(&canary_name),
     )?;
     let slo = match &gr.spec.slo_policy_ref {
-        None => None,
-        Some(r) => Some(
-            Api::<SloPolicy>::namespaced(ctx.client.clone(), ns)
-                .get_opt(&r.name)
-                .await?,
-        ),
+        None => Referenced::NotReferenced,
+        Some(r) => Api::<SloPolicy>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&r.name)
+            .await?
+            .map_or(Referenced::Missing, Referenced::Found),
     };
     let router = crate::traffic::router(&gr.spec);
     let traffic = router.observe(&super::io(ctx, gr, ns)).await?;
@@ -132,48 +130,46 @@ fn replicas_owner(d: &Deployment) -> Option<String> {
 /// The gate as the rollout must take it: a stale one (older than three intervals, or
 /// behind its generation) counts as the policy's whenUnknown, saying why.
 pub fn gate(
-    slo: &Option<Option<SloPolicy>>,
+    slo: &Referenced<SloPolicy>,
     evaluations: &crate::controller::Evaluations,
     now: &Time,
-) -> Option<Option<GateView>> {
-    slo.as_ref().map(|found| {
-        found.as_ref().map(|p| {
-            let status = p.status.clone().unwrap_or_default();
-            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            let evaluated = evaluations.get(ns, &p.name_any());
-            let stale = crate::rollout::gate::stale(p, evaluated, now).map(|why| {
-                let unknown = p.spec.budget_policy.when_unknown;
-                let reason = format!(
-                    "SloPolicy {}: gate not fresh ({why}): counts as whenUnknown ({unknown})",
-                    p.name_any()
-                );
-                (unknown, reason)
-            });
-            // Per severity, the earliest start across objectives.
-            let mut firing: Vec<(Severity, Option<Time>)> = Vec::new();
-            for o in &status.objectives {
-                for s in &o.firing_alerts {
-                    let since = o.firing_since.get(s).cloned();
-                    match firing.iter_mut().find(|(f, _)| f == s) {
-                        Some((_, t)) => *t = t.clone().min(since),
-                        None => firing.push((*s, since)),
-                    }
+) -> Referenced<GateView> {
+    slo.map(|p| {
+        let status = p.status.clone().unwrap_or_default();
+        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        let evaluated = evaluations.get(ns, &p.name_any());
+        let stale = crate::rollout::gate::stale(p, evaluated, now).map(|why| {
+            let unknown = p.spec.budget_policy.when_unknown;
+            let reason = format!(
+                "SloPolicy {}: gate not fresh ({why}): counts as whenUnknown ({unknown})",
+                p.name_any()
+            );
+            (unknown, reason)
+        });
+        // Per severity, the earliest start across objectives.
+        let mut firing: Vec<(Severity, Option<Time>)> = Vec::new();
+        for o in &status.objectives {
+            for s in &o.firing_alerts {
+                let since = o.firing_since.get(s).cloned();
+                match firing.iter_mut().find(|(f, _)| f == s) {
+                    Some((_, t)) => *t = t.clone().min(since),
+                    None => firing.push((*s, since)),
                 }
             }
-            firing.sort_by_key(|(s, _)| *s);
-            match stale {
-                Some((unknown, reason)) => GateView {
-                    state: Some(unknown),
-                    reason: Some(reason),
-                    firing,
-                },
-                None => GateView {
-                    state: status.gate,
-                    reason: status.gate_reason,
-                    firing,
-                },
-            }
-        })
+        }
+        firing.sort_by_key(|(s, _)| *s);
+        match stale {
+            Some((unknown, reason)) => GateView {
+                state: Some(unknown),
+                reason: Some(reason),
+                firing,
+            },
+            None => GateView {
+                state: status.gate,
+                reason: status.gate_reason,
+                firing,
+            },
+        }
     })
 }
 
@@ -215,11 +211,8 @@ pub fn check_ownership(gr: &GuardedRollout, world: &World) -> Result<(), String>
 }
 
 /// Checks beyond validate(): every sloBurnRate objective exists in the SloPolicy.
-pub fn check_references(
-    gr: &GuardedRollout,
-    slo: &Option<Option<SloPolicy>>,
-) -> Result<(), String> {
-    let Some(Some(policy)) = slo else {
+pub fn check_references(gr: &GuardedRollout, slo: &Referenced<SloPolicy>) -> Result<(), String> {
+    let Referenced::Found(policy) = slo else {
         return Ok(());
     };
     for (i, check) in gr.spec.analysis.checks.iter().enumerate() {

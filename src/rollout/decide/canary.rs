@@ -104,7 +104,7 @@ impl Machine<'_> {
         if class == crate::api::ChangeClass::Corrective {
             return None;
         }
-        let view = self.obs.gate.as_ref()?.as_ref()?;
+        let view = self.obs.gate.found()?;
         let on = self.spec.analysis.abort_on_burn_rate_alert;
         let started = self.s.canary_started_at.as_ref()?;
         let (severity, since) = view.firing.iter().find(|(s, since)| {

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::api::{
     ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
-    AnalysisStatus, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry, Outcome,
-    Phase, RevisionTemplate, StepKind, TargetScaledUp,
+    AnalysisStatus, ChangeClass, Gate, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus,
+    HistoryEntry, Outcome, Phase, RevisionTemplate, StepKind, TargetScaledUp,
 };
 
 /// Most history entries kept.
@@ -248,7 +248,7 @@ impl Machine<'_> {
             return Some(b.message().to_string());
         }
         let name = &self.spec.slo_policy_ref.as_ref()?.name;
-        matches!(self.obs.gate, Some(None)).then(|| format!("SloPolicy {name} not found"))
+        matches!(self.obs.gate, Referenced::Missing).then(|| format!("SloPolicy {name} not found"))
     }
 
     /// The canary leaves traffic (weight 0, replicas 0) and its revision waits as

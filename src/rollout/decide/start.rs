@@ -12,69 +12,71 @@ impl Machine<'_> {
             self.block(&rev, class, None, message);
             return;
         }
-        let gate = match &self.obs.gate {
-            None => None,
-            Some(None) => {
-                let name = self
-                    .spec
-                    .slo_policy_ref
-                    .as_ref()
-                    .map(|r| r.name.clone())
-                    .unwrap_or_default();
-                let message = format!("SloPolicy {name} not found: revision {rev} waits");
-                if self.s.message.as_deref() != Some(message.as_str()) {
-                    self.note(RolloutEvent::SloPolicyNotFound, message.clone());
-                }
-                self.block(&rev, class, None, message);
-                return;
-            }
-            Some(Some(view)) => Some(view),
-        };
-        let decision = gate.map(|g| (g.state, g.reason.clone()));
-        let (state, ok, why) = match decision {
-            None => (
-                crate::api::Gate::Open,
-                true,
-                "no SloPolicy: no budget gate".to_string(),
-            ),
-            Some((None, _)) => (
-                crate::api::Gate::Restricted,
+        // A policy not evaluated yet lets nothing through without an override.
+        let (state, ok, why) = match &self.obs.gate {
+            Referenced::NotReferenced => (Gate::Open, true, "no SloPolicy: no budget gate".into()),
+            Referenced::Missing => return self.policy_missing(&rev, class),
+            Referenced::Found(GateView { state: None, .. }) => (
+                Gate::Restricted,
                 false,
-                "the SloPolicy has not been evaluated yet".into(),
+                "the SloPolicy has not been evaluated yet".to_string(),
             ),
-            Some((Some(state), reason)) => {
-                (state, allowed(state, class), reason.unwrap_or_default())
-            }
+            Referenced::Found(GateView {
+                state: Some(state),
+                reason,
+                ..
+            }) => (
+                *state,
+                allowed(*state, class),
+                reason.clone().unwrap_or_default(),
+            ),
         };
-        let mut gate_status = GateStatus {
+        let mut gate = GateStatus {
             state,
             change_class: class,
             allowed: ok,
             r#override: None,
         };
-        if !ok {
-            // Only the revision the gate blocks now may use an override read now.
-            if let Some(reason) = self.pending.override_gate.take() {
-                gate_status.allowed = true;
-                gate_status.r#override = Some(reason.clone());
-                self.note(
-                    RolloutEvent::GateOverridden,
-                    format!("gate {state} overridden for {class} revision {rev}: {reason}"),
-                );
-            } else {
-                let message = format!("{class} change {rev} blocked: gate {state} ({why})");
-                self.s.gate = Some(gate_status);
-                self.block(&rev, class, Some(state), message);
-                return;
-            }
-        } else {
+        if gate.allowed {
             self.note(
                 RolloutEvent::GateAllowed,
                 format!("gate {state} allows {class} revision {rev}"),
             );
+        } else if let Some(reason) = self.pending.override_gate.take() {
+            // Only the revision the gate blocks now may use an override read now.
+            gate.allowed = true;
+            gate.r#override = Some(reason.clone());
+            self.note(
+                RolloutEvent::GateOverridden,
+                format!("gate {state} overridden for {class} revision {rev}: {reason}"),
+            );
+        } else {
+            let message = format!("{class} change {rev} blocked: gate {state} ({why})");
+            self.s.gate = Some(gate);
+            return self.block(&rev, class, Some(state), message);
         }
-        self.s.gate = Some(gate_status);
-        self.s.canary_revision = Some(rev.clone());
+        self.s.gate = Some(gate);
+        self.begin_canary(&rev, class);
+    }
+
+    /// The named SloPolicy does not exist: the revision waits, said once.
+    fn policy_missing(&mut self, rev: &str, class: ChangeClass) {
+        let name = self
+            .spec
+            .slo_policy_ref
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        let message = format!("SloPolicy {name} not found: revision {rev} waits");
+        if self.s.message.as_deref() != Some(message.as_str()) {
+            self.note(RolloutEvent::SloPolicyNotFound, message.clone());
+        }
+        self.block(rev, class, None, message);
+    }
+
+    /// A canary at step 0 with no weight yet, analysis from scratch.
+    fn begin_canary(&mut self, rev: &str, class: ChangeClass) {
+        self.s.canary_revision = Some(rev.to_string());
         self.s.current_step = Some(0);
         self.s.canary_weight = Some(0);
         self.s.step_started_at = Some(self.now.clone());
@@ -91,8 +93,8 @@ impl Machine<'_> {
     pub(super) fn block(
         &mut self,
         rev: &str,
-        class: crate::api::ChangeClass,
-        state: Option<crate::api::Gate>,
+        class: ChangeClass,
+        state: Option<Gate>,
         message: String,
     ) {
         let newly =

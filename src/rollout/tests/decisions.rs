@@ -2,15 +2,15 @@
 
 use super::*;
 
-fn firing(severity: Severity, since: i64) -> Option<Option<GateView>> {
-    Some(Some(GateView {
+fn firing(severity: Severity, since: i64) -> Referenced<GateView> {
+    Referenced::Found(GateView {
         state: Some(Gate::Frozen),
         reason: Some("budget spent".into()),
         firing: vec![(
             severity,
             Some(Time(Timestamp::from_second(1_800_000_000 + since).unwrap())),
         )],
-    }))
+    })
 }
 
 #[test]
@@ -47,7 +47,9 @@ fn a_fix_after_a_bad_canary_is_not_rolled_back_for_the_bad_canarys_alert() {
         "the tier started during the bad canary"
     );
     // The next revision, a fix, starts while the bad canary's errors still page.
-    w.obs.gate.as_mut().unwrap().as_mut().unwrap().state = Some(Gate::Open);
+    if let Referenced::Found(g) = &mut w.obs.gate {
+        g.state = Some(Gate::Open);
+    }
     w.now += 30;
     w.ship("fix");
     w.run();
@@ -192,7 +194,7 @@ fn an_invalid_spec_mid_canary_drains_the_canary_then_restarts_it_from_the_first_
 #[test]
 fn a_slo_policy_deleted_mid_canary_drains_the_canary_until_it_returns() {
     let mut w = serving_canary();
-    w.obs.gate = Some(None);
+    w.obs.gate = Referenced::Missing;
     w.tick(CheckResult::Pass, 0.0);
     assert_eq!(w.phase(), Phase::Blocked);
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);

@@ -56,12 +56,12 @@ fn check(result: CheckResult, value: f64) -> Vec<CheckStatus> {
     }]
 }
 
-fn open_gate() -> Option<Option<GateView>> {
-    Some(Some(GateView {
+fn open_gate() -> Referenced<GateView> {
+    Referenced::Found(GateView {
         state: Some(Gate::Open),
         reason: Some("fine".into()),
         firing: vec![],
-    }))
+    })
 }
 
 impl World {
@@ -366,11 +366,11 @@ fn a_passing_tick_resets_consecutive_failures() {
 #[test]
 fn frozen_gate_blocks_features_lets_corrective_through_and_unblocks_itself() {
     let mut w = World::new();
-    w.obs.gate = Some(Some(GateView {
+    w.obs.gate = Referenced::Found(GateView {
         state: Some(Gate::Frozen),
         reason: Some("availability consumed 120%".into()),
         firing: vec![],
-    }));
+    });
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Blocked);
@@ -393,10 +393,10 @@ fn frozen_gate_blocks_features_lets_corrective_through_and_unblocks_itself() {
 
     // A corrective change goes through a frozen gate.
     let mut w = World::new();
-    w.obs.gate = Some(Some(GateView {
+    w.obs.gate = Referenced::Found(GateView {
         state: Some(Gate::Frozen),
         ..Default::default()
-    }));
+    });
     w.obs.target.as_mut().unwrap().change_class = Some(ChangeClass::Corrective);
     w.ship("r2");
     w.run();
@@ -410,10 +410,10 @@ fn frozen_gate_blocks_features_lets_corrective_through_and_unblocks_itself() {
 #[test]
 fn restricted_gate_lets_critical_through() {
     let mut w = World::new();
-    w.obs.gate = Some(Some(GateView {
+    w.obs.gate = Referenced::Found(GateView {
         state: Some(Gate::Restricted),
         ..Default::default()
-    }));
+    });
     w.spec.change_class = ChangeClass::Critical;
     w.ship("r2");
     w.run();
@@ -423,10 +423,10 @@ fn restricted_gate_lets_critical_through() {
 #[test]
 fn override_annotation_lets_a_change_through_and_is_recorded() {
     let mut w = World::new();
-    w.obs.gate = Some(Some(GateView {
+    w.obs.gate = Referenced::Found(GateView {
         state: Some(Gate::Frozen),
         ..Default::default()
-    }));
+    });
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Blocked);
@@ -446,19 +446,19 @@ fn override_annotation_lets_a_change_through_and_is_recorded() {
 #[test]
 fn missing_or_unevaluated_slo_policy_blocks() {
     let mut w = World::new();
-    w.obs.gate = Some(None);
+    w.obs.gate = Referenced::Missing;
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Blocked);
     assert!(w.reasons().contains(&RolloutEvent::SloPolicyNotFound));
     let mut w = World::new();
-    w.obs.gate = Some(Some(GateView::default()));
+    w.obs.gate = Referenced::Found(GateView::default());
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Blocked);
     // Without a sloPolicyRef there is no gate.
     let mut w = World::new();
-    w.obs.gate = None;
+    w.obs.gate = Referenced::NotReferenced;
     w.ship("r2");
     w.run();
     assert_eq!(w.phase(), Phase::Progressing);
@@ -521,22 +521,22 @@ fn burn_rate_alert_of_the_slo_policy_rolls_back() {
     let mut w = World::new();
     w.ship("r2");
     w.run();
-    w.obs.gate = Some(Some(GateView {
+    w.obs.gate = Referenced::Found(GateView {
         state: Some(Gate::Open),
         reason: None,
         firing: vec![(Severity::Page, Some(w.time()))],
-    }));
+    });
     w.run();
     assert_eq!(w.phase(), Phase::RolledBack);
     // A ticket does not abort under the default (page).
     let mut w = World::new();
     w.ship("r2");
     w.run();
-    w.obs.gate = Some(Some(GateView {
+    w.obs.gate = Referenced::Found(GateView {
         state: Some(Gate::Open),
         reason: None,
         firing: vec![(Severity::Ticket, Some(w.time()))],
-    }));
+    });
     w.run();
     assert_eq!(w.phase(), Phase::Progressing);
 }

@@ -74,85 +74,109 @@ pub fn evaluate(
     let (readings, failed): (&[Readings], &[FailedReading]) = match observation {
         Observation::Read(r) => (r, &[]),
         Observation::Partial(r, f) => (r, f),
-        Observation::Unavailable(_) => (&[], &[]),
-    };
-    let (gate, reason) = match observation {
-        Observation::Read(_) | Observation::Partial(..) => {
-            status.objectives = spec
-                .objectives
-                .iter()
-                .zip(readings)
-                .enumerate()
-                .map(|(i, (o, r))| {
-                    let before = previous.objectives.iter().find(|p| p.name == o.name);
-                    let lost: Vec<&str> = failed
-                        .iter()
-                        .filter(|f| f.objective == i)
-                        .map(|f| f.window.as_str())
-                        .collect();
-                    let read = objective_status(spec, &o.name, o.target, r, before, now);
-                    keep_failed_windows(spec, read, &lost, before)
-                })
-                .collect();
-            let consumption: Vec<gate::Consumption> = status
-                .objectives
-                .iter()
-                .map(|o| gate::Consumption {
-                    objective: &o.name,
-                    consumed: o.error_budget_consumed,
-                })
-                .collect();
-            let (g, mut reason) = gate::decide(&spec.budget_policy, &consumption);
-            for o in &status.objectives {
-                if let (Some(c), Some(_)) = (o.coverage, o.error_budget_consumed)
-                    && c < LOW_COVERAGE
-                {
-                    reason.push_str(&format!(
-                        "; {}: data covers only {c}% of the {} window, which magnifies every error",
-                        o.name, spec.window
-                    ));
-                }
-            }
-            if !failed.is_empty() {
-                let what: Vec<String> = failed
-                    .iter()
-                    .map(|f| {
-                        let name = spec.objectives.get(f.objective).map_or("", |o| &o.name);
-                        format!("{name} {}: {}", f.window, f.error)
-                    })
-                    .collect();
-                reason.push_str(&format!(
-                    "; last good values kept for queries that failed ({})",
-                    what.join("; ")
-                ));
-            }
-            conditions::set(
-                &mut status.conditions,
-                ConditionType::Ready,
-                true,
-                SloCondition::Evaluated.as_str(),
-                &reason,
-                generation,
-                now,
-            );
-            (g, reason)
-        }
         Observation::Unavailable(why) => {
             // Keep the last good values, with the time they were read.
             status.objectives = previous.objectives.clone();
-            let (g, reason) = gate::unknown(&spec.budget_policy, why);
-            conditions::set(
-                &mut status.conditions,
-                ConditionType::Ready,
-                false,
-                SloCondition::PrometheusUnavailable.as_str(),
-                &reason,
-                generation,
+            let (gate, reason) = gate::unknown(&spec.budget_policy, why);
+            return finish(
+                status,
+                gate,
+                reason,
+                SloCondition::PrometheusUnavailable,
                 now,
             );
-            (g, reason)
         }
     };
+    status.objectives = read_objectives(spec, readings, failed, previous, now);
+    let consumption: Vec<gate::Consumption> = status
+        .objectives
+        .iter()
+        .map(|o| gate::Consumption {
+            objective: &o.name,
+            consumed: o.error_budget_consumed,
+        })
+        .collect();
+    let (gate, mut reason) = gate::decide(&spec.budget_policy, &consumption);
+    reason.push_str(&caveats(spec, &status.objectives, failed));
+    finish(status, gate, reason, SloCondition::Evaluated, now)
+}
+
+/// Every objective's status from its readings; windows that failed keep their last good
+/// values.
+fn read_objectives(
+    spec: &SloPolicySpec,
+    readings: &[Readings],
+    failed: &[FailedReading],
+    previous: &SloPolicyStatus,
+    now: &Time,
+) -> Vec<ObjectiveStatus> {
+    spec.objectives
+        .iter()
+        .zip(readings)
+        .enumerate()
+        .map(|(i, (o, r))| {
+            let before = previous.objectives.iter().find(|p| p.name == o.name);
+            let lost: Vec<&str> = failed
+                .iter()
+                .filter(|f| f.objective == i)
+                .map(|f| f.window.as_str())
+                .collect();
+            let read = objective_status(spec, &o.name, o.target, r, before, now);
+            keep_failed_windows(spec, read, &lost, before)
+        })
+        .collect()
+}
+
+/// What the gate reason adds about thin data and failed queries ("" when neither).
+fn caveats(
+    spec: &SloPolicySpec,
+    objectives: &[ObjectiveStatus],
+    failed: &[FailedReading],
+) -> String {
+    let mut out = String::new();
+    for o in objectives {
+        if let (Some(c), Some(_)) = (o.coverage, o.error_budget_consumed)
+            && c < LOW_COVERAGE
+        {
+            out.push_str(&format!(
+                "; {}: data covers only {c}% of the {} window, which magnifies every error",
+                o.name, spec.window
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        let what: Vec<String> = failed
+            .iter()
+            .map(|f| {
+                let name = spec.objectives.get(f.objective).map_or("", |o| &o.name);
+                format!("{name} {}: {}", f.window, f.error)
+            })
+            .collect();
+        out.push_str(&format!(
+            "; last good values kept for queries that failed ({})",
+            what.join("; ")
+        ));
+    }
+    out
+}
+
+/// The gate, its reason, the Ready condition and the smallest remaining budget.
+fn finish(
+    mut status: SloPolicyStatus,
+    gate: Gate,
+    reason: String,
+    ready: SloCondition,
+    now: &Time,
+) -> SloPolicyStatus {
+    conditions::set(
+        &mut status.conditions,
+        ConditionType::Ready,
+        ready == SloCondition::Evaluated,
+        ready.as_str(),
+        &reason,
+        status.observed_generation,
+        now,
+    );
     status.gate = Some(gate);
     status.gate_reason = Some(reason);
     status.error_budget_remaining = status
@@ -302,5 +326,4 @@ pub fn gate_transition(
 }
 
 #[cfg(test)]
-#[path = "evaluate_tests.rs"]
 mod tests;

@@ -12,7 +12,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt::Write as _,
     time::{Duration, Instant},
 };
 
@@ -73,6 +72,24 @@ struct Pod {
 }
 
 impl Pod {
+    fn new(view: &DeploymentView, now: Instant) -> Self {
+        Pod {
+            namespace: view.namespace.clone(),
+            deployment: view.name.clone(),
+            hash: view.hash.clone(),
+            behaviour: view.behaviour.clone(),
+            started: now,
+            requests: 0.0,
+            errors: 0.0,
+            counted_to: now,
+        }
+    }
+
+    /// Whether the pod belongs to this Deployment (any template).
+    fn of(&self, view: &DeploymentView) -> bool {
+        self.namespace == view.namespace && self.deployment == view.name
+    }
+
     fn ready_at(&self) -> Option<Instant> {
         self.behaviour.ready_after.map(|d| self.started + d)
     }
@@ -216,49 +233,14 @@ impl World {
             return;
         };
         let view = r.view.clone();
-        let desired = view.replicas.max(0) as usize;
-        let mine = |p: &Pod| p.namespace == view.namespace && p.deployment == view.name;
-        let mut new: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| mine(p) && p.hash == view.hash)
-            .map(|(n, _)| n.clone())
-            .collect();
-        // Too many new pods: the unready go first.
-        new.sort_by_key(|n| self.pods[n].ready(now));
-        while new.len() > desired {
-            let gone = new.remove(0);
-            self.pods.remove(&gone);
-        }
-        let mut index = 0;
-        while new.len() < desired {
-            let name = format!("{}-{}-{}", view.name, view.hash, suffix(index));
-            index += 1;
-            if self.pods.contains_key(&name) {
-                continue;
-            }
-            self.pods.insert(
-                name.clone(),
-                Pod {
-                    namespace: view.namespace.clone(),
-                    deployment: view.name.clone(),
-                    hash: view.hash.clone(),
-                    behaviour: view.behaviour.clone(),
-                    started: now,
-                    requests: 0.0,
-                    errors: 0.0,
-                    counted_to: now,
-                },
-            );
-            new.push(name);
-        }
+        let new = self.scale_new(&view, now);
         // maxUnavailable 0: old pods stay until as many new ones are ready.
         let ready_new = new.iter().filter(|n| self.pods[*n].ready(now)).count();
-        let keep_old = desired.saturating_sub(ready_new);
+        let keep_old = (view.replicas.max(0) as usize).saturating_sub(ready_new);
         let mut old: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, p)| mine(p) && p.hash != view.hash)
+            .filter(|(_, p)| p.of(&view) && p.hash != view.hash)
             .map(|(n, _)| n.clone())
             .collect();
         old.sort_by_key(|n| std::cmp::Reverse(self.pods[n].ready(now)));
@@ -273,6 +255,34 @@ impl World {
         if let (Some(t), Some(r)) = (newest_ready, self.deployments.get_mut(k)) {
             r.progressed = r.progressed.max(t);
         }
+    }
+
+    /// Pods of the current template, created or removed to the desired count (the unready
+    /// go first); their names.
+    fn scale_new(&mut self, view: &DeploymentView, now: Instant) -> Vec<String> {
+        let desired = view.replicas.max(0) as usize;
+        let mut new: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.of(view) && p.hash == view.hash)
+            .map(|(n, _)| n.clone())
+            .collect();
+        new.sort_by_key(|n| self.pods[n].ready(now));
+        while new.len() > desired {
+            let gone = new.remove(0);
+            self.pods.remove(&gone);
+        }
+        let mut index = 0;
+        while new.len() < desired {
+            let name = format!("{}-{}-{}", view.name, view.hash, suffix(index));
+            index += 1;
+            if self.pods.contains_key(&name) {
+                continue;
+            }
+            self.pods.insert(name.clone(), Pod::new(view, now));
+            new.push(name);
+        }
+        new
     }
 
     /// The status a Deployment controller would report now.
@@ -342,75 +352,6 @@ impl World {
             .map(|(n, p)| (n.clone(), p.ready(now)))
             .collect()
     }
-
-    /// The Prometheus text exposition of every pod and app.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# TYPE http_requests_total counter\n");
-        for (name, pod) in &self.pods {
-            let (requests, errors) = (
-                pod.requests.floor(),
-                pod.errors.floor().min(pod.requests.floor()),
-            );
-            let l = labels(pod, name);
-            // Series appear with their first request, as client libraries create them.
-            if requests - errors >= 1.0 {
-                let _ = writeln!(
-                    out,
-                    "http_requests_total{{{l},code=\"200\"}} {}",
-                    requests - errors
-                );
-            }
-            if errors >= 1.0 {
-                let _ = writeln!(out, "http_requests_total{{{l},code=\"500\"}} {errors}");
-            }
-        }
-        out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (name, pod) in &self.pods {
-            let requests = pod.requests.floor();
-            if requests < 1.0 {
-                continue;
-            }
-            let l = labels(pod, name);
-            for le in super::BUCKETS {
-                let v = if pod.behaviour.latency <= le {
-                    requests
-                } else {
-                    0.0
-                };
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {v}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {requests}"
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{l}}} {}",
-                requests * pod.behaviour.latency
-            );
-            let _ = writeln!(out, "http_request_duration_seconds_count{{{l}}} {requests}");
-        }
-        out.push_str("# TYPE sim_requests_without_ready_pod_total counter\n");
-        for ((ns, app), state) in &self.apps {
-            let _ = writeln!(
-                out,
-                "sim_requests_without_ready_pod_total{{namespace=\"{ns}\",app=\"{app}\"}} {}",
-                state.lost.floor()
-            );
-        }
-        out
-    }
-}
-
-fn labels(pod: &Pod, name: &str) -> String {
-    format!(
-        "namespace=\"{}\",service=\"{}\",pod=\"{name}\"",
-        pod.namespace, pod.behaviour.app
-    )
 }
 
 /// The 5-character pod suffix for the i-th pod of a ReplicaSet.
@@ -426,6 +367,7 @@ fn suffix(i: u64) -> String {
         .collect()
 }
 
+mod exposition;
+
 #[cfg(test)]
-#[path = "world_tests.rs"]
 mod tests;
