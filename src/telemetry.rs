@@ -13,7 +13,7 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
 /// Labels of a per-policy, per-objective series. All values come from object names and
@@ -91,75 +91,72 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("guardrails");
-        let budget_remaining = Family::<ObjectiveLabels, FloatGauge>::default();
-        registry.register(
-            "slo_error_budget_remaining_percent",
-            "Error budget left per objective, percent (negative when overspent)",
-            budget_remaining.clone(),
-        );
-        let burn_rate = Family::<BurnRateLabels, FloatGauge>::default();
-        registry.register(
-            "slo_burn_rate",
-            "Burn rate per objective and alerting window",
-            burn_rate.clone(),
-        );
-        let gate = Family::<GateLabels, Gauge>::default();
-        registry.register(
-            "slo_gate",
-            "1 for the current budget gate of a SloPolicy, 0 for the others",
-            gate.clone(),
-        );
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
-            "reconcile",
-            "Reconciles by controller and result",
-            reconciles.clone(),
-        );
-        let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-        });
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time per reconcile",
-            reconcile_seconds.clone(),
-        );
-        let prometheus_queries = Counter::default();
-        registry.register(
-            "prometheus_queries",
-            "Queries sent to Prometheus",
-            prometheus_queries.clone(),
-        );
-        let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "api_writes",
-            "Writes to the Kubernetes API by kind",
-            api_writes.clone(),
-        );
-        let rollout_phase = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
-            "rollout_phase",
-            "1 for the current phase of a GuardedRollout, 0 for the others",
-            rollout_phase.clone(),
-        );
-        let rollout_outcomes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "rollout_outcomes",
-            "Finished deliveries by outcome",
-            rollout_outcomes.clone(),
-        );
         Self {
+            budget_remaining: registered(
+                &mut registry,
+                "slo_error_budget_remaining_percent",
+                "Error budget left per objective, percent (negative when overspent)",
+                Family::<ObjectiveLabels, FloatGauge>::default(),
+            ),
+            burn_rate: registered(
+                &mut registry,
+                "slo_burn_rate",
+                "Burn rate per objective and alerting window",
+                Family::<BurnRateLabels, FloatGauge>::default(),
+            ),
+            gate: registered(
+                &mut registry,
+                "slo_gate",
+                "1 for the current budget gate of a SloPolicy, 0 for the others",
+                Family::<GateLabels, Gauge>::default(),
+            ),
+            reconciles: registered(
+                &mut registry,
+                "reconcile",
+                "Reconciles by controller and result",
+                Family::<ReconcileLabels, Counter>::default(),
+            ),
+            reconcile_seconds: registered(
+                &mut registry,
+                "reconcile_duration_seconds",
+                "Time per reconcile",
+                Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                    Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                }),
+            ),
+            prometheus_queries: registered(
+                &mut registry,
+                "prometheus_queries",
+                "Queries sent to Prometheus",
+                Counter::default(),
+            ),
+            api_writes: registered(
+                &mut registry,
+                "api_writes",
+                "Writes to the Kubernetes API by kind",
+                Family::<WriteLabels, Counter>::default(),
+            ),
+            rollout_phase: registered(
+                &mut registry,
+                "rollout_phase",
+                "1 for the current phase of a GuardedRollout, 0 for the others",
+                Family::<PhaseLabels, Gauge>::default(),
+            ),
+            rollout_outcomes: registered(
+                &mut registry,
+                "rollout_outcomes",
+                "Finished deliveries by outcome",
+                Family::<OutcomeLabels, Counter>::default(),
+            ),
             registry: Arc::new(registry),
-            budget_remaining,
-            burn_rate,
-            gate,
-            reconciles,
-            reconcile_seconds,
-            prometheus_queries,
-            api_writes,
-            rollout_phase,
-            rollout_outcomes,
         }
     }
+}
+
+/// `metric`, registered under `name`.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {

@@ -62,26 +62,18 @@ async fn examples_apply_with_kubectl_and_read_back_unchanged() {
         let kind = expected["kind"].as_str().unwrap();
         let (read_back, typed_equal) = match kind {
             "SloPolicy" => {
-                let got = Api::<SloPolicy>::namespaced(client.clone(), &ns)
-                    .get(name)
-                    .await
-                    .unwrap();
-                let want: SloPolicy = serde_yaml::from_str(&text).unwrap();
-                want.spec
-                    .validate()
-                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                (serde_json::to_value(&got).unwrap(), got.spec == want.spec)
+                read_back::<SloPolicy>(&client, &ns, name, &text, |got, want| {
+                    want.spec.validate()?;
+                    Ok(got.spec == want.spec)
+                })
+                .await
             }
             "GuardedRollout" => {
-                let got = Api::<GuardedRollout>::namespaced(client.clone(), &ns)
-                    .get(name)
-                    .await
-                    .unwrap();
-                let want: GuardedRollout = serde_yaml::from_str(&text).unwrap();
-                want.spec
-                    .validate()
-                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                (serde_json::to_value(&got).unwrap(), got.spec == want.spec)
+                read_back::<GuardedRollout>(&client, &ns, name, &text, |got, want| {
+                    want.spec.validate()?;
+                    Ok(got.spec == want.spec)
+                })
+                .await
             }
             other => panic!("unexpected kind {other} in {}", file.display()),
         };
@@ -94,6 +86,32 @@ async fn examples_apply_with_kubectl_and_read_back_unchanged() {
             file.display()
         );
     }
+}
+
+/// The object as the server stored it, and `same`'s verdict on it against the file's
+/// object (which must validate).
+async fn read_back<K>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    text: &str,
+    same: fn(&K, &K) -> Result<bool, guardrails::api::validate::ValidationErrors>,
+) -> (Value, bool)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let got = Api::<K>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    let want: K = serde_yaml::from_str(text).unwrap();
+    let equal = same(&got, &want).unwrap_or_else(|e| panic!("{name}: {e}"));
+    (serde_json::to_value(&got).unwrap(), equal)
 }
 
 /// Which layer must reject an invalid object.

@@ -159,11 +159,7 @@ async fn a_slo_policy_deleted_mid_canary_drains_it_and_the_revision_restarts_whe
     let gr = guarded(json!([{"setWeight": 25}, {"pause": {"duration": "20s"}}]));
     env.create(&target("app:1", 0.0), &gr).await;
     env.ship("app:2", 0.0).await;
-    let serving = env
-        .wait_for("app", 60, "the canary in its pause", |g| {
-            status(g).current_step == Some(1)
-        })
-        .await;
+    let serving = env.wait_step("app", 1, 60).await;
     let rev = status(&serving).canary_revision.unwrap();
     slos(&env)
         .delete("app", &DeleteParams::default())

@@ -262,11 +262,7 @@ async fn restarted_operator_resumes_the_same_step() {
     );
     env.create(&target("app:1", 0.0), &gr).await;
     env.ship("app:2", 0.0).await;
-    let before = env
-        .wait_for("app", 60, "in the long pause", |g| {
-            status(g).current_step == Some(1)
-        })
-        .await;
+    let before = env.wait_step("app", 1, 60).await;
     let started = status(&before).step_started_at.clone();
     env.operator.abort();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -319,11 +315,7 @@ async fn new_revision_supersedes_the_running_canary() {
     );
     env.create(&target("app:1", 0.0), &gr).await;
     env.ship("app:2", 0.0).await;
-    let first = env
-        .wait_for("app", 60, "canary of app:2 at 25%", |g| {
-            status(g).current_step == Some(1)
-        })
-        .await;
+    let first = env.wait_step("app", 1, 60).await;
     let old = status(&first).canary_revision.clone().unwrap();
     env.ship("app:3", 0.0).await;
     let gr = env

@@ -64,63 +64,10 @@ fn operator_binary() -> Result<PathBuf> {
 impl Cluster {
     pub async fn start(state: &StateDir, tl: &Timeline) -> Result<Self> {
         let operator_bin = operator_binary()?;
-        tl.say("setup", "starting etcd and kube-apiserver on loopback");
-        let cp = ControlPlane::start().await?;
+        let cp = start_control_plane(state, tl).await?;
         let client = cp.client()?;
-        cp.install_crds(&client, &guardrails::api::crds()).await?;
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(NAMESPACE.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
-        let kubeconfig = std::fs::read_to_string(cp.kubeconfig())?
-            .replace("namespace: default", &format!("namespace: {NAMESPACE}"));
-        std::fs::write(state.kubeconfig(), kubeconfig)?;
-        tl.say(
-            "setup",
-            format!(
-                "control plane ready at {}, CRDs installed, namespace {NAMESPACE}",
-                cp.url()
-            ),
-        );
-
         let sim = Simulator::start(client.clone(), Some(NAMESPACE)).await?;
-        let end = k8s_openapi::jiff::Timestamp::now().as_second() - 300;
-        let prom = Prometheus::start(PrometheusConfig {
-            targets: vec![("portal".into(), sim.addr().to_string())],
-            backfill: Some(history::openmetrics(&history::portal(), NAMESPACE, end)),
-            ..Default::default()
-        })
-        .await?;
-        tl.say(
-            "setup",
-            format!(
-                "Prometheus ready at {} with {} days of request history; scraping the simulated pods every second",
-                prom.url(),
-                history::DAYS
-            ),
-        );
-        for p in history::portal() {
-            tl.say(
-                p.service,
-                format!(
-                    "history: {:.0}% of the error budget spent ({}% objective){}",
-                    history::consumed(p.error_ratio(), p.target),
-                    p.target,
-                    if p.incident.is_some() {
-                        ", mostly by an incident four days ago"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-        }
-
+        let prom = start_prometheus(&sim, tl).await?;
         let metrics_port = free_port()?;
         let mut cmd = Command::new(&operator_bin);
         cmd.arg("run")
@@ -136,26 +83,7 @@ impl Cluster {
                 state.operator_log().display()
             ),
         );
-
-        let mut ports = vec![("prometheus".to_string(), prom_port(&prom)?)];
-        let names = ["etcd", "etcd-peer", "kube-apiserver"];
-        ports.extend(
-            names
-                .iter()
-                .map(|n| n.to_string())
-                .zip(cp.ports().iter().copied()),
-        );
-        ports.push(("operator-metrics".into(), metrics_port));
-        let mut processes: Vec<(String, u32)> = vec![
-            ("etcd".into(), cp.pids()[0]),
-            ("kube-apiserver".into(), cp.pids()[1]),
-            ("guardrails".into(), operator.pid()),
-        ];
-        if let Some(pid) = prom.pid() {
-            processes.push(("prometheus".into(), pid));
-        }
-        state.write_servers(&Servers { processes, ports })?;
-
+        record_servers(state, &cp, &prom, &operator, metrics_port)?;
         let cluster = Self {
             client,
             prometheus_url: prom.url(),
@@ -242,6 +170,99 @@ fn prom_port(p: &Prometheus) -> Result<u16> {
         .next()
         .and_then(|s| s.parse().ok())
         .context("Prometheus address without a port")
+}
+
+/// etcd and kube-apiserver with the CRDs and the demo namespace; its kubeconfig in the
+/// state directory.
+async fn start_control_plane(state: &StateDir, tl: &Timeline) -> Result<ControlPlane> {
+    tl.say("setup", "starting etcd and kube-apiserver on loopback");
+    let cp = ControlPlane::start().await?;
+    let client = cp.client()?;
+    cp.install_crds(&client, &guardrails::api::crds()).await?;
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client)
+        .create(&PostParams::default(), &ns)
+        .await?;
+    let kubeconfig = std::fs::read_to_string(cp.kubeconfig())?
+        .replace("namespace: default", &format!("namespace: {NAMESPACE}"));
+    std::fs::write(state.kubeconfig(), kubeconfig)?;
+    tl.say(
+        "setup",
+        format!(
+            "control plane ready at {}, CRDs installed, namespace {NAMESPACE}",
+            cp.url()
+        ),
+    );
+    Ok(cp)
+}
+
+/// Prometheus scraping the simulator, with the portal's request history backfilled.
+async fn start_prometheus(sim: &Simulator, tl: &Timeline) -> Result<Prometheus> {
+    let end = k8s_openapi::jiff::Timestamp::now().as_second() - 300;
+    let prom = Prometheus::start(PrometheusConfig {
+        targets: vec![("portal".into(), sim.addr().to_string())],
+        backfill: Some(history::openmetrics(&history::portal(), NAMESPACE, end)),
+        ..Default::default()
+    })
+    .await?;
+    tl.say(
+        "setup",
+        format!(
+            "Prometheus ready at {} with {} days of request history; scraping the simulated pods every second",
+            prom.url(),
+            history::DAYS
+        ),
+    );
+    for p in history::portal() {
+        let incident = if p.incident.is_some() {
+            ", mostly by an incident four days ago"
+        } else {
+            ""
+        };
+        tl.say(
+            p.service,
+            format!(
+                "history: {:.0}% of the error budget spent ({}% objective){incident}",
+                history::consumed(p.error_ratio(), p.target),
+                p.target,
+            ),
+        );
+    }
+    Ok(prom)
+}
+
+/// The ports and processes `make demo-down` stops.
+fn record_servers(
+    state: &StateDir,
+    cp: &ControlPlane,
+    prom: &Prometheus,
+    operator: &Server,
+    metrics_port: u16,
+) -> Result<()> {
+    let mut ports = vec![("prometheus".to_string(), prom_port(prom)?)];
+    let names = ["etcd", "etcd-peer", "kube-apiserver"];
+    ports.extend(
+        names
+            .iter()
+            .map(|n| n.to_string())
+            .zip(cp.ports().iter().copied()),
+    );
+    ports.push(("operator-metrics".into(), metrics_port));
+    let mut processes: Vec<(String, u32)> = vec![
+        ("etcd".into(), cp.pids()[0]),
+        ("kube-apiserver".into(), cp.pids()[1]),
+        ("guardrails".into(), operator.pid()),
+    ];
+    if let Some(pid) = prom.pid() {
+        processes.push(("prometheus".into(), pid));
+    }
+    state.write_servers(&Servers { processes, ports })
 }
 
 #[cfg(test)]

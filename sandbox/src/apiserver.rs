@@ -40,6 +40,96 @@ pub const RESTRICTED_USER: &str = "sandbox-user";
 /// attributes each write to the replica that made it.
 pub const OPERATOR_USERS: [&str; 2] = ["operator-a", "operator-b"];
 
+/// etcd on loopback, without fsync (test data), once it reports healthy.
+async fn start_etcd(bin: &Binaries, d: &Path, port: u16, peer_port: u16) -> Result<Server> {
+    let url = format!("http://127.0.0.1:{port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let mut etcd = Command::new(&bin.etcd);
+    etcd.args(["--name", "sandbox"])
+        .arg(format!("--data-dir={}", d.join("etcd").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=sandbox={peer_url}"))
+        .arg("--unsafe-no-fsync=true")
+        .arg("--log-level=warn");
+    let mut etcd = Server::start("etcd", etcd, &d.join("etcd.log"))?;
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(&mut etcd, Duration::from_secs(20), || async {
+        matches!(crate::http::get(&addr, "/health").await, Some((200, _)))
+    })
+    .await?;
+    Ok(etcd)
+}
+
+/// The token file (admin, the restricted user, one token per operator replica), the
+/// audit policy and the service-account key.
+fn write_credentials(d: &Path) -> Result<()> {
+    let mut tokens = format!(
+        "{TOKEN},admin,admin,system:masters\n{USER_TOKEN},{RESTRICTED_USER},{RESTRICTED_USER}\n"
+    );
+    for user in OPERATOR_USERS {
+        tokens.push_str(&format!(
+            "{},{user},{user},system:masters\n",
+            token_of(user)
+        ));
+    }
+    std::fs::write(d.join("tokens.csv"), tokens)?;
+    std::fs::write(d.join("audit-policy.yaml"), crate::audit::POLICY)?;
+    let status = Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(d.join("sa.key"))
+        .arg("2048")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("running openssl to make the service-account key")?;
+    if !status.success() {
+        bail!("openssl genrsa failed: {status}");
+    }
+    Ok(())
+}
+
+fn apiserver_command(bin: &Binaries, d: &Path, etcd_url: &str, port: u16) -> Command {
+    let file = |name: &str| d.join(name).display().to_string();
+    let mut api = Command::new(&bin.kube_apiserver);
+    api.arg(format!("--etcd-servers={etcd_url}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--cert-dir={}", file("certs")))
+        .arg(format!("--token-auth-file={}", file("tokens.csv")))
+        .arg("--authorization-mode=RBAC")
+        .arg(format!("--audit-policy-file={}", file("audit-policy.yaml")))
+        .arg(format!("--audit-log-path={}", file("audit.log")))
+        .arg("--service-account-issuer=https://kubernetes.default.svc")
+        .arg(format!("--service-account-key-file={}", file("sa.key")))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            file("sa.key")
+        ))
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg("--allow-privileged=true")
+        .arg("--v=1");
+    api
+}
+
+/// A kubeconfig per identity; the admin's path.
+fn write_kubeconfigs(d: &Path, url: &str) -> Result<PathBuf> {
+    let kubeconfig = d.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(url, "admin", TOKEN))?;
+    std::fs::write(
+        d.join("kubeconfig-restricted"),
+        kubeconfig_yaml(url, RESTRICTED_USER, USER_TOKEN),
+    )?;
+    for user in OPERATOR_USERS {
+        std::fs::write(
+            d.join(format!("kubeconfig-{user}")),
+            kubeconfig_yaml(url, user, &token_of(user)),
+        )?;
+    }
+    Ok(kubeconfig)
+}
+
 fn token_of(user: &str) -> String {
     format!("guardrails-sandbox-{user}-token")
 }
@@ -51,97 +141,18 @@ impl ControlPlane {
         let bin = Binaries::locate()?;
         let dir = new_workdir("apiserver")?;
         let d = dir.path();
-
-        let etcd_port = free_port()?;
-        let peer_port = free_port()?;
+        let (etcd_port, peer_port) = (free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut etcd = Command::new(&bin.etcd);
-        etcd.args(["--name", "sandbox"])
-            .arg(format!("--data-dir={}", d.join("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=sandbox={peer_url}"))
-            .arg("--unsafe-no-fsync=true")
-            .arg("--log-level=warn");
-        let mut etcd = Server::start("etcd", etcd, &d.join("etcd.log"))?;
-        let etcd_addr = format!("127.0.0.1:{etcd_port}");
-        wait_until(&mut etcd, Duration::from_secs(20), || async {
-            matches!(
-                crate::http::get(&etcd_addr, "/health").await,
-                Some((200, _))
-            )
-        })
-        .await?;
-
-        let mut tokens = format!(
-            "{TOKEN},admin,admin,system:masters\n{USER_TOKEN},{RESTRICTED_USER},{RESTRICTED_USER}\n"
-        );
-        for user in OPERATOR_USERS {
-            tokens.push_str(&format!(
-                "{},{user},{user},system:masters\n",
-                token_of(user)
-            ));
-        }
-        std::fs::write(d.join("tokens.csv"), tokens)?;
-        std::fs::write(d.join("audit-policy.yaml"), crate::audit::POLICY)?;
-        let key = d.join("sa.key");
-        let status = Command::new("openssl")
-            .args(["genrsa", "-out"])
-            .arg(&key)
-            .arg("2048")
-            .stderr(std::process::Stdio::null())
-            .status()
-            .context("running openssl to make the service-account key")?;
-        if !status.success() {
-            bail!("openssl genrsa failed: {status}");
-        }
-
+        let etcd = start_etcd(&bin, d, etcd_port, peer_port).await?;
+        write_credentials(d)?;
         let port = free_port()?;
-        let mut api = Command::new(&bin.kube_apiserver);
-        api.arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!(
-                "--token-auth-file={}",
-                d.join("tokens.csv").display()
-            ))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!(
-                "--audit-policy-file={}",
-                d.join("audit-policy.yaml").display()
-            ))
-            .arg(format!(
-                "--audit-log-path={}",
-                d.join("audit.log").display()
-            ))
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", key.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                key.display()
-            ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--allow-privileged=true")
-            .arg("--v=1");
-        let mut apiserver = Server::start("kube-apiserver", api, &d.join("apiserver.log"))?;
-
         let url = format!("https://127.0.0.1:{port}");
-        let kubeconfig = d.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&url, "admin", TOKEN))?;
-        std::fs::write(
-            d.join("kubeconfig-restricted"),
-            kubeconfig_yaml(&url, RESTRICTED_USER, USER_TOKEN),
+        let mut apiserver = Server::start(
+            "kube-apiserver",
+            apiserver_command(&bin, d, &etcd_url, port),
+            &d.join("apiserver.log"),
         )?;
-        for user in OPERATOR_USERS {
-            std::fs::write(
-                d.join(format!("kubeconfig-{user}")),
-                kubeconfig_yaml(&url, user, &token_of(user)),
-            )?;
-        }
+        let kubeconfig = write_kubeconfigs(d, &url)?;
         let config = config_from(&kubeconfig).await?;
         let client = Client::try_from(config.clone())?;
         wait_until(&mut apiserver, Duration::from_secs(60), || {

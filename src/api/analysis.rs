@@ -174,13 +174,10 @@ impl Check {
 }
 
 fn check_rules(schema: &mut Schema) {
+    schema::exactly_one(schema, &["query", "sloBurnRate", "compare"]);
     schema::add_rules(
         schema,
         &[
-            (
-                "[has(self.query), has(self.sloBurnRate), has(self.compare)].filter(x, x).size() == 1",
-                "exactly one of query, sloBurnRate or compare must be set",
-            ),
             (
                 "!has(self.query) || has(self.min) || has(self.max)",
                 "a query check needs min and/or max",

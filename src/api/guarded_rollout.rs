@@ -187,13 +187,7 @@ pub struct Step {
 }
 
 fn step_rules(schema: &mut Schema) {
-    schema::add_rules(
-        schema,
-        &[(
-            "has(self.setWeight) != has(self.pause)",
-            "exactly one of setWeight or pause must be set",
-        )],
-    );
+    schema::exactly_one(schema, &["setWeight", "pause"]);
 }
 
 /// What a step does, parsed once from the API's "exactly one of" fields.

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, CustomResourceDefinitionVersion, JSONSchemaProps,
+    JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 
 /// Markdown for `crds`.
@@ -16,67 +17,79 @@ pub fn markdown(crds: &[CustomResourceDefinition]) -> String {
          (`30s`, `5m`, `1h`, `28d`), percentages are numbers (`99.9`), weights are integers 0-100.\n",
     );
     for crd in crds {
-        let names = &crd.spec.names;
         for version in &crd.spec.versions {
-            let _ = write!(
-                out,
-                "\n## {} ({}/{})\n\n",
-                names.kind, crd.spec.group, version.name
-            );
-            let short = names.short_names.clone().unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{} scope, plural `{}`{}.\n",
-                crd.spec.scope,
-                names.plural,
-                if short.is_empty() {
-                    String::new()
-                } else {
-                    format!(", short names {}", code_list(&short))
-                }
-            );
-            let Some(root) = version
-                .schema
-                .as_ref()
-                .and_then(|s| s.open_api_v3_schema.as_ref())
-            else {
-                continue;
-            };
-            if let Some(d) = &root.description {
-                let _ = writeln!(out, "{}\n", one_line(d));
-            }
-            if let Some(cols) = &version.additional_printer_columns {
-                let cols: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
-                let _ = writeln!(out, "`kubectl get` columns: {}.\n", cols.join(", "));
-            }
-            for part in ["spec", "status"] {
-                let Some(schema) = root.properties.as_ref().and_then(|p| p.get(part)) else {
-                    continue;
-                };
-                let mut rows = Vec::new();
-                let mut rules = Vec::new();
-                walk(part, schema, false, &mut rows, &mut rules);
-                let _ = write!(
-                    out,
-                    "### {part}\n\n| Field | Type | Default | Description |\n|---|---|---|---|\n"
-                );
-                for r in rows.iter().skip(1) {
-                    out.push_str(r);
-                }
-                if !rules.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "\nCross-field rules (CEL on the apiserver, and the operator's own validation):\n"
-                    );
-                    for r in rules {
-                        let _ = writeln!(out, "- {r}");
-                    }
-                }
-                out.push('\n');
-            }
+            version_section(&mut out, crd, version);
         }
     }
     out
+}
+
+/// One version of one resource: its names, description, columns, spec and status.
+fn version_section(
+    out: &mut String,
+    crd: &CustomResourceDefinition,
+    version: &CustomResourceDefinitionVersion,
+) {
+    let names = &crd.spec.names;
+    let _ = write!(
+        out,
+        "\n## {} ({}/{})\n\n",
+        names.kind, crd.spec.group, version.name
+    );
+    let short = names.short_names.clone().unwrap_or_default();
+    let short = if short.is_empty() {
+        String::new()
+    } else {
+        format!(", short names {}", code_list(&short))
+    };
+    let _ = writeln!(
+        out,
+        "{} scope, plural `{}`{short}.\n",
+        crd.spec.scope, names.plural
+    );
+    let Some(root) = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        return;
+    };
+    if let Some(d) = &root.description {
+        let _ = writeln!(out, "{}\n", one_line(d));
+    }
+    if let Some(cols) = &version.additional_printer_columns {
+        let cols: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+        let _ = writeln!(out, "`kubectl get` columns: {}.\n", cols.join(", "));
+    }
+    for part in ["spec", "status"] {
+        if let Some(schema) = root.properties.as_ref().and_then(|p| p.get(part)) {
+            fields_table(out, part, schema);
+        }
+    }
+}
+
+/// The field table of `spec` or `status`, then its cross-field rules.
+fn fields_table(out: &mut String, part: &str, schema: &JSONSchemaProps) {
+    let mut rows = Vec::new();
+    let mut rules = Vec::new();
+    walk(part, schema, false, &mut rows, &mut rules);
+    let _ = write!(
+        out,
+        "### {part}\n\n| Field | Type | Default | Description |\n|---|---|---|---|\n"
+    );
+    for r in rows.iter().skip(1) {
+        out.push_str(r);
+    }
+    if !rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCross-field rules (CEL on the apiserver, and the operator's own validation):\n"
+        );
+        for r in rules {
+            let _ = writeln!(out, "- {r}");
+        }
+    }
+    out.push('\n');
 }
 
 fn code_list(items: &[String]) -> String {

@@ -49,14 +49,28 @@ pub fn named_list<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 /// Inserts CEL rules (`x-kubernetes-validations`) into a schema; used through
 /// `#[schemars(transform = ...)]`. The operator enforces the same rules in `validate()`,
 /// for clusters whose apiserver predates CEL.
-pub fn add_rules(schema: &mut Schema, rules: &[(&str, &str)]) {
-    let list: Vec<serde_json::Value> = rules
-        .iter()
-        .map(|(rule, message)| serde_json::json!({"rule": rule, "message": message}))
-        .collect();
-    schema
+pub fn add_rules<R: AsRef<str>, M: AsRef<str>>(schema: &mut Schema, rules: &[(R, M)]) {
+    let list = schema
         .ensure_object()
-        .insert("x-kubernetes-validations".into(), list.into());
+        .entry("x-kubernetes-validations")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    if let serde_json::Value::Array(list) = list {
+        list.extend(rules.iter().map(|(rule, message)| {
+            serde_json::json!({"rule": rule.as_ref(), "message": message.as_ref()})
+        }));
+    }
+}
+
+/// The CEL rule that exactly one of `fields` is set, first among a schema's rules.
+pub fn exactly_one(schema: &mut Schema, fields: &[&str]) {
+    let has: Vec<String> = fields.iter().map(|f| format!("has(self.{f})")).collect();
+    let rule = match has.as_slice() {
+        [a, b] => format!("{a} != {b}"),
+        _ => format!("[{}].filter(x, x).size() == 1", has.join(", ")),
+    };
+    let (last, rest) = fields.split_last().expect("a one-of has fields");
+    let message = format!("exactly one of {} or {last} must be set", rest.join(", "));
+    add_rules(schema, &[(rule, message)]);
 }
 
 /// An embedded Kubernetes object kept as it is (a pod template): any fields.

@@ -130,13 +130,7 @@ pub struct Indicator {
 }
 
 fn indicator_rules(schema: &mut Schema) {
-    schema::add_rules(
-        schema,
-        &[(
-            "has(self.ratio) != has(self.latency)",
-            "exactly one of ratio or latency must be set",
-        )],
-    );
+    schema::exactly_one(schema, &["ratio", "latency"]);
 }
 
 /// Two counters: errors and total. Both are PromQL vector selectors, e.g.

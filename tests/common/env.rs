@@ -354,6 +354,14 @@ impl Env {
         .await
     }
 
+    /// Waits for the canary to reach step `index` (0-based, as status.currentStep).
+    pub async fn wait_step(&self, name: &str, index: i32, secs: u64) -> GuardedRollout {
+        self.wait_for(name, secs, &format!("currentStep {index}"), |g| {
+            g.status.as_ref().and_then(|s| s.current_step) == Some(index)
+        })
+        .await
+    }
+
     /// Waits (up to 20 s) for Stalled=True with `reason`; returns the condition's message.
     pub async fn wait_stalled(&self, name: &str, reason: &str) -> String {
         let stalled = |g: &GuardedRollout| {

@@ -46,16 +46,10 @@ pub async fn apply_plan(
 
     // Traffic first: weights only go up once the canary is ready (decide saw it), and go
     // down before the canary shrinks.
-    let mut route_failed = None;
-    if let Some(weight) = plan.route_weight {
-        let router = traffic::router(&gr.spec);
-        let io = super::io(ctx, gr, ns);
-        if let Err(e) = router.apply(&io, &world.traffic, target, weight).await {
-            let note = format!("canary weight {weight} not written: {e}");
-            events::publish(ctx, gr, RolloutEvent::RouteNotUpdated, note.clone()).await;
-            route_failed = Some(note);
-        }
-    }
+    let route_failed = match plan.route_weight {
+        Some(weight) => route(ctx, gr, ns, world, target, weight).await,
+        None => None,
+    };
 
     let build = |role, d: &Desired| {
         managed(
@@ -91,6 +85,26 @@ pub async fn apply_plan(
         ctx.metrics.wrote("deployment");
     }
     Ok(route_failed)
+}
+
+/// Writes the canary weight; a refusal becomes an Event and the returned note.
+async fn route(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    world: &World,
+    target: &Deployment,
+    weight: i32,
+) -> Option<String> {
+    let router = traffic::router(&gr.spec);
+    let io = super::io(ctx, gr, ns);
+    let e = router
+        .apply(&io, &world.traffic, target, weight)
+        .await
+        .err()?;
+    let note = format!("canary weight {weight} not written: {e}");
+    events::publish(ctx, gr, RolloutEvent::RouteNotUpdated, note.clone()).await;
+    Some(note)
 }
 
 /// Applies a managed Deployment unless it already runs `rev` at the desired size with

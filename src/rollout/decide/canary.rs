@@ -152,38 +152,18 @@ impl Machine<'_> {
                 self.begin_promotion(&why);
                 return;
             };
-            let passing = self.s.analysis.as_ref().map_or(0, |a| a.passing_ticks);
             // A step of no kind is an invalid spec, blocked before any decision.
             let Ok(kind) = step.kind() else {
                 return;
             };
             let done = match kind {
-                StepKind::SetWeight(w) => {
-                    if self.s.canary_weight != Some(w) {
-                        self.s.canary_weight = Some(w);
-                        if let Some(a) = &mut self.s.analysis {
-                            a.passing_ticks = 0;
-                        }
-                    }
-                    let size = traffic::router(self.spec).canary_replicas(primary, w);
-                    self.canary_ready_at(size)
-                }
-                StepKind::Pause(duration) => {
-                    let elapsed = self.elapsed_in_step();
-                    match duration {
-                        Some(d) if elapsed < d.as_duration() => {
-                            self.requeue_within(d.as_duration() - elapsed);
-                            false
-                        }
-                        Some(_) => passing >= 1 && self.analysis_passing(),
-                        None => {
-                            let what =
-                                steps::describe(self.spec, &self.s, "waiting for a manual promote");
-                            self.set_phase(Phase::Paused, what);
-                            self.requeue_within(self.spec.analysis.interval.as_duration());
-                            return;
-                        }
-                    }
+                StepKind::SetWeight(w) => self.weight_step_done(w, primary),
+                StepKind::Pause(Some(d)) => self.timed_pause_done(d.as_duration()),
+                StepKind::Pause(None) => {
+                    let what = steps::describe(self.spec, &self.s, "waiting for a manual promote");
+                    self.set_phase(Phase::Paused, what);
+                    self.requeue_within(self.spec.analysis.interval.as_duration());
+                    return;
                 }
             };
             if !done {
@@ -198,6 +178,30 @@ impl Machine<'_> {
             self.s.current_step = Some(index as i32 + 1);
             self.s.step_started_at = Some(self.now.clone());
         }
+    }
+
+    /// A setWeight step is done once the canary is ready at its size for the weight; a
+    /// new weight starts counting passing ticks again.
+    fn weight_step_done(&mut self, weight: i32, primary: i32) -> bool {
+        if self.s.canary_weight != Some(weight) {
+            self.s.canary_weight = Some(weight);
+            if let Some(a) = &mut self.s.analysis {
+                a.passing_ticks = 0;
+            }
+        }
+        let size = traffic::router(self.spec).canary_replicas(primary, weight);
+        self.canary_ready_at(size)
+    }
+
+    /// A timed pause is done once it has elapsed with the analysis passing.
+    fn timed_pause_done(&mut self, duration: Duration) -> bool {
+        let elapsed = self.elapsed_in_step();
+        if elapsed < duration {
+            self.requeue_within(duration - elapsed);
+            return false;
+        }
+        let passing = self.s.analysis.as_ref().map_or(0, |a| a.passing_ticks);
+        passing >= 1 && self.analysis_passing()
     }
 
     /// The analysis stands on a pass: a passing tick at the current weight, and no

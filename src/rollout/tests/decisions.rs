@@ -2,22 +2,11 @@
 
 use super::*;
 
-fn firing(severity: Severity, since: i64) -> Referenced<GateView> {
-    Referenced::Found(GateView {
-        state: Some(Gate::Frozen),
-        reason: Some("budget spent".into()),
-        firing: vec![(
-            severity,
-            Some(Time(Timestamp::from_second(1_800_000_000 + since).unwrap())),
-        )],
-    })
-}
-
 #[test]
 fn a_corrective_fix_is_not_rolled_back_for_the_page_it_fixes() {
     let mut w = World::new();
     // The incident: budget spent, page tier firing since t=0.
-    w.obs.gate = firing(Severity::Page, 0);
+    w.obs.gate = firing(Gate::Frozen, Severity::Page, 0);
     w.now += 60;
     w.obs.target.as_mut().unwrap().change_class = Some(ChangeClass::Corrective);
     w.ship("fix");
@@ -28,7 +17,7 @@ fn a_corrective_fix_is_not_rolled_back_for_the_page_it_fixes() {
         "corrective passes a Frozen gate"
     );
     // Even a tier that starts during the canary does not abort the fix.
-    w.obs.gate = firing(Severity::Page, w.now + 5);
+    w.obs.gate = firing(Gate::Frozen, Severity::Page, w.now + 5);
     w.walk();
     assert_eq!(w.phase(), Phase::Promoting);
 }
@@ -38,7 +27,7 @@ fn a_fix_after_a_bad_canary_is_not_rolled_back_for_the_bad_canarys_alert() {
     let mut w = World::new();
     w.ship("bad");
     w.run();
-    w.obs.gate = firing(Severity::Page, w.now + 5);
+    w.obs.gate = firing(Gate::Frozen, Severity::Page, w.now + 5);
     w.now += 10;
     w.run();
     assert_eq!(
@@ -119,7 +108,7 @@ fn an_override_read_while_the_gate_is_open_does_not_open_a_later_frozen_gate() {
     w.obs.manual.override_gate = Some("incident 7".into());
     w.run();
     assert_eq!(dropped(&w).len(), 1);
-    w.obs.gate = firing(Severity::Ticket, 0);
+    w.obs.gate = firing(Gate::Frozen, Severity::Ticket, 0);
     w.ship("feature");
     w.run();
     assert_eq!(w.phase(), Phase::Blocked, "the old override is gone");
@@ -211,27 +200,13 @@ fn the_provider_error_clock_stops_when_prometheus_answers_with_no_data() {
     let mut w = serving_canary();
     w.spec.analysis.no_data.timeout = "10m".parse().unwrap();
     w.tick(CheckResult::Error, 0.0);
-    assert!(
-        w.status
-            .analysis
-            .as_ref()
-            .unwrap()
-            .provider_errors_since
-            .is_some()
-    );
+    assert!(w.analysis().provider_errors_since.is_some());
     // Prometheus answers (no data) for six quiet minutes...
     for _ in 0..36 {
         w.tick(CheckResult::NoData, 0.0);
     }
     assert_eq!(w.phase(), Phase::Progressing);
-    assert!(
-        w.status
-            .analysis
-            .as_ref()
-            .unwrap()
-            .provider_errors_since
-            .is_none()
-    );
+    assert!(w.analysis().provider_errors_since.is_none());
     // ...then one timeout is one timeout, not "failing for 370s".
     w.tick(CheckResult::Error, 0.0);
     assert_eq!(w.phase(), Phase::Progressing);
@@ -272,7 +247,7 @@ fn a_query_returning_several_series_is_an_invalid_check_not_a_prometheus_outage(
         m.contains("checks[0] (error-rate)") && m.contains("3 series"),
         "{m}"
     );
-    let a = w.status.analysis.as_ref().unwrap();
+    let a = w.analysis();
     assert!(
         a.provider_errors_since.is_none(),
         "not a Prometheus failure"

@@ -18,13 +18,14 @@ fn at(secs: i64) -> Time {
     Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
 }
 
+/// The same reading for every window of spec().
+fn every_window(reading: Option<f64>) -> Readings {
+    windows(&spec()).into_iter().map(|w| (w, reading)).collect()
+}
+
 /// The same error ratio over every window.
 fn steady(ratio: f64) -> Observation {
-    let readings = windows(&spec())
-        .into_iter()
-        .map(|w| (w, Some(ratio)))
-        .collect();
-    Observation::Read(vec![readings])
+    Observation::Read(vec![every_window(Some(ratio))])
 }
 
 #[test]
@@ -71,10 +72,7 @@ fn overspent_budget_freezes_and_tickets() {
 
 #[test]
 fn fast_burn_pages() {
-    let mut readings: Readings = windows(&spec())
-        .into_iter()
-        .map(|w| (w, Some(0.0001)))
-        .collect();
+    let mut readings: Readings = every_window(Some(0.0001));
     readings.insert("1h".into(), Some(0.02));
     readings.insert("5m".into(), Some(0.02));
     let s = evaluate(
@@ -94,7 +92,7 @@ fn fast_burn_pages() {
 
 #[test]
 fn no_traffic_is_no_data_and_keeps_the_gate_open() {
-    let readings: Readings = windows(&spec()).into_iter().map(|w| (w, None)).collect();
+    let readings: Readings = every_window(None);
     let s = evaluate(
         &spec(),
         None,
@@ -187,10 +185,7 @@ fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
 fn one_failed_window_keeps_the_others_and_says_which_failed() {
     let first = fresh(&steady(0.0001));
     // The 28d query times out; the short windows now show a fast burn.
-    let mut readings: Readings = windows(&spec())
-        .into_iter()
-        .map(|w| (w, Some(0.02)))
-        .collect();
+    let mut readings: Readings = every_window(Some(0.02));
     readings.remove("28d");
     let failed = vec![FailedReading {
         objective: 0,
@@ -216,10 +211,7 @@ fn one_failed_window_keeps_the_others_and_says_which_failed() {
 #[test]
 fn a_budget_from_minutes_of_a_28_day_window_says_so() {
     // Ten seconds of a bad canary are all the data there is: 0.357% of errors.
-    let mut readings: Readings = windows(&spec())
-        .into_iter()
-        .map(|w| (w, Some(0.00357)))
-        .collect();
+    let mut readings: Readings = every_window(Some(0.00357));
     readings.insert(COVERAGE.into(), Some(0.0004));
     let s = fresh(&Observation::Read(vec![readings]));
     let o = &s.objectives[0];
