@@ -365,30 +365,19 @@ fn api_resource(kind: &str) -> ApiResource {
 /// evaluated client-side, and validate(). Returns (CEL rejected, validate() message).
 fn operator_verdict(kind: &str, object: &DynamicObject) -> (bool, String) {
     let value = serde_json::to_value(object).unwrap();
+    let message = |r: Result<(), guardrails::api::validate::ValidationErrors>| {
+        r.map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    };
     match kind {
         "SloPolicy" => {
             let typed: SloPolicy = serde_json::from_value(value).unwrap();
             let cel = kube::core::cel::validate_cel(&typed).is_err();
-            (
-                cel,
-                typed
-                    .spec
-                    .validate()
-                    .map(|_| String::new())
-                    .unwrap_or_else(|e| e.to_string()),
-            )
+            (cel, message(typed.spec.validate()))
         }
         _ => {
             let typed: GuardedRollout = serde_json::from_value(value).unwrap();
             let cel = kube::core::cel::validate_cel(&typed).is_err();
-            (
-                cel,
-                typed
-                    .spec
-                    .validate()
-                    .map(|_| String::new())
-                    .unwrap_or_else(|e| e.to_string()),
-            )
+            (cel, message(typed.spec.validate()))
         }
     }
 }

@@ -267,13 +267,7 @@ async fn manual_actions_and_spec_paused() {
         .unwrap();
     let gr = env.wait_phase("app", Phase::RolledBack, 30).await;
     assert_eq!(status(&gr).history[0].outcome, Outcome::Aborted);
-    assert!(
-        status(&gr).history[0]
-            .reason
-            .as_ref()
-            .unwrap()
-            .contains("wrong build")
-    );
+    assert_last_reason(&status(&gr), "wrong build");
     env.rollouts()
         .patch(
             "app",

@@ -157,15 +157,7 @@ async fn latency_regression_against_the_primary_is_rolled_back() {
         .unwrap();
     let gr = env.wait_phase("app", Phase::RolledBack, 90).await;
     let s = status(&gr);
-    assert!(
-        s.history[0]
-            .reason
-            .as_ref()
-            .unwrap()
-            .contains("p99-vs-primary"),
-        "{:?}",
-        s.history[0].reason
-    );
+    assert_last_reason(&s, "p99-vs-primary");
     assert_eq!(env.image_of("app-primary").await.0, "app:1");
 }
 
@@ -187,15 +179,7 @@ async fn canary_burning_its_slo_is_rolled_back() {
     env.ship("app:2", 0.2).await;
     let gr = env.wait_phase("app", Phase::RolledBack, 90).await;
     let s = status(&gr);
-    assert!(
-        s.history[0]
-            .reason
-            .as_ref()
-            .unwrap()
-            .contains("canary-burn"),
-        "{:?}",
-        s.history[0].reason
-    );
+    assert_last_reason(&s, "canary-burn");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,15 +224,7 @@ async fn prometheus_outage_holds_the_weight_then_rolls_back_at_the_timeout() {
     env.prom.stop();
     let gr = env.wait_phase("app", Phase::RolledBack, 60).await;
     let s = status(&gr);
-    assert!(
-        s.history[0]
-            .reason
-            .as_ref()
-            .unwrap()
-            .contains("Prometheus failing"),
-        "{:?}",
-        s.history[0].reason
-    );
+    assert_last_reason(&s, "Prometheus failing");
     assert!(!s.history.iter().any(|h| h.outcome == Outcome::Promoted));
     assert_eq!(env.image_of("app-primary").await.0, "app:1");
 }

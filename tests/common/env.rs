@@ -37,6 +37,15 @@ pub fn annotate(key: &str, value: &str) -> Patch<serde_json::Value> {
     Patch::Merge(json!({"metadata": {"annotations": {key: value}}}))
 }
 
+/// Fails unless the newest history entry's reason contains `needle`.
+pub fn assert_last_reason(status: &guardrails::api::GuardedRolloutStatus, needle: &str) {
+    let reason = status.history.first().and_then(|h| h.reason.as_deref());
+    assert!(
+        reason.is_some_and(|r| r.contains(needle)),
+        "the last history reason should contain {needle:?}: {reason:?}"
+    );
+}
+
 pub fn status(gr: &GuardedRollout) -> guardrails::api::GuardedRolloutStatus {
     gr.status.clone().unwrap_or_default()
 }
