@@ -46,17 +46,41 @@ pub async fn wait_for<K>(
     ok: impl Fn(&K) -> bool,
 ) -> K
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
 {
     let timeout = std::time::Duration::from_secs(secs);
-    guardrails_sandbox::wait::eventually(what, timeout, || async {
+    let reached = guardrails_sandbox::wait::eventually(what, timeout, || async {
         // Not there (yet) counts as not reached.
         match api.get_opt(name).await.expect("get") {
             Some(obj) if ok(&obj) => Ok(obj),
             other => Err(other),
         }
     })
-    .await
+    .await;
+    capture(&reached, what);
+    reached
+}
+
+/// With GUARDRAILS_CAPTURE_DIR set, every object a story waited for is written there as
+/// JSON (`<name>-<what>.json`): the fixtures of tests/argocd_health.rs come from it.
+fn capture<K: kube::Resource + serde::Serialize>(obj: &K, what: &str) {
+    let Ok(dir) = std::env::var("GUARDRAILS_CAPTURE_DIR") else {
+        return;
+    };
+    let slug: String = what
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let path = std::path::Path::new(&dir).join(format!("{name}-{slug}.json"));
+    let text = serde_json::to_string_pretty(obj).expect("objects serialize");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// (reason, note) of every Event about the object `name` in `ns`.
