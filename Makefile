@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build test test-env crds docs fmt lint bench demo demo-down fresh-check
+.PHONY: all build test test-env crds docs fmt lint bench soak demo demo-down fresh-check
 
 all: build
 
@@ -54,6 +54,10 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The chaos soak until 100 leader kills (`make test` runs a two-minute one).
+soak: test-env
+	GUARDRAILS_SOAK_KILLS=100 $(CARGO) test --test soak -- --nocapture
 
 ## Benchmarks (real servers; prints figures, asserts nothing about speed).
 bench: test-env

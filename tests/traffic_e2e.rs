@@ -12,10 +12,7 @@ use guardrails::{
     api::{GatewayApiRouting, GuardedRollout, Phase},
     conditions::{self, ConditionType},
 };
-use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Service},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams},
@@ -23,36 +20,18 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-/// An HTTPRoute CRD serving `versions` (the first stored); schema not enforced, so the
-/// apiserver stores routes the way a cluster with the Gateway API does.
-fn httproute_crd(versions: &[&str]) -> CustomResourceDefinition {
-    let versions: Vec<Value> = versions
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            json!({"name": v, "served": true, "storage": i == 0,
-            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": "httproutes.gateway.networking.k8s.io",
-            "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/1538"}},
-        "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
-            "names": {"kind": "HTTPRoute", "plural": "httproutes", "singular": "httproute", "listKind": "HTTPRouteList"},
-            "versions": versions}
-    }))
-    .unwrap()
-}
-
 /// The HTTPRoute CRD (v1) on the shared control plane, once for all stories.
 async fn install_routes(client: &Client) {
     static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     INSTALLED
         .get_or_init(|| async {
             let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
-            cp.install_crds(client, &[httproute_crd(&["v1"])])
-                .await
-                .unwrap();
+            cp.install_crds(
+                client,
+                &[guardrails_sandbox::gateway::httproute_crd(&["v1"])],
+            )
+            .await
+            .unwrap();
         })
         .await;
 }
@@ -443,7 +422,7 @@ async fn httproute_v1beta1_is_spoken_where_v1_is_not_served() {
     let cp = guardrails_sandbox::ControlPlane::start().await.unwrap();
     let client = cp.client().unwrap();
     let mut crds = guardrails::api::crds();
-    crds.push(httproute_crd(&["v1beta1"]));
+    crds.push(guardrails_sandbox::gateway::httproute_crd(&["v1beta1"]));
     cp.install_crds(&client, &crds).await.unwrap();
     let ns = cp.namespace(&client, "gw-v1beta1").await.unwrap();
     let operator = Operator::unelected(cp.config().clone());

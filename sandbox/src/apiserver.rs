@@ -24,6 +24,7 @@ use crate::{Binaries, Server, free_port, process::wait_until, workdir::new_workd
 pub struct ControlPlane {
     apiserver: Server,
     etcd: Server,
+    bin: Binaries,
     kubeconfig: PathBuf,
     config: Config,
     url: String,
@@ -39,6 +40,24 @@ pub const RESTRICTED_USER: &str = "sandbox-user";
 /// Users with every right (system:masters), one per operator replica, so the audit log
 /// attributes each write to the replica that made it.
 pub const OPERATOR_USERS: [&str; 2] = ["operator-a", "operator-b"];
+
+/// Waits (up to 60 s) until the apiserver's /readyz says ok.
+async fn wait_ready(apiserver: &mut Server, config: &Config) -> Result<()> {
+    let client = Client::try_from(config.clone())?;
+    wait_until(apiserver, Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("static request");
+            client
+                .request_text(req)
+                .await
+                .is_ok_and(|body| body.trim() == "ok")
+        }
+    })
+    .await
+}
 
 /// etcd on loopback, without fsync (test data), once it reports healthy.
 async fn start_etcd(bin: &Binaries, d: &Path, port: u16, peer_port: u16) -> Result<Server> {
@@ -154,23 +173,11 @@ impl ControlPlane {
         )?;
         let kubeconfig = write_kubeconfigs(d, &url)?;
         let config = config_from(&kubeconfig).await?;
-        let client = Client::try_from(config.clone())?;
-        wait_until(&mut apiserver, Duration::from_secs(60), || {
-            let client = client.clone();
-            async move {
-                let req = http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .expect("static request");
-                client
-                    .request_text(req)
-                    .await
-                    .is_ok_and(|body| body.trim() == "ok")
-            }
-        })
-        .await?;
+        wait_ready(&mut apiserver, &config).await?;
         Ok(Self {
             apiserver,
             etcd,
+            bin,
             kubeconfig,
             config,
             url,
@@ -265,6 +272,21 @@ impl ControlPlane {
     /// Loopback ports the servers listen on (etcd client and peer, kube-apiserver).
     pub fn ports(&self) -> &[u16] {
         &self.ports
+    }
+
+    /// Kills kube-apiserver (SIGKILL) and starts it again on the same port, certificates
+    /// and etcd, as a control-plane upgrade or crash would; returns once it is ready.
+    pub async fn restart_apiserver(&mut self) -> Result<()> {
+        self.apiserver.kill();
+        let (etcd_port, port) = (self.ports[0], self.ports[2]);
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let d = self.dir.path();
+        self.apiserver = Server::start(
+            "kube-apiserver",
+            apiserver_command(&self.bin, d, &etcd_url, port),
+            &d.join("apiserver.log"),
+        )?;
+        wait_ready(&mut self.apiserver, &self.config).await
     }
 
     /// Fails if either server has died.

@@ -1,18 +1,25 @@
 //! The apiserver's audit log: who wrote what, when. The sandbox logs every request but
-//! reads (get, list, watch) at Metadata level, so tests can attribute writes to users.
+//! reads (get, list, watch) at Metadata level, so tests can attribute writes to users;
+//! GuardedRollout status writes also carry the status written, so tests can replay
+//! every decision that landed.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-/// The audit policy: writes only, at Metadata level.
+/// The audit policy: writes only, at Metadata level; GuardedRollout status writes at
+/// Request level (with the object written).
 pub const POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
 - level: None
   verbs: [get, list, watch]
+- level: Request
+  resources:
+  - group: guardrails.dev
+    resources: [guardedrollouts/status]
 - level: Metadata
 ";
 
@@ -28,6 +35,9 @@ pub struct Write {
     pub response_status: Option<ResponseStatus>,
     /// When the apiserver received the request (RFC 3339, microseconds).
     pub request_received_timestamp: String,
+    /// The object sent, for writes logged at Request level.
+    #[serde(default)]
+    pub request_object: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

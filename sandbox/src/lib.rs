@@ -6,6 +6,7 @@ mod apiserver;
 pub mod audit;
 mod binaries;
 mod exporter;
+pub mod gateway;
 pub mod http;
 mod process;
 mod prometheus;
