@@ -72,7 +72,11 @@ pub async fn apply_plan(
 
     let target_replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     if plan.scale_target_to_zero && target_replicas != 0 {
-        let patch = json!({"spec": {"replicas": 0}});
+        // Only the target that was read (and judged stable) is scaled down.
+        let patch = json!({
+            "metadata": {"resourceVersion": target.resource_version()},
+            "spec": {"replicas": 0},
+        });
         api.patch(
             &gr.spec.target_ref.name,
             &PatchParams {
@@ -134,10 +138,14 @@ async fn ensure(
         return Ok(());
     }
     let name = desired.metadata.name.clone().unwrap_or_default();
+    // Decided on `current`: if it changed since, the apply conflicts and the next
+    // reconcile decides again on what is there now.
+    let mut desired = desired.clone();
+    desired.metadata.resource_version = current.as_ref().and_then(|c| c.resource_version());
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
+        &Patch::Apply(&desired),
     )
     .await?;
     ctx.metrics.wrote("deployment");
@@ -191,5 +199,61 @@ pub async fn announce(
             decision.status.message.clone().unwrap_or_default()
         );
         events::publish(ctx, gr, RolloutEvent::PhaseChanged, message).await;
+    }
+}
+
+/// Against a real apiserver (the sandbox's): a managed write decided on a stale read.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::PostParams;
+
+    #[tokio::test]
+    async fn a_managed_write_decided_on_a_stale_read_never_lands() {
+        let cp = guardrails_sandbox::ControlPlane::shared(&crate::api::crds()).unwrap();
+        let client = cp.client().unwrap();
+        let ns = cp.namespace(&client, "stale-managed").await.unwrap();
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let ctx = Context::new(client, None, Default::default());
+        let primary = |image: &str| -> Deployment {
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "app-primary"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "app"}},
+                    "template": {"metadata": {"labels": {"app": "app"}},
+                        "spec": {"containers": [{"name": "app", "image": image}]}}}
+            }))
+            .unwrap()
+        };
+        let read = api
+            .create(&PostParams::default(), &primary("app:1"))
+            .await
+            .unwrap();
+        // Someone (another writer, a newer leader) changes it after it was read...
+        let mut theirs = read.clone();
+        theirs.spec.as_mut().unwrap().replicas = Some(3);
+        let latest = api
+            .replace("app-primary", &PostParams::default(), &theirs)
+            .await
+            .unwrap();
+        // ...so the write decided on the old read is refused and changes nothing.
+        let stale = ensure(&ctx, &api, &Some(read), &primary("app:2"), "r2").await;
+        assert!(stale.as_ref().is_err_and(Error::is_conflict), "{stale:?}");
+        let now = api.get("app-primary").await.unwrap();
+        assert_eq!(now.spec.unwrap().replicas, Some(3));
+        // Decided again on the latest, it lands.
+        ensure(&ctx, &api, &Some(latest), &primary("app:2"), "r2")
+            .await
+            .unwrap();
+        let image = api
+            .get("app-primary")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(image.containers[0].image.as_deref(), Some("app:2"));
     }
 }
