@@ -61,6 +61,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     /// status, deployment, annotations or event.
     pub kind: String,
@@ -86,6 +92,14 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabels, Counter>,
     pub rollout_phase: Family<PhaseLabels, Gauge>,
     pub rollout_outcomes: Family<OutcomeLabels, Counter>,
+    pub canary_weight: Family<RolloutLabels, Gauge>,
+    pub detect_seconds: Family<RolloutLabels, Histogram>,
+    pub recover_seconds: Family<RolloutLabels, Histogram>,
+}
+
+/// Buckets of time to detect and time to recover, seconds.
+fn incident_histogram() -> Histogram {
+    Histogram::new([5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])
 }
 
 impl Default for Metrics {
@@ -147,6 +161,24 @@ impl Default for Metrics {
                 "rollout_outcomes",
                 "Finished deliveries by outcome",
                 Family::<OutcomeLabels, Counter>::default(),
+            ),
+            canary_weight: registered(
+                &mut registry,
+                "rollout_canary_weight",
+                "Percent of traffic the canary of a GuardedRollout receives",
+                Family::<RolloutLabels, Gauge>::default(),
+            ),
+            detect_seconds: registered(
+                &mut registry,
+                "rollout_detect_seconds",
+                "Rolled-back canaries: canary start to first failing tick",
+                Family::<RolloutLabels, Histogram>::new_with_constructor(incident_histogram),
+            ),
+            recover_seconds: registered(
+                &mut registry,
+                "rollout_recover_seconds",
+                "Rolled-back canaries: first failing tick to canary drained",
+                Family::<RolloutLabels, Histogram>::new_with_constructor(incident_histogram),
             ),
             registry: Arc::new(registry),
         }

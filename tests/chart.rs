@@ -97,6 +97,112 @@ fn lints_clean_and_refuses_unsafe_values() {
     );
 }
 
+/// The operator's metrics with one sample in every family (empty families are not
+/// exported at all).
+fn every_family() -> String {
+    use guardrails::telemetry::*;
+    let m = Metrics::default();
+    let (ns, name) = (String::from("ns"), String::from("app"));
+    let objective = ObjectiveLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+        objective: "availability".into(),
+    };
+    m.budget_remaining.get_or_create(&objective).set(50.0);
+    let window = BurnRateLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+        objective: "availability".into(),
+        window: "5m".into(),
+    };
+    m.burn_rate.get_or_create(&window).set(1.0);
+    let gate = GateLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+        gate: "Open".into(),
+    };
+    m.gate.get_or_create(&gate).set(1);
+    let reconcile = ReconcileLabels {
+        controller: "rollout".into(),
+        result: "ok".into(),
+    };
+    m.reconciles.get_or_create(&reconcile).inc();
+    let controller = ControllerLabels {
+        controller: "rollout".into(),
+    };
+    m.reconcile_seconds.get_or_create(&controller).observe(0.1);
+    m.prometheus_queries.inc();
+    m.wrote("status");
+    let phase = PhaseLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+        phase: "Idle".into(),
+    };
+    m.rollout_phase.get_or_create(&phase).set(1);
+    let outcome = OutcomeLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+        outcome: "Promoted".into(),
+    };
+    m.rollout_outcomes.get_or_create(&outcome).inc();
+    let rollout = RolloutLabels {
+        namespace: ns,
+        name,
+    };
+    m.canary_weight.get_or_create(&rollout).set(10);
+    m.detect_seconds.get_or_create(&rollout).observe(10.0);
+    m.recover_seconds.get_or_create(&rollout).observe(10.0);
+    m.render()
+}
+
+/// Off by default; when enabled a ConfigMap for Grafana's sidecar whose every query parses
+/// and names only metrics the operator exports.
+#[test]
+fn the_dashboard_reads_only_what_the_operator_exports() {
+    let docs = render(&defaults(), "ops").unwrap();
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ConfigMap"),
+        "off by default"
+    );
+    let mut values = defaults();
+    values["grafanaDashboard"] = json!({"enabled": true});
+    let docs = render(&values, "ops").unwrap();
+    let cm = of_kind(&docs, "ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let text = cm["data"]["guardrails.json"]
+        .as_str()
+        .expect("the dashboard");
+    let dashboard: Value = serde_json::from_str(text).expect("dashboard JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert!(exprs.len() >= 12, "{exprs:?}");
+    let exported = every_family();
+    let metric = regex_lite::Regex::new(r"guardrails_[a-z_]+").unwrap();
+    for expr in exprs {
+        // Grafana's variables, as Grafana fills them in.
+        let concrete = expr
+            .replace("$namespace", ".*")
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "6h");
+        promql_parser::parser::parse(&concrete).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        for m in metric.find_iter(expr) {
+            let family = m
+                .as_str()
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_total");
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")),
+                "{expr}: {family} is not exported"
+            );
+        }
+    }
+}
+
 #[test]
 fn grants_exactly_the_documented_rights() {
     let docs = render(&defaults(), "ops").unwrap();

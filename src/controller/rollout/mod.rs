@@ -334,8 +334,17 @@ fn record_metrics(
     previous: &GuardedRolloutStatus,
     next: &GuardedRolloutStatus,
 ) {
-    use crate::telemetry::{OutcomeLabels, PhaseLabels};
+    use crate::telemetry::{OutcomeLabels, PhaseLabels, RolloutLabels};
     let name = gr.name_any();
+    let rollout = RolloutLabels {
+        namespace: ns.into(),
+        name: name.clone(),
+    };
+    let weight = next.canary_weight.unwrap_or(0);
+    ctx.metrics
+        .canary_weight
+        .get_or_create(&rollout)
+        .set(i64::from(weight));
     for &phase in Phase::ALL {
         let labels = PhaseLabels {
             namespace: ns.into(),
@@ -356,13 +365,30 @@ fn record_metrics(
             h.reason.clone(),
         )
     };
-    let old: Vec<_> = previous.history.iter().map(key).collect();
-    for h in next.history.iter().filter(|h| !old.contains(&key(h))) {
-        let labels = OutcomeLabels {
-            namespace: ns.into(),
-            name: name.clone(),
-            outcome: h.outcome.to_string(),
-        };
-        ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
+    for h in &next.history {
+        let before = previous.history.iter().find(|p| key(p) == key(h));
+        if before.is_none() {
+            let labels = OutcomeLabels {
+                namespace: ns.into(),
+                name: name.clone(),
+                outcome: h.outcome.to_string(),
+            };
+            ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
+            if let Some(s) = h.detect_seconds() {
+                ctx.metrics
+                    .detect_seconds
+                    .get_or_create(&rollout)
+                    .observe(s);
+            }
+        }
+        // Recovery is known once the canary is drained (finishedAt), maybe a later reconcile.
+        if before.is_none_or(|b| b.finished_at.is_none())
+            && let Some(s) = h.recover_seconds()
+        {
+            ctx.metrics
+                .recover_seconds
+                .get_or_create(&rollout)
+                .observe(s);
+        }
     }
 }
