@@ -1,6 +1,9 @@
 //! Canary analysis: one `evaluate` for every check kind, and the verdict of a tick.
 //! No IO: the controller supplies the samples.
 
+#[cfg(test)]
+mod draws;
+pub mod evidence;
 pub mod sequential;
 
 use crate::api::{Check, CheckKind, CheckResult, CheckStatus};

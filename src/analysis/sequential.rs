@@ -97,6 +97,7 @@ impl Statistic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::draws::Rng;
 
     const S: Settings = Settings {
         alpha: 0.01,
@@ -106,44 +107,6 @@ mod tests {
 
     fn counts(requests: f64, errors: f64) -> Counts {
         Counts { requests, errors }
-    }
-
-    /// xorshift64*: deterministic draws for the simulations.
-    struct Rng(u64);
-
-    impl Rng {
-        fn uniform(&mut self) -> f64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        /// Poisson(lambda): Knuth's product method, in chunks for large lambda.
-        fn poisson(&mut self, lambda: f64) -> f64 {
-            let mut left = lambda;
-            let mut n = 0.0;
-            while left > 0.0 {
-                let step = left.min(30.0);
-                left -= step;
-                let limit = (-step).exp();
-                let mut p = self.uniform();
-                while p > limit {
-                    n += 1.0;
-                    p *= self.uniform();
-                }
-            }
-            n
-        }
-
-        /// Binomial(n, p) for small p, as Poisson(n p) capped at n.
-        fn errors(&mut self, n: f64, p: f64) -> f64 {
-            if p >= 1.0 {
-                n
-            } else {
-                self.poisson(n * p).min(n)
-            }
-        }
     }
 
     /// One canary analysed every second for `seconds`: when it was first judged Fail, and
@@ -177,7 +140,7 @@ mod tests {
 
     /// `runs` canaries at 10% of 200 req/s (or `rps`), primary at 0.1% errors.
     fn simulate(seed: u64, runs: usize, rps: (f64, f64), canary_errors: f64) -> Row {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut times = Vec::new();
         let mut passes = 0;
         for _ in 0..runs {
