@@ -114,9 +114,18 @@ impl Error {
         }
     }
 
-    /// The object changed since it was read: decide again on the latest at once.
+    /// The object changed since it was read: decide again on the latest at once (also
+    /// when the reconcile ran inside the rollout's finalizer).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Kube(kube::Error::Api(e)) if e.code == 409)
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube(kube::Error::Api(e)) => e.code == 409,
+            Error::Finalizer(f) => match f.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.is_conflict(),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// When to try again after this error.
@@ -171,4 +180,25 @@ where
         .await?;
     ctx.metrics.wrote("status");
     Ok(written)
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn conflict() -> Error {
+        let status =
+            kube::core::Status::failure("the object has been modified", "Conflict").with_code(409);
+        Error::Kube(kube::Error::Api(status.boxed()))
+    }
+
+    #[test]
+    fn a_conflict_inside_the_finalizer_is_retried_at_once() {
+        use kube::runtime::finalizer::Error as F;
+        let wrapped = Error::Finalizer(Box::new(F::ApplyFailed(conflict())));
+        assert_eq!(wrapped.requeue(), CONFLICT_REQUEUE);
+        assert_eq!(conflict().requeue(), CONFLICT_REQUEUE);
+        let other = Error::Finalizer(Box::new(F::ApplyFailed(Error::NoNamespace)));
+        assert_eq!(other.requeue(), ERROR_REQUEUE);
+    }
 }

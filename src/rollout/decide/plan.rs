@@ -79,10 +79,18 @@ impl Machine<'_> {
         };
         self.check_primary(primary.as_ref());
         let route_weight = self.route_weight(phase, canary.replicas);
+        // The target gives up its pods only to a primary that serves: while the primary
+        // is gone or being rebuilt, whatever the target runs (someone may have scaled it
+        // up to stop an outage) stays.
+        let primary_serves = self
+            .obs
+            .primary
+            .as_ref()
+            .is_some_and(|p| p.available >= p.replicas.max(1));
         Plan {
             primary,
             canary,
-            scale_target_to_zero: phase != Phase::Initializing,
+            scale_target_to_zero: phase != Phase::Initializing && primary_serves,
             route_weight,
         }
     }

@@ -99,6 +99,10 @@ fn a_deleted_primary_is_rebuilt_from_the_stable_template_never_the_canarys() {
     w.tick(CheckResult::Pass, 0.0);
     let primary = last_plan(&w).primary.unwrap();
     assert_eq!(primary.revision, "r1");
+    assert!(
+        !last_plan(&w).scale_target_to_zero,
+        "no primary serves: the target is not scaled down (someone may have scaled it up)"
+    );
     assert!(w.reasons().contains(&RolloutEvent::PrimaryRebuilt));
     assert!(w.last.as_ref().unwrap().stall.is_none());
 }
@@ -118,6 +122,10 @@ fn an_unknown_stable_template_stalls_instead_of_guessing() {
     assert!(
         d.plan.as_ref().unwrap().primary.is_none(),
         "primary left alone"
+    );
+    assert!(
+        !d.plan.as_ref().unwrap().scale_target_to_zero,
+        "the target may serve while no primary does"
     );
     let Some(Stall::PrimaryTemplateUnknown(m)) = &d.stall else {
         panic!("stalled: {:?}", d.stall)
