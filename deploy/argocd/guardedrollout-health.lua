@@ -28,10 +28,11 @@ local function condition(kind, value)
 end
 
 local function said(c)
+  local reason = c.reason or c.type
   if c.message ~= nil and c.message ~= "" then
-    return c.reason .. ": " .. c.message
+    return reason .. ": " .. c.message
   end
-  return c.reason
+  return reason
 end
 
 local phase = status.phase or "Initializing"

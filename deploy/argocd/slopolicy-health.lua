@@ -1,8 +1,10 @@
 -- Argo CD health of a SloPolicy (guardrails.dev/v1alpha1), read from its Ready
 -- condition and budget gate.
---   Degraded:    Ready=False (InvalidSpec, PrometheusUnavailable) or the gate is Frozen
---                (the error budget is spent: only corrective changes ship)
---   Healthy:     evaluated, gate Open or Restricted (the message says which)
+--   Degraded:    Ready=False (InvalidSpec, PrometheusUnavailable)
+--   Healthy:     evaluated, whatever the gate (the message says which): a Frozen gate is
+--                the policy working, and a Degraded policy would hold back the sync waves
+--                that ship the corrective fix
+
 --   Progressing: not evaluated yet, or not for the latest spec
 local hs = { status = "Progressing", message = "Waiting for the first evaluation" }
 local status = obj.status
@@ -26,7 +28,7 @@ if ready == nil then
 end
 if ready.status ~= "True" then
   hs.status = "Degraded"
-  hs.message = ready.reason .. ": " .. (ready.message or "")
+  hs.message = (ready.reason or "") .. ": " .. (ready.message or "")
   return hs
 end
 local gate = status.gate or "Unknown"
@@ -34,9 +36,5 @@ hs.message = "gate " .. gate
 if status.gateReason ~= nil and status.gateReason ~= "" then
   hs.message = hs.message .. ": " .. status.gateReason
 end
-if gate == "Frozen" then
-  hs.status = "Degraded"
-else
-  hs.status = "Healthy"
-end
+hs.status = "Healthy"
 return hs

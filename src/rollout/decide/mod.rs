@@ -229,7 +229,9 @@ impl Machine<'_> {
             self.note(RolloutEvent::Retried, format!("retrying revision {rev}"));
         }
         if self.s.stable_revision.as_deref() == Some(rev) {
-            if self.s.phase == Some(Phase::Blocked) {
+            // Back at the stable revision (a revert in Git after a rollback, say): nothing
+            // is left for a person to do.
+            if matches!(self.s.phase, Some(Phase::Blocked | Phase::RolledBack)) {
                 self.set_phase(Phase::Idle, format!("primary serves revision {rev}"));
             }
             self.s.gate = None;
@@ -237,6 +239,10 @@ impl Machine<'_> {
         }
         if self.s.failed_revision.as_deref() == Some(rev) {
             // Stays rolled back until the template changes or a retry is asked.
+            if self.s.phase != Some(Phase::RolledBack) {
+                let why = format!("revision {rev} was rolled back: change the template or retry");
+                self.set_phase(Phase::RolledBack, why);
+            }
             return;
         }
         self.start(target);

@@ -128,3 +128,28 @@ fn burn_rate_alert_of_the_slo_policy_rolls_back() {
     w.run();
     assert_eq!(w.phase(), Phase::Progressing);
 }
+
+#[test]
+fn reverting_the_target_to_the_stable_revision_ends_the_rollback() {
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    w.tick(CheckResult::Fail, 0.2);
+    w.tick(CheckResult::Fail, 0.2);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    // Git is reverted: the target holds the stable revision again.
+    w.ship("r1");
+    w.run();
+    assert_eq!(w.phase(), Phase::Idle, "nothing left for a person to do");
+    assert_eq!(
+        w.status.failed_revision.as_deref(),
+        Some("r2"),
+        "still remembered"
+    );
+    // Shipping the bad revision again does not start it, and says so.
+    w.ship("r2");
+    w.run();
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);
+}
