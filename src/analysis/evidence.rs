@@ -2,13 +2,17 @@
 //! reports (increase since the canary started, for canary and primary) read as often as
 //! wanted, each reading adding only what is new, and the verdict of both statistics.
 //!
-//! Rule: with primary traffic, only the comparison with the primary can fail a canary (so
-//! a canary no worse than a primary that is itself burning its budget, a fix say, is never
-//! rolled back for it), at `alpha`; a canary passes when either statistic shows it no
-//! worse, each at `alpha / 2` (so a canary as bad as `detect` passes with probability at
-//! most `alpha`). Without primary traffic (a new service's first canary), the comparison
-//! with the SLO's allowed error ratio decides both ways. Zero errors on both sides say
-//! nothing about the ratio; the objective's side then lets a clean canary pass.
+//! Rule: while a primary serves, only the comparison with the primary can fail a canary
+//! (so a canary no worse than a primary that is itself burning its budget, a fix say, is
+//! never rolled back for it), at `alpha`, and it passes on that comparison at `alpha / 2`
+//! (a canary as bad as `detect` times the primary passes with probability at most
+//! `alpha / 2`). Zero errors on both sides say nothing about the ratio: as long as neither
+//! side has seen an error, the comparison with the SLO's allowed error ratio may also pass
+//! it at `alpha / 2` (a canary as bad as `detect` times the allowed ratio passes with
+//! probability at most `alpha / 2`; one much better than that but worse than a spotless
+//! primary may pass: both are well within the objective). With no primary serving (a new
+//! service's first canary), the comparison with the objective decides both ways at
+//! `alpha`.
 
 use super::sequential::{Counts, Decision, Settings, Statistic};
 
@@ -28,19 +32,18 @@ pub struct Evidence {
     pub vs_objective: Statistic,
 }
 
-/// Rounded, and what is new since `seen` (a total that went down, Prometheus'
-/// extrapolation wobbling, adds nothing and is not counted twice later).
+/// Rounded, and what is new since `seen`, with the totals now seen (a total that went
+/// down, Prometheus' extrapolation wobbling, adds nothing and is not counted twice later;
+/// errors beyond the new requests wait for requests to count with).
 fn new_since(seen: Counts, now: Counts) -> (Counts, Counts) {
-    let now = Counts {
-        requests: now.requests.round().max(seen.requests),
-        errors: now.errors.round().max(seen.errors),
+    let requests = (now.requests.round() - seen.requests).max(0.0);
+    let errors = (now.errors.round() - seen.errors).clamp(0.0, requests);
+    let added = Counts { requests, errors };
+    let seen = Counts {
+        requests: seen.requests + requests,
+        errors: seen.errors + errors,
     };
-    let requests = now.requests - seen.requests;
-    let added = Counts {
-        requests,
-        errors: (now.errors - seen.errors).min(requests),
-    };
-    (added, now)
+    (added, seen)
 }
 
 impl Evidence {
@@ -58,9 +61,10 @@ impl Evidence {
             .against_objective(s, canary, allowed_ratio);
     }
 
-    /// The verdict so far (module docs: the rule).
-    pub fn judge(&self, s: &Settings) -> Decision {
-        if self.seen.primary.requests <= 0.0 {
+    /// The verdict so far (module docs: the rule). `primary_serves`: the primary has
+    /// ready pods, so its traffic is the baseline even before a reading shows any.
+    pub fn judge(&self, s: &Settings, primary_serves: bool) -> Decision {
+        if !primary_serves {
             return self.vs_objective.decision(s);
         }
         if self.vs_primary.decision(s) == Decision::Fail {
@@ -70,8 +74,9 @@ impl Evidence {
             alpha: s.alpha / 2.0,
             ..*s
         };
+        let spotless = self.seen.canary.errors == 0.0 && self.seen.primary.errors == 0.0;
         let shown = |stat: &Statistic| stat.decision(&half) == Decision::Pass;
-        if shown(&self.vs_primary) || shown(&self.vs_objective) {
+        if shown(&self.vs_primary) || (spotless && shown(&self.vs_objective)) {
             Decision::Pass
         } else {
             Decision::Inconclusive
@@ -104,7 +109,7 @@ mod tests {
                 primary: counts(180.0 * t_f, 180.0 * t_f * primary_errors),
             };
             e.read(&S, totals, allowed);
-            let d = e.judge(&S);
+            let d = e.judge(&S, true);
             if d != Decision::Inconclusive {
                 return (t, d);
             }
@@ -127,7 +132,7 @@ mod tests {
                 totals.primary.requests += np;
                 totals.primary.errors += rng.errors(np, 0.001);
                 e.read(&S, totals, 0.001);
-                decided = e.judge(&S);
+                decided = e.judge(&S, true);
                 if decided != Decision::Inconclusive {
                     break;
                 }
@@ -207,9 +212,30 @@ mod tests {
             );
         }
         assert_eq!(
-            (bad.judge(&S), clean.judge(&S)),
+            (bad.judge(&S, false), clean.judge(&S, false)),
             (Decision::Fail, Decision::Pass)
         );
+    }
+
+    #[test]
+    fn a_canary_worse_than_a_spotless_primary_is_not_passed_on_the_objectives_side() {
+        // Primary at 0.01% errors, canary 5x worse, a 99.9% objective: both within it.
+        let (_, d) = first_decision(0.0005, 0.0001, 0.001);
+        assert_eq!(d, Decision::Fail, "the comparison with the primary decides");
+    }
+
+    #[test]
+    fn errors_read_before_their_requests_are_counted_later_not_dropped() {
+        let mut e = Evidence::default();
+        let canary = |requests, errors| Totals {
+            canary: counts(requests, errors),
+            primary: counts(1000.0, 0.0),
+        };
+        e.read(&S, canary(10.0, 0.0), 0.01);
+        e.read(&S, canary(10.0, 5.0), 0.01);
+        e.read(&S, canary(20.0, 5.0), 0.01);
+        assert_eq!(e.seen.canary, counts(20.0, 5.0));
+        assert_eq!(e.vs_objective.canary, counts(20.0, 5.0));
     }
 
     #[test]
