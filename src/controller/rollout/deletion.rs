@@ -108,7 +108,14 @@ pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result
     for d in managed {
         super::delete_if_present(&api, &d.name_any()).await?;
     }
-    // The rollout is gone: so is its phase series (outcome counters stay, as counters do).
+    // The rollout is gone: so are its phase and weight series (outcome counters and the
+    // detect/recover histograms stay, as counters do).
+    ctx.metrics
+        .canary_weight
+        .remove(&crate::telemetry::RolloutLabels {
+            namespace: ns.into(),
+            name: gr.name_any(),
+        });
     for &phase in Phase::ALL {
         ctx.metrics
             .rollout_phase

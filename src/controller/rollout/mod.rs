@@ -133,8 +133,6 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
     };
     let decision = decision(&gr, &previous, &obs, &now);
     let acted = carry_out(ctx, gr, ns, previous, &world, decision, &now).await?;
-    act::announce(ctx, &acted.gr, &acted.previous, &acted.decision).await;
-    record_metrics(ctx, &acted.gr, ns, &acted.previous, &acted.decision.status);
     timer.ok();
     Ok(Action::requeue(requeue(&acted, &world)))
 }
@@ -203,10 +201,9 @@ fn decision(
     decision
 }
 
-/// What was carried out: the rollout as last written, its status before, the decision.
+/// What was carried out: the rollout as last written and the decision.
 struct Acted {
     gr: GuardedRollout,
-    previous: GuardedRolloutStatus,
     decision: rollout::Decision,
     route_failed: bool,
 }
@@ -227,6 +224,11 @@ async fn carry_out(
     if decision.status != previous {
         gr = super::write_status(ctx, &gr, &decision.status).await?;
     }
+    // The decision stands once its status landed: its Events and metrics go out now,
+    // whatever fails next (the next reconcile starts from this status, so would not
+    // announce it again).
+    act::announce(ctx, &gr, &previous, &decision).await;
+    record_metrics(ctx, &gr, ns, &previous, &decision.status);
     // Manual actions were read and decided on: gone before anything else can fail, so
     // none is applied twice or to a later revision.
     act::consume(ctx, &gr, ns, &decision.consumed).await?;
@@ -244,7 +246,6 @@ async fn carry_out(
     }
     Ok(Acted {
         gr,
-        previous,
         decision,
         route_failed,
     })
