@@ -120,6 +120,8 @@ fn apiserver_command(bin: &Binaries, d: &Path, etcd_url: &str, port: u16) -> Com
         .arg("--authorization-mode=RBAC")
         .arg(format!("--audit-policy-file={}", file("audit-policy.yaml")))
         .arg(format!("--audit-log-path={}", file("audit.log")))
+        // One file for a whole soak: tests replay it from the start.
+        .arg("--audit-log-maxsize=4096")
         .arg("--service-account-issuer=https://kubernetes.default.svc")
         .arg(format!("--service-account-key-file={}", file("sa.key")))
         .arg(format!(

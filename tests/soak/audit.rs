@@ -1,36 +1,30 @@
 //! Invariants read from the apiserver's audit log: one writer at a time, and every
 //! GuardedRollout status that landed walks its steps one by one, never back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use guardrails_sandbox::{OPERATOR_USERS, audit::Write};
 use serde_json::Value;
 
-/// Violations: a second in which both operator identities wrote (Lease writes aside:
-/// they are the election itself).
+/// Violations: two operator identities writing less than a second apart (Lease writes
+/// aside: they are the election itself). Refused writes count too: the writer acted.
+/// `writes` in the order received.
 pub fn one_writer_at_a_time(writes: &[Write]) -> Vec<String> {
-    let mut by_second: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
-    for w in writes {
-        let user = w.user.username.as_str();
-        let resource = w.object_ref.as_ref().map_or("", |r| r.resource.as_str());
-        if OPERATOR_USERS.contains(&user) && resource != "leases" {
-            by_second
-                .entry(w.at().as_second())
-                .or_default()
-                .insert(user);
-        }
-    }
-    by_second
-        .into_iter()
-        .filter(|(_, users)| users.len() > 1)
-        .map(|(second, users)| {
-            let at = k8s_openapi::jiff::Timestamp::from_second(second).unwrap_or_default();
-            let around: Vec<String> = writes
-                .iter()
-                .filter(|w| w.at().as_second() == second)
-                .map(Write::describe)
-                .collect();
-            format!("{users:?} both wrote in the second {at}: {around:#?}")
+    let acting: Vec<&Write> = writes
+        .iter()
+        .filter(|w| OPERATOR_USERS.contains(&w.user.username.as_str()))
+        .filter(|w| w.object_ref.as_ref().is_none_or(|r| r.resource != "leases"))
+        .collect();
+    acting
+        .windows(2)
+        .filter(|pair| pair[0].user.username != pair[1].user.username)
+        .filter(|pair| (pair[1].at().as_millisecond() - pair[0].at().as_millisecond()).abs() < 1000)
+        .map(|pair| {
+            format!(
+                "two writers within a second: {} then {}",
+                pair[0].describe(),
+                pair[1].describe()
+            )
         })
         .collect()
 }
@@ -66,9 +60,10 @@ fn step_of(w: &Write) -> Option<(String, Step)> {
 
 /// Violations: within one canary (same revision, a canary phase), a step skipped (the
 /// step grew by more than one between two landed writes), repeated (it went back) or
-/// restarted (same step, a new start time). The specs make every step a write of its own.
-/// Also the number of landed status writes replayed, so a log without them fails.
-pub fn steps_in_order(writes: &[Write]) -> (usize, Vec<String>) {
+/// restarted (same step, a new start time); a promotion before the last of `steps`
+/// steps. The specs make every step a write of its own. Also the number of landed status
+/// writes replayed, so a log without them fails.
+pub fn steps_in_order(writes: &[Write], steps: i64) -> (usize, Vec<String>) {
     let canary = |s: &Step| matches!(s.phase.as_str(), "Progressing" | "Paused");
     let mut last: BTreeMap<String, Step> = BTreeMap::new();
     let mut replayed = 0;
@@ -78,6 +73,17 @@ pub fn steps_in_order(writes: &[Write]) -> (usize, Vec<String>) {
             continue;
         };
         replayed += 1;
+        if let Some(before) = last.get(&name)
+            && canary(before)
+            && now.phase == "Promoting"
+            && before.revision == now.revision
+            && (now.step != steps || before.step < steps - 1)
+        {
+            out.push(format!(
+                "{name}: promoted before the last step: {before:?} then {now:?} ({})",
+                w.describe()
+            ));
+        }
         if let Some(before) = last.get(&name)
             && canary(before)
             && canary(&now)
@@ -152,6 +158,17 @@ mod checks {
             write("operator-b", "2026-11-28T10:00:00.900Z", "events", None),
         ];
         assert_eq!(one_writer_at_a_time(&log).len(), 1);
+        // Across a second boundary too.
+        let log = [
+            write(
+                "operator-a",
+                "2026-11-28T10:00:00.900Z",
+                "deployments",
+                None,
+            ),
+            write("operator-b", "2026-11-28T10:00:01.100Z", "events", None),
+        ];
+        assert_eq!(one_writer_at_a_time(&log).len(), 1);
     }
 
     #[test]
@@ -162,18 +179,30 @@ mod checks {
             step("2026-11-28T10:00:02Z", "r2", 1, "t1"),
             step("2026-11-28T10:00:03Z", "r3", 0, "t3"),
         ];
-        assert_eq!(steps_in_order(&walk), (4, vec![]));
+        assert_eq!(steps_in_order(&walk, 2), (4, vec![]));
         for (bad, what) in [
             (step("2026-11-28T10:00:04Z", "r3", 2, "t4"), "skipped"),
             (step("2026-11-28T10:00:04Z", "r3", 0, "t4"), "restarted"),
         ] {
             let mut log = walk.to_vec();
             log.push(bad);
-            let (_, broken) = steps_in_order(&log);
+            let (_, broken) = steps_in_order(&log, 2);
             assert!(broken.len() == 1 && broken[0].contains(what), "{broken:?}");
         }
         let mut back = walk[..3].to_vec();
         back.push(step("2026-11-28T10:00:04Z", "r2", 0, "t5"));
-        assert!(steps_in_order(&back).1[0].contains("repeated"));
+        assert!(steps_in_order(&back, 2).1[0].contains("repeated"));
+        let mut promoting = step("2026-11-28T10:00:04Z", "r2", 2, "t1");
+        promoting.request_object.as_mut().unwrap()["status"]["phase"] = "Promoting".into();
+        let mut done = walk[..3].to_vec();
+        done.push(promoting.clone());
+        assert_eq!(
+            steps_in_order(&done, 2).1,
+            Vec::<String>::new(),
+            "after step 2 of 2"
+        );
+        let mut early = walk[..2].to_vec();
+        early.push(promoting);
+        assert!(steps_in_order(&early, 2).1[0].contains("promoted before the last step"));
     }
 }

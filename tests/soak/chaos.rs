@@ -115,6 +115,9 @@ async fn act(cluster: &mut Cluster, ledger: &Ledger, rng: &mut Rng, action: Acti
             cluster.prom.stop();
             tokio::time::sleep(away).await;
             cluster.prom.restart().await?;
+            if action == Action::LongOutage {
+                ledger.long_outage_ended();
+            }
         }
         Action::RestartApiserver => cluster.cp.restart_apiserver().await?,
     }

@@ -9,7 +9,10 @@ use guardrails_sandbox::{
     ControlPlane, OPERATOR_USERS, Prometheus, PrometheusConfig, Server, free_port,
     simulator::Simulator,
 };
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::{
+    api::coordination::v1::Lease,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{Api, Client};
 
 /// The lease duration the replicas run with; a paused leader is stopped for twice this.
@@ -28,13 +31,10 @@ pub struct Cluster {
 pub struct Replica {
     pub user: &'static str,
     server: Option<Server>,
-    restarts: u32,
 }
 
 impl Cluster {
-    pub async fn start(
-        crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
-    ) -> Result<Self> {
+    pub async fn start(crds: &[CustomResourceDefinition]) -> Result<Self> {
         let cp = ControlPlane::start().await?;
         let client = cp.client()?;
         cp.install_crds(&client, crds).await?;
@@ -47,11 +47,7 @@ impl Cluster {
         .await?;
         let operators = OPERATOR_USERS
             .iter()
-            .map(|&user| Replica {
-                user,
-                server: None,
-                restarts: 0,
-            })
+            .map(|&user| Replica { user, server: None })
             .collect();
         let mut cluster = Self {
             cp,
@@ -80,9 +76,7 @@ impl Cluster {
             .env("HOSTNAME", user)
             .env("RUST_LOG", "info");
         let log = self.cp.dir().join(format!("{user}.log"));
-        let replica = &mut self.operators[i];
-        replica.server = Some(Server::start(user, cmd, &log)?);
-        replica.restarts += 1;
+        self.operators[i].server = Some(Server::start(user, cmd, &log)?);
         Ok(())
     }
 

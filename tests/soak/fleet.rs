@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use guardrails::api::{GuardedRollout, HistoryEntry, Outcome, Phase};
+use guardrails::{
+    api::{GuardedRollout, HistoryEntry, Outcome, Phase},
+    rollout::workloads,
+};
 use guardrails_sandbox::simulator;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service as KubeService};
 use kube::{
@@ -14,6 +17,9 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::ledger::{Ledger, Rng};
+
+/// Steps of every rollout (setWeight, pause, setWeight, pause).
+pub const STEPS: i64 = 4;
 
 /// Replicas of every target: 25% and 50% need different canary sizes, so no two steps
 /// can complete in one reconcile and the step order can be checked write by write.
@@ -44,8 +50,8 @@ pub struct Service {
 pub struct Shipped {
     pub image: String,
     pub good: bool,
-    /// The newest history entry before it was shipped: its own comes after.
-    before: Option<HistoryEntry>,
+    /// Its revision as the operator names it (the hash of the target's pod template).
+    revision: String,
     pub paused: bool,
 }
 
@@ -179,7 +185,7 @@ pub async fn pass(
         if s.shipped.is_some() {
             judge(s, gr, ledger);
         } else if shipping && settled(gr) && s.paused_at.is_none() {
-            ship(s, gr, &deployments, rng, ledger).await?;
+            ship(s, &deployments, rng, ledger).await?;
         }
     }
     Ok(())
@@ -187,7 +193,6 @@ pub async fn pass(
 
 async fn ship(
     s: &mut Service,
-    gr: &GuardedRollout,
     deployments: &Api<Deployment>,
     rng: &mut Rng,
     ledger: &Ledger,
@@ -203,13 +208,14 @@ async fn ship(
     let patch = json!({"spec": {"template": {
         "metadata": {"annotations": {simulator::ERROR_RATE: rate.to_string()}},
         "spec": {"containers": [{"name": "app", "image": image}]}}}});
-    deployments
+    let target = deployments
         .patch(&s.name, &PatchParams::default(), &Patch::Strategic(patch))
         .await?;
+    let template = workloads::user_template(&target).expect("a Deployment has a template");
     s.shipped = Some(Shipped {
         image,
         good,
-        before: newest(gr),
+        revision: workloads::revision(&template),
         paused: false,
     });
     Ok(())
@@ -219,8 +225,7 @@ async fn ship(
 /// revision deserves.
 fn judge(s: &mut Service, gr: &GuardedRollout, ledger: &Ledger) {
     let shipped = s.shipped.as_ref().expect("judged only while shipped");
-    let Some(entry) = newest(gr).filter(|e| settled(gr) && Some(e) != shipped.before.as_ref())
-    else {
+    let Some(entry) = newest(gr).filter(|e| settled(gr) && e.revision == shipped.revision) else {
         return;
     };
     let reason = entry.reason.clone().unwrap_or_default();
@@ -232,7 +237,9 @@ fn judge(s: &mut Service, gr: &GuardedRollout, ledger: &Ledger) {
         )),
         (Outcome::RolledBack, false) => {}
         (Outcome::RolledBack, true) => {
-            if !(reason.starts_with("Prometheus failing") && ledger.long_outage_started()) {
+            if !(reason.starts_with("Prometheus failing")
+                && ledger.in_long_outage(PROVIDER_TIMEOUT))
+            {
                 ledger.violation(format!(
                     "{}: good revision {} rolled back: {reason}",
                     s.name, shipped.image

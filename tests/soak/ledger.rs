@@ -22,7 +22,8 @@ struct Inner {
     /// (outcome, revision good) -> count.
     decisions: BTreeMap<(String, bool), u32>,
     violations: Vec<String>,
-    long_outage: bool,
+    /// (start, end) of each outage longer than providerErrors.timeout; end None while on.
+    long_outages: Vec<(Instant, Option<Instant>)>,
     /// Images of the bad revisions shipped.
     bad: std::collections::HashSet<String>,
 }
@@ -72,12 +73,27 @@ impl Ledger {
     }
 
     pub fn long_outage_began(&self) {
-        self.with(|i| i.long_outage = true);
+        self.with(|i| i.long_outages.push((Instant::now(), None)));
     }
 
-    /// Whether Prometheus has been away longer than providerErrors.timeout yet.
-    pub fn long_outage_started(&self) -> bool {
-        self.with(|i| i.long_outage)
+    pub fn long_outage_ended(&self) {
+        self.with(|i| {
+            if let Some((_, end)) = i.long_outages.last_mut() {
+                *end = Some(Instant::now());
+            }
+        });
+    }
+
+    /// Whether a rollback seen now may be one for a Prometheus outage past `timeout`:
+    /// an outage longer than that began at least `timeout` ago and ended at most 30 s
+    /// ago (the time to see the rollback).
+    pub fn in_long_outage(&self, timeout: std::time::Duration) -> bool {
+        let grace = std::time::Duration::from_secs(30);
+        self.with(|i| {
+            i.long_outages.iter().any(|(start, end)| {
+                start.elapsed() >= timeout && end.is_none_or(|e| e.elapsed() <= grace)
+            })
+        })
     }
 
     pub fn decided(&self, outcome: Outcome, good: bool) {

@@ -1,0 +1,116 @@
+//! Idle cost: 200 adopted GuardedRollouts with nothing to ship cost no API reads, no
+//! Prometheus queries and no reconciles over a minute, counted from the apiserver's and
+//! Prometheus' own metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::env::*;
+use guardrails::api::{GuardedRollout, Phase};
+use kube::api::PostParams;
+use serde_json::json;
+
+const ROLLOUTS: usize = 200;
+
+/// Sum of the counter samples on `text`'s lines that start with `family{` and contain
+/// every one of `labels`.
+fn counter(text: &str, family: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GETs of the objects a rollout reads, as the apiserver counted them.
+async fn api_reads(env: &Env) -> f64 {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = env
+        .client
+        .request_text(req)
+        .await
+        .expect("apiserver /metrics");
+    [
+        "deployments",
+        "guardedrollouts",
+        "slopolicies",
+        "horizontalpodautoscalers",
+    ]
+    .iter()
+    .map(|r| {
+        let resource = format!("resource=\"{r}\"");
+        counter(
+            &text,
+            "apiserver_request_total",
+            &["verb=\"GET\"", &resource],
+        )
+    })
+    .sum()
+}
+
+/// Instant queries Prometheus answered.
+async fn queries(env: &Env) -> f64 {
+    let (code, text) = guardrails_sandbox::http::get(&env.prom.addr(), "/metrics")
+        .await
+        .expect("Prometheus /metrics");
+    assert_eq!(code, 200);
+    counter(
+        &text,
+        "prometheus_http_requests_total",
+        &["handler=\"/api/v1/query\""],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
+    let env = env("idle").await;
+    for i in 0..ROLLOUTS {
+        let name = format!("app-{i:03}");
+        env.deployments()
+            .create(
+                &PostParams::default(),
+                &deployment(&name, "app:1", 1, json!({})),
+            )
+            .await
+            .unwrap();
+        let mut gr = rollout(json!({}));
+        gr.metadata.name = Some(name.clone());
+        gr.spec.target_ref.name = name;
+        env.rollouts()
+            .create(&PostParams::default(), &gr)
+            .await
+            .unwrap();
+    }
+    let idle = |g: &GuardedRollout| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle);
+    guardrails_sandbox::wait::eventually(
+        "every rollout adopted and Idle",
+        Duration::from_secs(180),
+        || async {
+            let list = env.rollouts().list(&Default::default()).await.unwrap();
+            let waiting = list.items.iter().filter(|g| !idle(g)).count();
+            if list.items.len() == ROLLOUTS && waiting == 0 {
+                Ok(())
+            } else {
+                Err(waiting)
+            }
+        },
+    )
+    .await;
+    // Adoption's last requeues settle first; then a minute of nothing to do.
+    env.reconciles_once_quiet(Duration::from_secs(5), Duration::ZERO)
+        .await;
+    let (reads, asked, reconciles) = (api_reads(&env).await, queries(&env).await, env.reconciles());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let reads = api_reads(&env).await - reads;
+    let asked = queries(&env).await - asked;
+    let reconciles = env.reconciles() - reconciles;
+    eprintln!(
+        "{ROLLOUTS} idle rollouts over 60 s: {reads} GETs, {asked} queries, {reconciles} reconciles"
+    );
+    assert_eq!(
+        (reads, asked, reconciles),
+        (0.0, 0.0, 0),
+        "(GETs, Prometheus queries, reconciles) over a minute of {ROLLOUTS} idle rollouts"
+    );
+}
