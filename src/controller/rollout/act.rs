@@ -70,25 +70,34 @@ pub async fn apply_plan(
     ensure(ctx, &api, &world.canary, &desired, &plan.canary.revision).await?;
     super::autoscaler::ensure(ctx, gr, &world.autoscalers).await?;
 
-    let target_replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    if plan.scale_target_to_zero && target_replicas != 0 {
-        // Only the target that was read (and judged stable) is scaled down.
-        let patch = json!({
-            "metadata": {"resourceVersion": target.resource_version()},
-            "spec": {"replicas": 0},
-        });
-        api.patch(
-            &gr.spec.target_ref.name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(patch),
-        )
-        .await?;
-        ctx.metrics.wrote("deployment");
+    if plan.scale_target_to_zero {
+        scale_to_zero(ctx, &api, target).await?;
     }
     Ok(route_failed)
+}
+
+/// The target at 0 replicas, unless it is there already. Only the target that was read
+/// (and judged stable) is scaled down: a changed one conflicts and is decided on again.
+async fn scale_to_zero(
+    ctx: &Context,
+    api: &Api<Deployment>,
+    target: &Deployment,
+) -> Result<(), Error> {
+    if target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) == 0 {
+        return Ok(());
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": target.resource_version()},
+        "spec": {"replicas": 0},
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(&target.name_any(), &params, &Patch::Merge(patch))
+        .await?;
+    ctx.metrics.wrote("deployment");
+    Ok(())
 }
 
 /// Writes the canary weight; a refusal becomes an Event and the returned note.

@@ -5,6 +5,7 @@ mod act;
 mod autoscaler;
 mod checks;
 mod deletion;
+mod metrics;
 mod observe;
 
 pub use checks::pods_regex;
@@ -30,7 +31,7 @@ use tracing::{instrument, warn};
 
 use super::{Context, Error};
 use crate::{
-    api::{GuardedRollout, GuardedRolloutStatus, HistoryEntry, LABEL_ROLLOUT, Phase},
+    api::{GuardedRollout, GuardedRolloutStatus, LABEL_ROLLOUT, Phase},
     rollout::{
         self, Blocker, Observations,
         status::{Problem, set_conditions, set_traffic_routed},
@@ -228,7 +229,7 @@ async fn carry_out(
     // whatever fails next (the next reconcile starts from this status, so would not
     // announce it again).
     act::announce(ctx, &gr, &previous, &decision).await;
-    record_metrics(ctx, &gr, ns, &previous, &decision.status);
+    metrics::record(ctx, &gr, ns, &previous, &decision.status);
     // Manual actions were read and decided on: gone before anything else can fail, so
     // none is applied twice or to a later revision.
     act::consume(ctx, &gr, ns, &decision.consumed).await?;
@@ -326,70 +327,4 @@ async fn report(
         super::write_status(ctx, gr, &status).await?;
     }
     Ok(())
-}
-
-fn record_metrics(
-    ctx: &Context,
-    gr: &GuardedRollout,
-    ns: &str,
-    previous: &GuardedRolloutStatus,
-    next: &GuardedRolloutStatus,
-) {
-    use crate::telemetry::{OutcomeLabels, PhaseLabels, RolloutLabels};
-    let name = gr.name_any();
-    let rollout = RolloutLabels {
-        namespace: ns.into(),
-        name: name.clone(),
-    };
-    let weight = next.canary_weight.unwrap_or(0);
-    ctx.metrics
-        .canary_weight
-        .get_or_create(&rollout)
-        .set(i64::from(weight));
-    for &phase in Phase::ALL {
-        let labels = PhaseLabels {
-            namespace: ns.into(),
-            name: name.clone(),
-            phase: phase.to_string(),
-        };
-        ctx.metrics
-            .rollout_phase
-            .get_or_create(&labels)
-            .set(i64::from(next.phase == Some(phase)));
-    }
-    // Entries this decision added (finishedAt may be stamped later: not part of the key).
-    let key = |h: &HistoryEntry| {
-        (
-            h.revision.clone(),
-            h.outcome,
-            h.started_at.clone(),
-            h.reason.clone(),
-        )
-    };
-    for h in &next.history {
-        let before = previous.history.iter().find(|p| key(p) == key(h));
-        if before.is_none() {
-            let labels = OutcomeLabels {
-                namespace: ns.into(),
-                name: name.clone(),
-                outcome: h.outcome.to_string(),
-            };
-            ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
-            if let Some(s) = h.detect_seconds() {
-                ctx.metrics
-                    .detect_seconds
-                    .get_or_create(&rollout)
-                    .observe(s);
-            }
-        }
-        // Recovery is known once the canary is drained (finishedAt), maybe a later reconcile.
-        if before.is_none_or(|b| b.finished_at.is_none())
-            && let Some(s) = h.recover_seconds()
-        {
-            ctx.metrics
-                .recover_seconds
-                .get_or_create(&rollout)
-                .observe(s);
-        }
-    }
 }
