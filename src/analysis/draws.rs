@@ -1,4 +1,17 @@
-//! Seeded random draws for the statistics' simulation tests.
+//! Seeded random draws and shared settings for the statistics' tests.
+
+use super::sequential::{Counts, Settings};
+
+/// The settings of the worked examples: alpha 0.01, tolerate 1, detect 2.
+pub const S: Settings = Settings {
+    alpha: 0.01,
+    tolerate: 1.0,
+    detect: 2.0,
+};
+
+pub fn counts(requests: f64, errors: f64) -> Counts {
+    Counts { requests, errors }
+}
 
 /// xorshift64*: deterministic draws for the simulations.
 pub struct Rng(u64);

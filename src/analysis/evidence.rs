@@ -87,16 +87,7 @@ impl Evidence {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const S: Settings = Settings {
-        alpha: 0.01,
-        tolerate: 1.0,
-        detect: 2.0,
-    };
-
-    fn counts(requests: f64, errors: f64) -> Counts {
-        Counts { requests, errors }
-    }
+    use crate::analysis::draws::{S, counts};
 
     /// Readings every second of a canary at 20 req/s and a primary at 180 req/s with these
     /// error rates (expected counts, no noise); the second of the first decision.

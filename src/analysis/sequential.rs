@@ -97,17 +97,7 @@ impl Statistic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::draws::Rng;
-
-    const S: Settings = Settings {
-        alpha: 0.01,
-        tolerate: 1.0,
-        detect: 2.0,
-    };
-
-    fn counts(requests: f64, errors: f64) -> Counts {
-        Counts { requests, errors }
-    }
+    use crate::analysis::draws::{Rng, S, counts};
 
     /// One canary analysed every second for `seconds`: when it was first judged Fail, and
     /// its decision at the end.
