@@ -4,7 +4,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use common::{cluster, env::*, wait_for};
 use futures::StreamExt;
@@ -414,6 +417,69 @@ async fn a_refused_route_write_never_keeps_a_rolled_back_canary_running() {
         })
         .await;
     assert_eq!(traffic_routed(&gr).unwrap().1, "RouteUpdated");
+}
+
+/// A healthy canary's share must not go to a Service without endpoints: after its
+/// promotion it keeps serving until the route has moved away from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_route_write_keeps_a_promoted_canary_serving_until_the_route_moves() {
+    let (cp, client, ns) = cluster("gw-promoted").await;
+    install_routes(&client).await;
+    let user = format!("operator-{ns}");
+    grant_all_but_route_writes(&client, &ns, &user).await;
+    let mut config = cp.config().clone();
+    config.auth_info.impersonate = Some(user.clone());
+    let env = env_in(client.clone(), ns.clone(), Operator::unelected(config)).await;
+    let routes = routes(&client, &ns, "v1");
+    create_service(&client, &ns).await;
+    create_route(&routes, "v1", &json!([three_rules()[0]])).await;
+    let gr = gateway_rollout(json!([{"setWeight": 50}, {"pause": {}}]));
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.0).await;
+    env.wait_phase("app", Phase::Paused, 60).await;
+    route_at(&routes, (50, 50), 10).await;
+
+    // The right to write routes goes; the canary is promoted.
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
+        .delete("route-writes", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.rollouts()
+        .patch(
+            "app",
+            &Default::default(),
+            &annotate("guardrails.dev/promote", ""),
+        )
+        .await
+        .unwrap();
+    env.wait_for("app", 60, "Succeeded with TrafficRouted=False", |g| {
+        status(g).phase == Some(Phase::Succeeded)
+            && traffic_routed(g).is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    // Half the traffic still goes to the canary Service: its pods stay, through retries.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let canary = env.deployments().get("app-canary").await.unwrap();
+        let replicas = canary.spec.and_then(|s| s.replicas).unwrap_or(0);
+        assert!(
+            replicas > 0,
+            "canary drained while the route still sends it 50%"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        weights(&routes.get("app").await.unwrap().data["spec"]["rules"]),
+        (50, 50)
+    );
+
+    // The right comes back: the route moves, then the canary goes.
+    bind_route_writes(&client, &ns, &user).await;
+    route_at(&routes, (100, 0), 30).await;
+    wait_for(&env.deployments(), "app-canary", 30, "canary at 0", |d| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

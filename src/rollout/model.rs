@@ -190,6 +190,10 @@ pub struct Plan {
     pub scale_target_to_zero: bool,
     /// Canary weight of the HTTPRoute, with Gateway API routing; None: leave the route.
     pub route_weight: Option<i32>,
+    /// The canary is not known bad (promoted, or drained while its revision waits): if
+    /// the route cannot be moved off it, it keeps serving its share until the route
+    /// moves. A rolled-back canary goes at once, route or not.
+    pub canary_waits_for_route: bool,
 }
 
 /// An Event to emit.

@@ -26,8 +26,9 @@ fn annotation(d: &Deployment, key: &str) -> Option<String> {
 
 /// Server-side applies the primary and the canary as the plan says, and scales the
 /// target to zero once the primary is available. A route that cannot be written does not
-/// hold the workloads back (a bad canary still goes to 0): its error is returned in Ok,
-/// for the TrafficRouted condition, and retried.
+/// hold a rolled-back canary back (it still goes to 0), but a healthy one keeps serving
+/// until the route has moved off it: the error is returned in Ok, for the TrafficRouted
+/// condition, and retried.
 pub async fn apply_plan(
     ctx: &Context,
     gr: &GuardedRollout,
@@ -66,8 +67,12 @@ pub async fn apply_plan(
         let desired = build(Role::Primary, primary);
         ensure(ctx, &api, &world.primary, &desired, &primary.revision).await?;
     }
-    let desired = build(Role::Canary, &plan.canary);
-    ensure(ctx, &api, &world.canary, &desired, &plan.canary.revision).await?;
+    // A healthy canary's share must not go to a Service without endpoints.
+    let keep_canary = route_failed.is_some() && plan.canary_waits_for_route;
+    if !keep_canary {
+        let desired = build(Role::Canary, &plan.canary);
+        ensure(ctx, &api, &world.canary, &desired, &plan.canary.revision).await?;
+    }
     super::autoscaler::ensure(ctx, gr, &world.autoscalers).await?;
 
     if plan.scale_target_to_zero {

@@ -92,6 +92,7 @@ impl Machine<'_> {
             canary,
             scale_target_to_zero: phase != Phase::Initializing && primary_serves,
             route_weight,
+            canary_waits_for_route: phase != Phase::RolledBack,
         }
     }
 

@@ -153,3 +153,20 @@ fn reverting_the_target_to_the_stable_revision_ends_the_rollback() {
     assert_eq!(w.phase(), Phase::RolledBack);
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 0);
 }
+
+#[test]
+fn only_a_rolled_back_canary_leaves_without_waiting_for_the_route() {
+    let plan = |w: &World| w.last.as_ref().unwrap().plan.clone().unwrap();
+    let mut w = World::new();
+    w.ship("r2");
+    w.run();
+    w.run();
+    assert!(plan(&w).canary_waits_for_route, "a canary under analysis");
+    w.tick(CheckResult::Fail, 0.2);
+    w.tick(CheckResult::Fail, 0.2);
+    assert_eq!(w.phase(), Phase::RolledBack);
+    assert!(
+        !plan(&w).canary_waits_for_route,
+        "a bad canary goes at once"
+    );
+}
