@@ -358,9 +358,10 @@ fn traffic_routed(gr: &GuardedRollout) -> Option<(String, String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_route_write_never_keeps_a_rolled_back_canary_running() {
-    let (cp, client, ns) = cluster("gw-refused").await;
+/// A canary paused at (50, 50) on an HTTPRoute, run by a user (returned) whose right to
+/// write routes has just been taken away.
+async fn canary_at_half_without_route_writes(test: &str) -> (Env, Api<DynamicObject>, String) {
+    let (cp, client, ns) = cluster(test).await;
     install_routes(&client).await;
     let user = format!("operator-{ns}");
     grant_all_but_route_writes(&client, &ns, &user).await;
@@ -375,12 +376,18 @@ async fn a_refused_route_write_never_keeps_a_rolled_back_canary_running() {
     env.ship("app:2", 0.0).await;
     env.wait_phase("app", Phase::Paused, 60).await;
     route_at(&routes, (50, 50), 10).await;
-
-    // The right to write routes goes; the on-call engineer aborts the canary.
     Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
         .delete("route-writes", &DeleteParams::default())
         .await
         .unwrap();
+    (env, routes, user)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_route_write_never_keeps_a_rolled_back_canary_running() {
+    let (env, routes, user) = canary_at_half_without_route_writes("gw-refused").await;
+    let (client, ns) = (env.client.clone(), env.ns.clone());
+    // The on-call engineer aborts the canary.
     env.rollouts()
         .patch(
             "app",
@@ -423,27 +430,9 @@ async fn a_refused_route_write_never_keeps_a_rolled_back_canary_running() {
 /// promotion it keeps serving until the route has moved away from it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_route_write_keeps_a_promoted_canary_serving_until_the_route_moves() {
-    let (cp, client, ns) = cluster("gw-promoted").await;
-    install_routes(&client).await;
-    let user = format!("operator-{ns}");
-    grant_all_but_route_writes(&client, &ns, &user).await;
-    let mut config = cp.config().clone();
-    config.auth_info.impersonate = Some(user.clone());
-    let env = env_in(client.clone(), ns.clone(), Operator::unelected(config)).await;
-    let routes = routes(&client, &ns, "v1");
-    create_service(&client, &ns).await;
-    create_route(&routes, "v1", &json!([three_rules()[0]])).await;
-    let gr = gateway_rollout(json!([{"setWeight": 50}, {"pause": {}}]));
-    env.create(&target("app:1", 0.0), &gr).await;
-    env.ship("app:2", 0.0).await;
-    env.wait_phase("app", Phase::Paused, 60).await;
-    route_at(&routes, (50, 50), 10).await;
-
-    // The right to write routes goes; the canary is promoted.
-    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
-        .delete("route-writes", &DeleteParams::default())
-        .await
-        .unwrap();
+    let (env, routes, user) = canary_at_half_without_route_writes("gw-promoted").await;
+    let (client, ns) = (env.client.clone(), env.ns.clone());
+    // The canary is promoted.
     env.rollouts()
         .patch(
             "app",
