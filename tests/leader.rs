@@ -367,8 +367,7 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         Api::namespaced(client.clone(), &ns);
     let rollouts: Api<GuardedRollout> = Api::namespaced(client.clone(), &ns);
     const APPS: usize = 6;
-    for i in 0..APPS {
-        let name = format!("app-{i}");
+    let create = async |name: String| {
         let target = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
@@ -387,6 +386,9 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         }))
         .unwrap();
         rollouts.create(&PostParams::default(), &gr).await.unwrap();
+    };
+    for i in 0..APPS {
+        create(format!("app-{i}")).await;
     }
     let churn = {
         let deployments = deployments.clone();
@@ -439,6 +441,8 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
     let (user, standby) = (OPERATOR_USERS[leader], OPERATOR_USERS[1 - leader]);
 
     guardrails_sandbox::pause(procs[leader].id().unwrap(), true).unwrap();
+    // Work only a new leader can do: a rollout created while the leader is stopped.
+    create("app-late".to_string()).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let resumed = Timestamp::now();
     guardrails_sandbox::pause(procs[leader].id().unwrap(), false).unwrap();
