@@ -75,13 +75,7 @@ fn fast_burn_pages() {
     let mut readings: Readings = every_window(Some(0.0001));
     readings.insert("1h".into(), Some(0.02));
     readings.insert("5m".into(), Some(0.02));
-    let s = evaluate(
-        &spec(),
-        None,
-        &Default::default(),
-        &Observation::Read(vec![readings]),
-        &at(0),
-    );
+    let s = fresh(&Observation::Read(vec![readings]));
     assert_eq!(s.objectives[0].firing_alerts, vec![Severity::Page]);
     assert_eq!(
         s.gate,
@@ -93,13 +87,7 @@ fn fast_burn_pages() {
 #[test]
 fn no_traffic_is_no_data_and_keeps_the_gate_open() {
     let readings: Readings = every_window(None);
-    let s = evaluate(
-        &spec(),
-        None,
-        &Default::default(),
-        &Observation::Read(vec![readings]),
-        &at(0),
-    );
+    let s = fresh(&Observation::Read(vec![readings]));
     assert_eq!(s.objectives[0].sli, None);
     assert!(s.objectives[0].burn_rates.is_empty());
     assert_eq!(s.gate, Some(Gate::Open));
