@@ -307,6 +307,18 @@ fn cases() -> Vec<Case> {
             c.spec["analysis"]["checks"][0]["compare"] =
                 json!({"query": "up{pod=~\"{{pods}}\"}", "maxIncrease": 10})
         }),
+        gr(
+            "sequential detect not above tolerate",
+            "/analysis/checks/0/max",
+            json!(0.01),
+            "spec.analysis.checks[0].sequential",
+            Cel,
+        )
+        .tap(|c| {
+            let check = &mut c.spec["analysis"]["checks"][0];
+            *check = json!({"name": check["name"].clone(),
+                "sequential": {"objective": "availability", "tolerate": 2, "detect": 1.5}});
+        }),
         slo(
             "selector is a query",
             "/objectives/0/indicator/ratio/errors",

@@ -222,7 +222,9 @@ async fn every_example_promotes_a_healthy_canary() {
     let services = ["share-link", "asset-pipeline", "notification"];
     let deployments = env.deployments();
     for name in services {
-        let d = deployment(name, "app:1", 2, json!({}));
+        // Busy services: a spotless canary shows it is within a 99.9% objective after
+        // about 5,300 requests.
+        let d = deployment(name, "app:1", 2, json!({simulator::RPS: "200"}));
         deployments
             .create(&PostParams::default(), &d)
             .await
@@ -252,9 +254,13 @@ async fn every_example_promotes_a_healthy_canary() {
     for name in services {
         let mut promoted_by_hand = false;
         let mut last = None;
+        let mut evidence_passed = false;
         for _ in 0..600 {
             let gr = env.rollouts().get(name).await.unwrap();
             let s = status(&gr);
+            evidence_passed |= s.analysis.iter().flat_map(|a| &a.checks).any(|c| {
+                c.name == "errors-vs-primary" && c.result == guardrails::api::CheckResult::Pass
+            });
             if s.phase == Some(Phase::Succeeded) {
                 last = Some(s);
                 break;
@@ -275,6 +281,147 @@ async fn every_example_promotes_a_healthy_canary() {
         let s = last.unwrap();
         assert_eq!(s.phase, Some(Phase::Succeeded), "{name}: {s:#?}");
         assert_eq!(s.history[0].outcome, Outcome::Promoted, "{name}");
+        assert!(
+            evidence_passed,
+            "{name}: promoted on a pass of its evidence"
+        );
         assert_eq!(env.sim.lost(&env.ns, name), 0.0, "{name}");
     }
+}
+
+/// share-link's SloPolicy (evaluated every 10 s) and a `share-link` Deployment of two
+/// pods with these template annotations, Idle under its GuardedRollout `gr`.
+async fn share_link(env: &Env, annotations: serde_json::Value, gr: serde_json::Value) {
+    let d = deployment("share-link", "app:1", 2, annotations);
+    env.deployments()
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let slo: SloPolicy =
+        serde_json::from_value(example("examples/share-link/slopolicy.yaml")).unwrap();
+    slos(env)
+        .create(&PostParams::default(), &slo)
+        .await
+        .unwrap();
+    let gr: GuardedRollout = serde_json::from_value(gr).unwrap();
+    env.rollouts()
+        .create(&PostParams::default(), &gr)
+        .await
+        .unwrap();
+    env.wait_phase("share-link", Phase::Idle, 60).await;
+}
+
+async fn ship_share_link(env: &Env, annotations: serde_json::Value) {
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+    env.deployments()
+        .patch(
+            "share-link",
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+        .unwrap();
+}
+
+/// The GuardedRollout exactly as shipped: analysis every 30 s, failureLimit 2.
+fn shipped_share_link() -> serde_json::Value {
+    let path = common::repo_path("examples/share-link/guardedrollout.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A build failing every request, at 10% under the shipped settings: before, the first
+/// tick came 30 s after the canary started and the second failed one 30 s later. The
+/// sequential check reads at every scrape (1 s here): the canary is gone within two
+/// scrapes (for increase() to see it), one reading and the scale-down.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_failing_every_request_is_gone_within_seconds() {
+    let env = env("dc-broken").await;
+    share_link(&env, json!({}), shipped_share_link()).await;
+    ship_share_link(&env, json!({simulator::ERROR_RATE: "1"})).await;
+    let serving = |env: &Env| {
+        env.sim
+            .pods(&env.ns, "share-link-canary")
+            .iter()
+            .any(|p| p.1)
+    };
+    let start = std::time::Instant::now();
+    while !serving(&env) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the canary never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = std::time::Instant::now();
+    while serving(&env) {
+        assert!(
+            ready.elapsed() < Duration::from_secs(60),
+            "the canary kept serving"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = ready.elapsed();
+    let done = env.wait_phase("share-link", Phase::RolledBack, 30).await;
+    let s = status(&done);
+    assert_last_reason(&s, "errors-vs-primary: canary");
+    // 10% of the traffic failed for `served`: its share of a 99.9% budget over 28 days.
+    let budget_share = 0.1 * served.as_secs_f64() / (0.001 * 28.0 * 86400.0) * 100.0;
+    println!(
+        "broken canary served errors for {:.1} s: {budget_share:.4}% of a 99.9%/28d budget ({:?})",
+        served.as_secs_f64(),
+        s.history[0].reason
+    );
+    // Two scrapes, one reading (1 s each), the scale-down; 3 s for a loaded machine.
+    assert!(
+        served < Duration::from_secs(6),
+        "served errors for {served:?}"
+    );
+    assert_eq!(env.sim.lost(&env.ns, "share-link"), 0.0);
+}
+
+/// A trickle of 3 requests a minute proves nothing either way: the sequential check
+/// stays Inconclusive, nothing is promoted or rolled back, and after maxDuration the
+/// rollout waits for a person.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_with_a_trickle_of_traffic_stays_inconclusive_and_waits() {
+    let env = env("dc-trickle").await;
+    let mut gr = example("examples/share-link/guardedrollout.yaml");
+    gr["spec"]["analysis"]["checks"][0]["sequential"]["maxDuration"] = json!("30s");
+    share_link(&env, json!({}), gr).await;
+    ship_share_link(&env, json!({simulator::RPS: "0.05"})).await;
+    let waiting = common::wait_for(
+        &env.rollouts(),
+        "share-link",
+        90,
+        "waiting for a person",
+        |gr| status(gr).phase == Some(Phase::Paused),
+    )
+    .await;
+    let s = status(&waiting);
+    let message = s.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("errors-vs-primary inconclusive after 30s, waiting for a person"),
+        "{message}"
+    );
+    let check = &s.analysis.as_ref().unwrap().checks[0];
+    assert_eq!(
+        check.result,
+        guardrails::api::CheckResult::Inconclusive,
+        "{check:?}"
+    );
+    let evidence = check.evidence.as_ref().unwrap();
+    assert!(evidence.canary.requests <= 3, "{evidence:?}");
+    assert!(evidence.primary.requests > 500, "{evidence:?}");
+    assert!(
+        s.history.is_empty(),
+        "nothing promoted or rolled back: {:?}",
+        s.history
+    );
+    assert_eq!(
+        s.canary_revision.as_deref().map(|_| ()),
+        Some(()),
+        "the canary still serves"
+    );
+    assert_eq!(env.sim.lost(&env.ns, "share-link"), 0.0);
 }

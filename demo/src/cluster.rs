@@ -6,6 +6,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, bail};
 use guardrails::api::{GuardedRollout, PromDuration, SloPolicy};
+use guardrails_sandbox::simulator::RPS;
 use guardrails_sandbox::{
     ControlPlane, Prometheus, PrometheusConfig, Server, Simulator, free_port,
 };
@@ -20,11 +21,11 @@ use crate::{
 };
 
 pub const NAMESPACE: &str = "portal";
-/// (service, replicas of its primary)
-pub const SERVICES: [(&str, i32); 3] = [
-    ("share-link", 4),
-    ("asset-pipeline", 3),
-    ("notification", 2),
+/// (service, replicas of its primary, requests per second per pod)
+pub const SERVICES: [(&str, i32, &str); 3] = [
+    ("share-link", 4, "100"),
+    ("asset-pipeline", 3, "20"),
+    ("notification", 2, "100"),
 ];
 
 /// Demo timings: the examples' production values would make a demo take an hour.
@@ -99,14 +100,14 @@ impl Cluster {
 
     async fn deploy_services(&self, tl: &Timeline) -> Result<()> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
-        for (service, replicas) in SERVICES {
+        for (service, replicas, rps) in SERVICES {
             let d: Deployment = serde_json::from_value(json!({
                 "metadata": {"name": service, "labels": {"app": service}},
                 "spec": {
                     "replicas": replicas,
                     "selector": {"matchLabels": {"app": service}},
                     "template": {
-                        "metadata": {"labels": {"app": service}},
+                        "metadata": {"labels": {"app": service}, "annotations": {RPS: rps}},
                         "spec": {"containers": [{"name": "app", "image": format!("portal/{service}:1.0")}]}
                     }
                 }
@@ -115,7 +116,7 @@ impl Cluster {
         }
         tl.say(
             "setup",
-            "Deployments share-link (4 replicas), asset-pipeline (3) and notification (2) running version 1.0",
+            "Deployments share-link (4 replicas, 100 requests/s each), asset-pipeline (3, 20/s) and notification (2, 100/s) running version 1.0",
         );
         Ok(())
     }
@@ -124,7 +125,7 @@ impl Cluster {
         let slos: Api<SloPolicy> = Api::namespaced(self.client.clone(), NAMESPACE);
         let rollouts: Api<GuardedRollout> = Api::namespaced(self.client.clone(), NAMESPACE);
         let pp = PostParams::default();
-        for (service, _) in SERVICES {
+        for (service, ..) in SERVICES {
             let dir = examples_dir().join(service);
             let mut slo: SloPolicy = read_yaml(&dir.join("slopolicy.yaml"))?;
             slo.spec.interval = SLO_INTERVAL.parse()?;

@@ -50,7 +50,7 @@ pub fn run(state: StateDir) -> Result<ExitCode> {
 async fn play(state: &StateDir, tl: &Timeline) -> Result<Cluster> {
     let cluster = Cluster::start(state, tl).await?;
     let stories = Stories::new(cluster.client.clone(), *tl);
-    for (service, _) in SERVICES {
+    for (service, ..) in SERVICES {
         stories.adopted(service).await?;
     }
     let (a, b, c) = tokio::join!(

@@ -103,7 +103,9 @@ async fn demo_plays_three_stories_and_down_leaves_nothing_behind() {
     let bad = story(&summary, "asset-pipeline", "RolledBack");
     let detect = bad["detectSeconds"].as_f64().expect("time to detect");
     let recover = bad["recoverSeconds"].as_f64().expect("time to recover");
-    assert!(detect > 0.0 && recover > 0.0, "{bad}");
+    // Times are whole seconds (the API's timestamps): a canary drained within the
+    // second of its rollback recovers in 0 s.
+    assert!(detect > 0.0 && recover >= 0.0, "{bad}");
     story(&summary, "notification", "Blocked");
     let fix = story(&summary, "notification", "Promoted");
     assert!(

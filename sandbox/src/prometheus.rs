@@ -93,6 +93,27 @@ impl Prometheus {
         self.server.is_some()
     }
 
+    /// Waits until every configured target has been scraped successfully (Prometheus
+    /// discovers static targets a few seconds after it starts), as a Prometheus that
+    /// has been running for a while would be.
+    pub async fn wait_scraping(&self) {
+        let addr = self.addr();
+        crate::wait::eventually(
+            "Prometheus scraping its targets",
+            Duration::from_secs(60),
+            || async {
+                let body = crate::http::get(&addr, "/api/v1/targets?state=active").await;
+                let up = body.as_ref().is_some_and(|(code, text)| {
+                    *code == 200
+                        && text.contains("\"health\":\"up\"")
+                        && !text.contains("\"health\":\"unknown\"")
+                });
+                crate::wait::reached(up, body)
+            },
+        )
+        .await;
+    }
+
     /// Kills the server; data and port stay for `restart`.
     pub fn stop(&mut self) {
         self.server = None;

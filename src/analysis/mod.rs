@@ -5,6 +5,7 @@
 mod draws;
 pub mod evidence;
 pub mod sequential;
+pub mod sequential_check;
 
 use crate::api::{Check, CheckKind, CheckResult, CheckStatus};
 
@@ -27,6 +28,8 @@ pub enum Input {
     Single(Sample),
     /// `compare`: canary, then primary.
     Pair(Sample, Sample),
+    /// `sequential`: the totals of this reading and the evidence so far.
+    Sequential(Box<sequential_check::SequentialInput>),
 }
 
 /// Evaluates one check.
@@ -39,10 +42,18 @@ pub fn evaluate(check: &Check, input: &Input) -> CheckStatus {
         max,
         result: CheckResult::NoData,
         message: None,
+        evidence: None,
     };
-    match input {
-        Input::Single(sample) => single(&mut status, sample),
-        Input::Pair(canary, primary) => pair(&mut status, canary, primary),
+    match (input, check.kind()) {
+        (Input::Single(sample), _) => single(&mut status, sample),
+        (Input::Pair(canary, primary), _) => pair(&mut status, canary, primary),
+        (Input::Sequential(input), Ok(CheckKind::Sequential(s))) => {
+            sequential_check::evaluate(&mut status, s, input)
+        }
+        (Input::Sequential(_), _) => {
+            status.result = CheckResult::Invalid;
+            status.message = Some("evidence given to a check that is not sequential".into());
+        }
     }
     status
 }
@@ -126,7 +137,7 @@ fn bounds(check: &Check) -> (Option<f64>, Option<f64>) {
         Ok(CheckKind::Query { min, max, .. }) => (min, max),
         Ok(CheckKind::SloBurnRate(s)) => (None, Some(s.max)),
         Ok(CheckKind::Compare(c)) => (None, Some(c.max_increase)),
-        Err(_) => (None, None),
+        Ok(CheckKind::Sequential(_)) | Err(_) => (None, None),
     }
 }
 
@@ -164,6 +175,8 @@ pub enum Verdict {
     NoData(String),
     /// No check failed, but a query does not give one number: fix the check.
     Invalid(String),
+    /// Every other check passed; sequential checks have too little evidence yet.
+    Inconclusive(String),
 }
 
 /// Failures outrank invalid queries, which outrank provider errors, which outrank
@@ -192,11 +205,20 @@ pub fn verdict(checks: &[CheckStatus]) -> Verdict {
     if !missing.is_empty() {
         return Verdict::NoData(format!("no data for {}", missing.join(", ")));
     }
+    let open: Vec<&str> = of(CheckResult::Inconclusive)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !open.is_empty() {
+        return Verdict::Inconclusive(format!("{} inconclusive", open.join(", ")));
+    }
     Verdict::Pass
 }
 
-/// e.g. `error-rate 0.083 > 0.01`
+/// e.g. `error-rate 0.083 > 0.01`; a sequential check's own account.
 pub fn describe_failure(c: &CheckStatus) -> String {
+    if c.evidence.is_some() {
+        return format!("{}: {}", c.name, c.message.clone().unwrap_or_default());
+    }
     let value = c.value.map(fmt).unwrap_or_else(|| "?".into());
     match (c.min, c.max, c.value) {
         (Some(min), _, Some(v)) if v < min => format!("{} {value} < {}", c.name, fmt(min)),

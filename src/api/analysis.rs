@@ -109,7 +109,7 @@ impl AbortOnAlert {
     }
 }
 
-/// One analysis check: exactly one of query, sloBurnRate or compare.
+/// One analysis check: exactly one of query, sloBurnRate, compare or sequential.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = check_rules)]
@@ -144,6 +144,12 @@ pub struct Check {
     /// value exceeds the primary's by more than maxIncrease percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareCheck>,
+
+    /// A sequential test of the canary's errors against the primary's (or, without
+    /// primary traffic, the objective's allowed ratio), read every `every`: Fail rolls
+    /// back at once, Inconclusive never passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialCheck>,
 }
 
 /// What a check measures, parsed once from the API's "exactly one of" fields.
@@ -156,25 +162,30 @@ pub enum CheckKind<'a> {
     },
     SloBurnRate(&'a SloBurnRateCheck),
     Compare(&'a CompareCheck),
+    Sequential(&'a SequentialCheck),
 }
 
 impl Check {
     pub fn kind(&self) -> Result<CheckKind<'_>, NotExactlyOne> {
-        match (&self.query, &self.slo_burn_rate, &self.compare) {
-            (Some(query), None, None) => Ok(CheckKind::Query {
+        let kinds = [
+            self.query.as_deref().map(|query| CheckKind::Query {
                 query,
                 min: self.min,
                 max: self.max,
             }),
-            (None, Some(b), None) => Ok(CheckKind::SloBurnRate(b)),
-            (None, None, Some(c)) => Ok(CheckKind::Compare(c)),
-            _ => Err(NotExactlyOne("query, sloBurnRate or compare")),
+            self.slo_burn_rate.as_ref().map(CheckKind::SloBurnRate),
+            self.compare.as_ref().map(CheckKind::Compare),
+            self.sequential.as_ref().map(CheckKind::Sequential),
+        ];
+        match kinds.into_iter().flatten().collect::<Vec<_>>()[..] {
+            [kind] => Ok(kind),
+            _ => Err(NotExactlyOne("query, sloBurnRate, compare or sequential")),
         }
     }
 }
 
 fn check_rules(schema: &mut Schema) {
-    schema::exactly_one(schema, &["query", "sloBurnRate", "compare"]);
+    schema::exactly_one(schema, &["query", "sloBurnRate", "compare", "sequential"]);
     schema::add_rules(
         schema,
         &[
@@ -219,4 +230,84 @@ pub struct CompareCheck {
     /// Highest passing increase of the canary's value over the primary's, percent.
     #[schemars(range(min = 0))]
     pub max_increase: f64,
+}
+
+/// Decides on evidence: a sequential likelihood-ratio test of the canary's error rate
+/// against the primary's on the same traffic, valid however often it is read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = sequential_rules)]
+pub struct SequentialCheck {
+    /// Name of the SloPolicy objective whose indicator (ratio or latency) counts the
+    /// requests and errors, scoped to the canary's and the primary's pods.
+    #[schemars(length(min = 1))]
+    pub objective: String,
+    /// Worst-case chance of rolling back a canary no worse than `tolerate` (and of
+    /// passing one as bad as `detect`). Default 0.01.
+    #[serde(default = "default_alpha")]
+    #[schemars(range(min = 0.000001, max = 0.5))]
+    pub alpha: f64,
+    /// Canary/primary error-rate ratio that counts as no worse. Default 1.
+    #[serde(default = "default_tolerate")]
+    #[schemars(schema_with = "schema::positive_number")]
+    pub tolerate: f64,
+    /// Canary/primary error-rate ratio that must be caught; above `tolerate`. Default 2.
+    #[serde(default = "default_detect")]
+    #[schemars(schema_with = "schema::positive_number")]
+    pub detect: f64,
+    /// How often the evidence is read. Default: the Prometheus scrape interval (its
+    /// shortest active target's; 5s while Prometheus cannot tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<PromDuration>,
+    /// Still Inconclusive this long after the canary started: the rollout waits for a
+    /// person (promote or abort). Default 10m.
+    #[serde(default = "default_max_duration")]
+    pub max_duration: PromDuration,
+}
+
+fn default_alpha() -> f64 {
+    0.01
+}
+fn default_tolerate() -> f64 {
+    1.0
+}
+fn default_detect() -> f64 {
+    2.0
+}
+fn default_max_duration() -> PromDuration {
+    dur!("10m")
+}
+
+fn sequential_rules(schema: &mut Schema) {
+    schema::add_rules(
+        schema,
+        &[(
+            "self.detect > self.tolerate",
+            "detect must be above tolerate",
+        )],
+    );
+}
+
+impl SequentialCheck {
+    /// A check of `objective` with every default (alpha 0.01, tolerate 1, detect 2,
+    /// every scrape, maxDuration 10m), as the API defaults them.
+    pub fn of(objective: &str) -> Self {
+        Self {
+            objective: objective.into(),
+            alpha: default_alpha(),
+            tolerate: default_tolerate(),
+            detect: default_detect(),
+            every: None,
+            max_duration: default_max_duration(),
+        }
+    }
+
+    /// The statistic's settings.
+    pub fn settings(&self) -> crate::analysis::sequential::Settings {
+        crate::analysis::sequential::Settings {
+            alpha: self.alpha,
+            tolerate: self.tolerate,
+            detect: self.detect,
+        }
+    }
 }

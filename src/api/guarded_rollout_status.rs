@@ -42,6 +42,8 @@ pub enum CheckResult {
     /// The query does not give one number (e.g. it returned several series): the check
     /// must be fixed; it never passes.
     Invalid,
+    /// A sequential check without enough evidence either way yet; never a pass.
+    Inconclusive,
 }
 
 crate::vocabulary! {
@@ -175,6 +177,13 @@ pub struct AnalysisStatus {
     /// When the last tick ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tick_time: Option<Time>,
+    /// When sequential checks last read their evidence (on ticks and between them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evidence_time: Option<Time>,
+    /// Since when every canary pod runs this revision: sequential checks count from
+    /// here, so an earlier revision's pods (matching the same names) never count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_since: Option<Time>,
     /// First failed tick of the current run of failures (becomes history detectedAt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<Time>,
@@ -209,6 +218,34 @@ pub struct CheckStatus {
     /// Details (the error, or the primary's value for compare checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A sequential check's evidence since the canary started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceStatus>,
+}
+
+/// What a sequential check has read since the canary started, and what it says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceStatus {
+    /// The canary's requests and errors.
+    pub canary: RequestCounts,
+    /// The primary's requests and errors over the same time.
+    pub primary: RequestCounts,
+    /// Log-likelihood ratio of `detect` over `tolerate`, canary against primary.
+    pub vs_primary: f64,
+    /// The same against the objective's allowed error ratio.
+    pub vs_objective: f64,
+    /// ln(1/alpha): Fail at or above it. Pass is at or below -ln(2/alpha) (bound + ln 2).
+    pub bound: f64,
+    /// Pass, Fail or Inconclusive; a Pass holds unless the evidence turns to Fail.
+    pub decision: CheckResult,
+}
+
+/// Requests and errors counted by a sequential check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestCounts {
+    pub requests: i64,
+    pub errors: i64,
 }
 
 impl HistoryEntry {

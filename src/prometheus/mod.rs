@@ -49,7 +49,13 @@ pub struct PrometheusSource {
     url: String,
     client: prometheus_http_query::Client,
     queries: Arc<AtomicU64>,
+    /// The shortest scrape interval of the active targets, once read.
+    scrape_interval: Arc<Mutex<Option<Duration>>>,
 }
+
+/// The scrape interval assumed while Prometheus cannot tell (unreachable, or no active
+/// target discovered yet); asked again on the next reading.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl PrometheusSource {
     pub fn new(url: &str) -> Result<Self, SourceError> {
@@ -71,7 +77,40 @@ impl PrometheusSource {
             url: url.to_string(),
             client,
             queries: Arc::new(AtomicU64::new(0)),
+            scrape_interval: Default::default(),
         })
+    }
+
+    /// The shortest scrape interval among the active targets: how often new samples
+    /// can appear. Read once per source; `DEFAULT_SCRAPE_INTERVAL` while unreadable.
+    pub async fn scrape_interval(&self) -> Duration {
+        if let Some(known) = *self
+            .scrape_interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            return known;
+        }
+        let targets = self
+            .client
+            .targets(Some(prometheus_http_query::TargetState::Active))
+            .await;
+        let shortest = targets.ok().and_then(|t| {
+            t.active()
+                .iter()
+                .map(|a| a.scrape_interval().whole_milliseconds())
+                .filter(|ms| *ms > 0)
+                .min()
+        });
+        let Some(ms) = shortest else {
+            return DEFAULT_SCRAPE_INTERVAL;
+        };
+        let interval = Duration::from_millis(ms as u64);
+        *self
+            .scrape_interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(interval);
+        interval
     }
 
     pub fn url(&self) -> &str {

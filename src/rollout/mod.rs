@@ -26,15 +26,39 @@ pub fn tick_due(
     canary: Option<&Workload>,
     now: &Time,
 ) -> bool {
-    let active = matches!(status.phase, Some(Phase::Progressing | Phase::Paused));
-    let serving = status.canary_weight.unwrap_or(0) > 0 && canary.is_some_and(|c| c.ready > 0);
     let since = status
         .analysis
         .as_ref()
         .and_then(|a| a.last_tick_time.as_ref())
         .or(status.canary_started_at.as_ref());
     let waited = since.is_none_or(|t| elapsed(t, now) >= spec.analysis.interval.as_duration());
-    active && serving && waited
+    serving(status, canary) && waited
+}
+
+/// Whether the sequential checks read their evidence now, between ticks: the canary
+/// serves, every canary pod runs its revision, and `every` has passed since their last
+/// reading (or since the pods were all of the revision).
+pub fn evidence_due(
+    status: &GuardedRolloutStatus,
+    canary: Option<&Workload>,
+    now: &Time,
+    every: std::time::Duration,
+) -> bool {
+    let Some(a) = status.analysis.as_ref() else {
+        return false;
+    };
+    let Some(start) = a.evidence_since.as_ref() else {
+        return false; // pods of an earlier revision still run: nothing to count yet
+    };
+    let since = a.last_evidence_time.as_ref().unwrap_or(start);
+    serving(status, canary) && elapsed(since, now) >= every
+}
+
+/// The canary is in its steps and serves traffic.
+fn serving(status: &GuardedRolloutStatus, canary: Option<&Workload>) -> bool {
+    matches!(status.phase, Some(Phase::Progressing | Phase::Paused))
+        && status.canary_weight.unwrap_or(0) > 0
+        && canary.is_some_and(|c| c.ready > 0)
 }
 
 #[cfg(test)]

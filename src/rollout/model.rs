@@ -43,6 +43,12 @@ impl Workload {
                 .all(|n| *n == replicas)
     }
 
+    /// Every pod runs `revision` (none of an earlier template is left), as far as the
+    /// Deployment controller has seen the spec.
+    pub fn only_revision(&self, revision: &str) -> bool {
+        self.current && self.revision.as_deref() == Some(revision) && self.pods == self.updated
+    }
+
     /// Fully available at its own size, whatever its revision.
     pub fn available_at_size(&self) -> bool {
         self.current
@@ -148,6 +154,8 @@ pub struct Observations {
     pub gate: Referenced<GateView>,
     /// Check results, when an analysis tick ran for this reconcile.
     pub tick: Option<Vec<CheckStatus>>,
+    /// Results of the sequential checks alone, when they read evidence between ticks.
+    pub evidence: Option<Vec<CheckStatus>>,
     pub manual: Manual,
     /// A HorizontalPodAutoscaler sizes the primary: its replicas are not ours to set.
     pub autoscaled: bool,

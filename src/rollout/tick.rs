@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
     analysis::{self, Verdict},
-    api::{Analysis, AnalysisStatus, CheckStatus},
+    api::{Analysis, AnalysisStatus, CheckResult, CheckStatus},
 };
 
 /// What a tick changed beyond the counters.
@@ -33,7 +33,18 @@ pub fn apply(
             .unwrap_or_default()
     };
     a.last_tick_time = Some(now.clone());
+    a.last_evidence_time = Some(now.clone());
+    let decided = decided_on_evidence(&checks);
     a.checks = checks;
+    if let Some(what) = decided {
+        // A sequential check's Fail stands on its own: failureLimit does not apply.
+        a.consecutive_failures += 1;
+        a.failing_since.get_or_insert(now.clone());
+        return TickOutcome {
+            failed_tick: Some(what.clone()),
+            rollback: Some(what),
+        };
+    }
     match verdict {
         Verdict::Pass => {
             a.consecutive_failures = 0;
@@ -53,6 +64,14 @@ pub fn apply(
                 failed_tick: Some(format!("tick {n}/{limit} failed: {what}")),
                 rollback: (n >= limit).then(|| format!("{what} for {n} ticks")),
             }
+        }
+        // Not a failure, and not a pass either: the weight holds.
+        Verdict::Inconclusive(_) => {
+            a.consecutive_failures = 0;
+            a.failing_since = None;
+            a.no_data_since = None;
+            a.provider_errors_since = None;
+            TickOutcome::default()
         }
         Verdict::ProviderError(why) => {
             a.provider_errors_since.get_or_insert(now.clone());
@@ -76,5 +95,37 @@ pub fn apply(
                     .then(|| format!("{why} for {}s", held.as_secs())),
             }
         }
+    }
+}
+
+/// The failures of sequential checks, described; None when none failed.
+fn decided_on_evidence(checks: &[CheckStatus]) -> Option<String> {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.evidence.is_some() && c.result == CheckResult::Fail)
+        .map(analysis::describe_failure)
+        .collect();
+    (!failed.is_empty()).then(|| failed.join(", "))
+}
+
+/// Records a reading of the sequential checks between ticks: their results replace the
+/// last ones; a Fail rolls back at once. Nothing else changes (ticks count passes and
+/// hold on missing data or errors).
+pub fn apply_evidence(a: &mut AnalysisStatus, checks: Vec<CheckStatus>, now: &Time) -> TickOutcome {
+    a.last_evidence_time = Some(now.clone());
+    let decided = decided_on_evidence(&checks);
+    for c in checks {
+        match a.checks.iter_mut().find(|old| old.name == c.name) {
+            Some(old) => *old = c,
+            None => a.checks.push(c),
+        }
+    }
+    let Some(what) = decided else {
+        return TickOutcome::default();
+    };
+    a.failing_since.get_or_insert(now.clone());
+    TickOutcome {
+        failed_tick: Some(what.clone()),
+        rollback: Some(what),
     }
 }

@@ -120,6 +120,21 @@ impl Indicators {
     }
 }
 
+impl Indicators {
+    /// Events and bad events over `window`, as two queries (for counting, not ratios).
+    /// A missing error series, or threshold bucket, gives nothing: the caller decides
+    /// what that means.
+    pub fn count_queries(&self, window: &str) -> (String, String) {
+        let inc = |sel: &VectorSelector| format!("sum(increase({sel}[{window}]))");
+        match self {
+            Self::Ratio { errors, total } => (inc(total), inc(errors)),
+            Self::Latency { good, total } => {
+                (inc(total), format!("{} - {}", inc(total), inc(good)))
+            }
+        }
+    }
+}
+
 /// Why a latency threshold matches none of the histogram's buckets, naming the nearest
 /// below and above; None when it is one of them (compared as numbers) or there are no
 /// buckets to compare with.

@@ -109,6 +109,7 @@ pub async fn env_in(client: Client, ns: String, operator: Operator) -> Env {
     })
     .await
     .unwrap();
+    prom.wait_scraping().await;
     let metrics = Metrics::default();
     let operator = start_operator(operator, &ns, prom.url(), &metrics);
     Env {

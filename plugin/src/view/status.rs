@@ -235,12 +235,24 @@ fn gate_text(v: &StatusView) -> String {
     gate
 }
 
+/// A sequential check shows its statistic against the primary between its two bounds
+/// (Pass at or below MIN, -ln(2/alpha); Fail at or above MAX, ln(1/alpha)); its DETAIL
+/// gives the counts.
 fn check_row(c: &CheckStatus) -> Vec<String> {
+    let hundredths = |v: f64| Some((v * 100.0).round() / 100.0);
+    let (value, min, max) = match &c.evidence {
+        Some(e) => (
+            hundredths(e.vs_primary),
+            hundredths(-(e.bound + std::f64::consts::LN_2)),
+            hundredths(e.bound),
+        ),
+        None => (c.value, c.min, c.max),
+    };
     vec![
         c.name.clone(),
-        number(c.value),
-        number(c.min),
-        number(c.max),
+        number(value),
+        number(min),
+        number(max),
         api_name(&c.result),
         c.message.clone().unwrap_or_default(),
     ]

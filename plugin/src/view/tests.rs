@@ -137,6 +137,27 @@ fn steps_are_marked_done_current_and_pending() {
 }
 
 #[test]
+fn a_sequential_check_shows_its_statistic_bounds_and_counts() {
+    let message = "canary 3 errors in 410 requests vs primary 4 in 3,690: statistic 1.27 (Fail at 4.61, Pass at -5.3)";
+    let gr = rollout(json!({
+        "phase": "Progressing", "currentStep": 1, "canaryWeight": 10,
+        "analysis": {"checks": [{"name": "errors-vs-primary", "result": "Inconclusive",
+            "message": message,
+            "evidence": {"canary": {"requests": 410, "errors": 3},
+                "primary": {"requests": 3690, "errors": 4}, "vsPrimary": 1.2734,
+                "vsObjective": 0.5, "bound": 4.60517, "decision": "Inconclusive"}}]}
+    }));
+    let v = status_view(&gr, &[], "2026-11-27T10:00:07Z".parse().unwrap());
+    let text = status_text(&v);
+    assert!(
+        text.contains(&format!(
+            "errors-vs-primary  1.27   -5.3  4.61  Inconclusive  {message}"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
 fn budget_shows_bars_and_firing_tiers() {
     let v = budget_view(&policy(25.0));
     assert_eq!(v.firing, vec![Severity::Page]);

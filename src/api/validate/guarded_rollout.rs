@@ -4,7 +4,7 @@ use super::*;
 
 impl GuardedRolloutSpec {
     /// Checks the spec; returns every problem found. Whether the target and the
-    /// SloPolicy exist, and whether a `sloBurnRate` objective is in the SloPolicy, is
+    /// SloPolicy exist, and whether a check's objective is in the SloPolicy, is
     /// checked by the controller against the cluster.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::default();
@@ -131,6 +131,43 @@ fn check_check(errs: &mut ValidationErrors, path: &str, c: &Check, has_slo_polic
         CheckKind::Query { query, min, max } => check_query(errs, path, query, min, max),
         CheckKind::SloBurnRate(s) => check_slo_burn_rate(errs, path, s, has_slo_policy),
         CheckKind::Compare(cmp) => check_compare(errs, path, cmp),
+        CheckKind::Sequential(s) => check_sequential(errs, path, s, has_slo_policy),
+    }
+}
+
+fn check_sequential(
+    errs: &mut ValidationErrors,
+    path: &str,
+    s: &SequentialCheck,
+    has_slo_policy: bool,
+) {
+    let field = |name: &str| format!("{path}.sequential.{name}");
+    if !has_slo_policy {
+        errs.add(format!("{path}.sequential"), "needs spec.sloPolicyRef");
+    }
+    if s.objective.is_empty() {
+        errs.add(field("objective"), "must not be empty");
+    }
+    if !(s.alpha > 0.0 && s.alpha <= 0.5) {
+        errs.add(
+            field("alpha"),
+            format!("{} must be above 0 and at most 0.5", s.alpha),
+        );
+    }
+    if !(s.tolerate > 0.0 && s.tolerate.is_finite()) {
+        errs.add(field("tolerate"), format!("{} must be above 0", s.tolerate));
+    }
+    if !(s.detect > s.tolerate && s.detect.is_finite()) {
+        errs.add(
+            field("detect"),
+            format!("{} must be above tolerate ({})", s.detect, s.tolerate),
+        );
+    }
+    if s.every.as_ref().is_some_and(|e| e.as_duration().is_zero()) {
+        errs.add(field("every"), "must be longer than 0s");
+    }
+    if s.max_duration.as_duration().is_zero() {
+        errs.add(field("maxDuration"), "must be longer than 0s");
     }
 }
 

@@ -7,7 +7,7 @@ use std::{collections::HashSet, fmt, time::Duration};
 
 use super::{
     Analysis, BudgetPolicy, BurnRateTier, Check, CheckKind, CompareCheck, GuardedRolloutSpec,
-    Objective, PrometheusRef, SloBurnRateCheck, SloPolicySpec, Step, StepKind,
+    Objective, PrometheusRef, SequentialCheck, SloBurnRateCheck, SloPolicySpec, Step, StepKind,
 };
 use crate::promql;
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::api::{
     AbortOnAlert, CompareCheck, GatewayApiRouting, Indicator, LatencyIndicator, LocalRef, Pause,
-    RatioIndicator, SloBurnRateCheck,
+    RatioIndicator, SequentialCheck, SloBurnRateCheck,
 };
 use crate::dur;
 
@@ -331,6 +331,54 @@ fn rollout_slo_burn_rate_needs_policy_ref() {
         max: 0.0,
     });
     assert_only(r.validate(), "spec.analysis.checks[1].sloBurnRate.max");
+}
+
+#[test]
+fn rollout_sequential_settings_are_checked_field_by_field() {
+    let sequential = |f: &dyn Fn(&mut SequentialCheck)| {
+        let mut r = rollout();
+        let mut s = SequentialCheck {
+            every: Some(dur!("5s")),
+            ..SequentialCheck::of("availability")
+        };
+        f(&mut s);
+        r.analysis.checks[1].slo_burn_rate = None;
+        r.analysis.checks[1].sequential = Some(s);
+        r
+    };
+    assert_eq!(sequential(&|_| {}).validate(), Ok(()));
+    let field = "spec.analysis.checks[1].sequential";
+    assert_only(
+        sequential(&|s| s.alpha = 0.0).validate(),
+        &format!("{field}.alpha"),
+    );
+    assert_only(
+        sequential(&|s| s.alpha = 0.7).validate(),
+        &format!("{field}.alpha"),
+    );
+    assert_only(
+        sequential(&|s| s.detect = 1.0).validate(),
+        &format!("{field}.detect"),
+    );
+    assert_only(
+        sequential(&|s| s.tolerate = -1.0).validate(),
+        &format!("{field}.tolerate"),
+    );
+    assert_only(
+        sequential(&|s| s.every = Some(dur!("0s"))).validate(),
+        &format!("{field}.every"),
+    );
+    assert_only(
+        sequential(&|s| s.max_duration = dur!("0s")).validate(),
+        &format!("{field}.maxDuration"),
+    );
+    assert_only(
+        sequential(&|s| s.objective.clear()).validate(),
+        &format!("{field}.objective"),
+    );
+    let mut r = sequential(&|_| {});
+    r.slo_policy_ref = None;
+    assert_only(r.validate(), field);
 }
 
 #[test]

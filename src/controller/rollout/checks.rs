@@ -1,14 +1,19 @@
 //! One analysis tick: every check against Prometheus, concurrently, one query per
 //! check (two for compare).
 
+use std::time::Duration;
+
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
 
 use super::super::Context;
 use crate::{
-    analysis::{self, Input, Sample},
-    api::{Check, CheckKind, CheckStatus, GuardedRollout, SloPolicy},
-    prometheus::{MetricSource, PrometheusSource, SourceError},
+    analysis::{
+        self, Input, Sample,
+        sequential_check::{Readings, SequentialInput},
+    },
+    api::{Check, CheckKind, CheckStatus, GuardedRollout, GuardedRolloutStatus, SloPolicy},
+    prometheus::{DEFAULT_SCRAPE_INTERVAL, MetricSource, PrometheusSource, SourceError},
     promql::{self, Vars},
     rollout::workloads::Role,
     slo::Indicators,
@@ -60,21 +65,62 @@ fn render(template: &str, vars: &Vars) -> Result<String, String> {
     Ok(q)
 }
 
-/// Runs every check of the rollout once.
-pub async fn tick(
+/// What one reading of the checks covers.
+pub struct Reading<'a> {
+    pub slo: Option<&'a SloPolicy>,
+    /// The status decided on: the sequential checks' evidence so far, the canary's start.
+    pub previous: &'a GuardedRolloutStatus,
+    /// The primary has ready pods (the sequential checks' baseline).
+    pub primary_serves: bool,
+    pub at: Timestamp,
+    /// Only the sequential checks (their evidence, between ticks).
+    pub only_sequential: bool,
+}
+
+/// How often the sequential checks read evidence: the shortest `every`, a check without
+/// one reading at the scrape interval of the SloPolicy's Prometheus. None without
+/// sequential checks.
+pub async fn evidence_every(
     ctx: &Context,
     gr: &GuardedRollout,
     slo: Option<&SloPolicy>,
+) -> Option<Duration> {
+    let mut shortest: Option<Duration> = None;
+    for check in &gr.spec.analysis.checks {
+        let Ok(CheckKind::Sequential(s)) = check.kind() else {
+            continue;
+        };
+        let every = match &s.every {
+            Some(every) => every.as_duration(),
+            None => match slo_source(ctx, slo) {
+                Ok(source) => source.scrape_interval().await,
+                Err(_) => DEFAULT_SCRAPE_INTERVAL,
+            },
+        };
+        shortest = Some(shortest.map_or(every, |d| d.min(every)));
+    }
+    shortest
+}
+
+fn slo_source(ctx: &Context, slo: Option<&SloPolicy>) -> Result<PrometheusSource, SourceError> {
+    ctx.sources.get(
+        slo.and_then(|p| p.spec.prometheus.as_ref())
+            .map(|p| p.url.as_str()),
+    )
+}
+
+/// Runs the checks of the rollout once (or its sequential checks alone).
+pub async fn tick(
+    ctx: &Context,
+    gr: &GuardedRollout,
     ns: &str,
-    at: Timestamp,
+    reading: &Reading<'_>,
 ) -> Vec<CheckStatus> {
+    let (slo, at) = (reading.slo, reading.at);
     let analysis_source = ctx
         .sources
         .get(gr.spec.analysis.prometheus.as_ref().map(|p| p.url.as_str()));
-    let slo_source = ctx.sources.get(
-        slo.and_then(|p| p.spec.prometheus.as_ref())
-            .map(|p| p.url.as_str()),
-    );
+    let slo_source = slo_source(ctx, slo);
     let vars = vars(gr, ns);
     let canary = pods_regex(&gr.spec.target_ref.name, Role::Canary);
     let run = |check: &Check| {
@@ -104,12 +150,101 @@ pub async fn tick(
                         burn_rate(slo_source, slo, &b.objective, window, canary, at).await,
                     )
                 }
+                Ok(CheckKind::Sequential(s)) => {
+                    let target = &gr.spec.target_ref.name;
+                    evidence(slo_source, reading, &check.name, &s.objective, target).await
+                }
                 Err(e) => Input::Single(Sample::Invalid(e.to_string())),
             };
             analysis::evaluate(&check, &input)
         }
     };
-    join_all(gr.spec.analysis.checks.iter().map(run)).await
+    let due =
+        gr.spec.analysis.checks.iter().filter(|c| {
+            !reading.only_sequential || matches!(c.kind(), Ok(CheckKind::Sequential(_)))
+        });
+    join_all(due.map(run)).await
+}
+
+/// The objective's indicator scoped to the pods of `role`, with its allowed error ratio.
+fn scoped_indicator(
+    slo: Option<&SloPolicy>,
+    objective: &str,
+    pods: &str,
+) -> Result<(Indicators, f64), String> {
+    let policy = slo.ok_or("SloPolicy not found")?;
+    let o = policy
+        .spec
+        .objectives
+        .iter()
+        .find(|o| o.name == objective)
+        .ok_or_else(|| format!("no objective {objective}"))?;
+    let indicators = Indicators::parse(&o.indicator).map_err(|e| e.to_string())?;
+    let scoped = indicators
+        .scoped(&policy.spec.pod_label, pods)
+        .map_err(|e| e.to_string())?;
+    Ok((scoped, 1.0 - o.target / 100.0))
+}
+
+/// A sequential check's reading: requests and errors of canary and primary since the
+/// canary started, with the evidence so far.
+async fn evidence(
+    source: &Result<PrometheusSource, SourceError>,
+    reading: &Reading<'_>,
+    name: &str,
+    objective: &str,
+    target: &str,
+) -> Input {
+    let previous = reading
+        .previous
+        .analysis
+        .iter()
+        .flat_map(|a| &a.checks)
+        .find(|c| c.name == name)
+        .and_then(|c| c.evidence.clone());
+    let since = reading
+        .previous
+        .analysis
+        .as_ref()
+        .and_then(|a| a.evidence_since.as_ref());
+    let Some(since) = since else {
+        return Input::Sequential(Box::new(SequentialInput {
+            readings: None,
+            allowed_ratio: 0.0,
+            primary_serves: reading.primary_serves,
+            previous,
+        }));
+    };
+    let seconds = (reading.at - since.0).get_seconds().max(1);
+    let window = format!("{seconds}s");
+    let counts = |role: Role| {
+        scoped_indicator(reading.slo, objective, &pods_regex(target, role))
+            .map(|(i, allowed)| (i.count_queries(&window), allowed))
+    };
+    let (canary, primary) = (counts(Role::Canary), counts(Role::Primary));
+    let allowed_ratio = canary.as_ref().map_or(0.0, |(_, a)| *a);
+    let query = |side: &Result<((String, String), f64), String>, errors: bool| {
+        side.clone()
+            .map(|((requests, errs), _)| if errors { errs } else { requests })
+    };
+    let at = reading.at;
+    let (canary_requests, canary_errors, primary_requests, primary_errors) = tokio::join!(
+        sample(source, query(&canary, false), at),
+        sample(source, query(&canary, true), at),
+        sample(source, query(&primary, false), at),
+        sample(source, query(&primary, true), at),
+    );
+    Input::Sequential(Box::new(SequentialInput {
+        readings: Some(Readings {
+            canary_requests,
+            canary_errors,
+            primary_requests,
+            primary_errors,
+        }),
+        allowed_ratio,
+        primary_serves: reading.primary_serves,
+        previous,
+    }))
 }
 
 /// The canary's burn rate of one SloPolicy objective over `window`.

@@ -175,16 +175,50 @@ async fn observations(
         canary: canary.clone(),
         gate: observe::gate(&world.slo, &ctx.evaluations, now),
         tick: None,
+        evidence: None,
         manual: observe::manual(gr.annotations()),
         autoscaled: world.autoscalers.user.is_some(),
         blocker,
     };
-    if obs.blocker.is_none() && rollout::tick_due(&gr.spec, previous, canary.as_ref(), now) {
-        let slo = world.slo.found();
-        let at = Timestamp::from_second(now.0.as_second()).unwrap_or(now.0);
-        obs.tick = Some(checks::tick(ctx, gr, slo, ns, at).await);
+    if obs.blocker.is_none() {
+        read_checks(ctx, gr, ns, previous, world, &mut obs, now).await;
     }
     Ok(Ok(obs))
+}
+
+/// A tick when one is due; else the sequential checks' evidence when that is due.
+async fn read_checks(
+    ctx: &Context,
+    gr: &GuardedRollout,
+    ns: &str,
+    previous: &GuardedRolloutStatus,
+    world: &observe::World,
+    obs: &mut Observations,
+    now: &Time,
+) {
+    let canary = obs.canary.as_ref();
+    let full = rollout::tick_due(&gr.spec, previous, canary, now);
+    let evidence = !full
+        && match world.evidence_every {
+            Some(every) => rollout::evidence_due(previous, canary, now, every),
+            None => false,
+        };
+    if !full && !evidence {
+        return;
+    }
+    let reading = checks::Reading {
+        slo: world.slo.found(),
+        previous,
+        primary_serves: obs.primary.as_ref().is_some_and(|p| p.ready > 0),
+        at: Timestamp::from_second(now.0.as_second()).unwrap_or(now.0),
+        only_sequential: evidence,
+    };
+    let results = Some(checks::tick(ctx, gr, ns, &reading).await);
+    if full {
+        obs.tick = results;
+    } else {
+        obs.evidence = results;
+    }
 }
 
 /// The pure decision, with its conditions.
@@ -264,6 +298,9 @@ fn requeue(acted: &Acted, world: &observe::World) -> Duration {
             .is_some_and(|c| observe::workload(c).ready > 0);
     if serving && matches!(status.phase, Some(Phase::Progressing | Phase::Paused)) {
         requeue = requeue.min(acted.gr.spec.analysis.interval.as_duration());
+        if let Some(every) = world.evidence_every {
+            requeue = requeue.min(every);
+        }
     }
     if acted.route_failed {
         requeue = requeue.min(super::ERROR_REQUEUE);

@@ -26,6 +26,8 @@ pub struct World {
     /// What the traffic router read (e.g. the HTTPRoute).
     pub traffic: crate::traffic::Observed,
     pub autoscalers: super::autoscaler::Autoscalers,
+    /// How often sequential checks read evidence, while a canary runs and has some.
+    pub evidence_every: Option<std::time::Duration>,
 }
 
 pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World, Error> {
@@ -50,7 +52,15 @@ pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World,
     let router = crate::traffic::router(&gr.spec);
     let traffic = router.observe(&super::io(ctx, gr, ns)).await?;
     let autoscalers = super::autoscaler::read(ctx, ns, target_name).await?;
+    let phase = gr.status.as_ref().and_then(|s| s.phase);
+    let evidence_every = match phase {
+        Some(crate::api::Phase::Progressing | crate::api::Phase::Paused) => {
+            super::checks::evidence_every(ctx, gr, slo.found()).await
+        }
+        _ => None,
+    };
     Ok(World {
+        evidence_every,
         target,
         primary,
         canary,
@@ -210,15 +220,18 @@ pub fn check_ownership(gr: &GuardedRollout, world: &World) -> Result<(), String>
     }
 }
 
-/// Checks beyond validate(): every sloBurnRate objective exists in the SloPolicy.
+/// Checks beyond validate(): every objective a check names exists in the SloPolicy.
 pub fn check_references(gr: &GuardedRollout, slo: &Referenced<SloPolicy>) -> Result<(), String> {
     let Referenced::Found(policy) = slo else {
         return Ok(());
     };
     for (i, check) in gr.spec.analysis.checks.iter().enumerate() {
-        if let Ok(CheckKind::SloBurnRate(b)) = check.kind()
-            && !policy.spec.objectives.iter().any(|o| o.name == b.objective)
-        {
+        let (kind, objective) = match check.kind() {
+            Ok(CheckKind::SloBurnRate(b)) => ("sloBurnRate", &b.objective),
+            Ok(CheckKind::Sequential(s)) => ("sequential", &s.objective),
+            _ => continue,
+        };
+        if !policy.spec.objectives.iter().any(|o| &o.name == objective) {
             let known: Vec<&str> = policy
                 .spec
                 .objectives
@@ -226,8 +239,8 @@ pub fn check_references(gr: &GuardedRollout, slo: &Referenced<SloPolicy>) -> Res
                 .map(|o| o.name.as_str())
                 .collect();
             return Err(format!(
-                "spec.analysis.checks[{i}].sloBurnRate.objective: {:?} is not an objective of SloPolicy {} (has {})",
-                b.objective,
+                "spec.analysis.checks[{i}].{kind}.objective: {:?} is not an objective of SloPolicy {} (has {})",
+                objective,
                 policy.metadata.name.as_deref().unwrap_or(""),
                 known.join(", ")
             ));

@@ -14,6 +14,7 @@ impl Machine<'_> {
             self.drain(&why);
             return;
         }
+        self.start_evidence(&rev);
         if let Some(reason) = self.pending.abort.take() {
             self.roll_back(Outcome::Aborted, format!("aborted: {reason}"));
             return;
@@ -22,9 +23,7 @@ impl Machine<'_> {
             self.roll_back(Outcome::RolledBack, reason);
             return;
         }
-        if let Some(checks) = &self.obs.tick
-            && let Some(reason) = self.analyse(checks.clone())
-        {
+        if let Some(reason) = self.analyse() {
             self.roll_back(Outcome::RolledBack, reason);
             return;
         }
@@ -34,6 +33,10 @@ impl Machine<'_> {
         }
         if self.spec.paused {
             let msg = steps::describe(self.spec, &self.s, "paused (spec.paused)");
+            self.set_phase(Phase::Paused, msg);
+            self.requeue_within(self.spec.analysis.interval.as_duration());
+        } else if let Some(why) = self.inconclusive_too_long() {
+            let msg = steps::describe(self.spec, &self.s, &why);
             self.set_phase(Phase::Paused, msg);
             self.requeue_within(self.spec.analysis.interval.as_duration());
         } else {
@@ -125,15 +128,57 @@ impl Machine<'_> {
         ))
     }
 
-    /// Applies one tick. Returns the rollback reason when the canary must go.
-    pub(super) fn analyse(&mut self, checks: Vec<crate::api::CheckStatus>) -> Option<String> {
+    /// Applies this reconcile's tick or evidence reading, if any. Returns the rollback
+    /// reason when the canary must go.
+    pub(super) fn analyse(&mut self) -> Option<String> {
         let analysis = self.s.analysis.get_or_insert_with(Default::default);
-        let outcome = tick::apply(&self.spec.analysis, analysis, checks, self.now);
+        let outcome = match (&self.obs.tick, &self.obs.evidence) {
+            (Some(checks), _) => {
+                tick::apply(&self.spec.analysis, analysis, checks.clone(), self.now)
+            }
+            (None, Some(checks)) => tick::apply_evidence(analysis, checks.clone(), self.now),
+            (None, None) => return None,
+        };
         if let Some(note) = outcome.failed_tick {
             self.note(RolloutEvent::AnalysisFailed, note);
         }
-
         outcome.rollback
+    }
+
+    /// Sequential checks count from the first moment every canary pod runs `rev`.
+    fn start_evidence(&mut self, rev: &str) {
+        let pure = self
+            .obs
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.only_revision(rev));
+        if let Some(a) = self.s.analysis.as_mut()
+            && a.evidence_since.is_none()
+            && pure
+        {
+            a.evidence_since = Some(self.now.clone());
+        }
+    }
+
+    /// A sequential check still Inconclusive `maxDuration` after the canary started:
+    /// what the rollout waits for (a person: promote or abort).
+    fn inconclusive_too_long(&self) -> Option<String> {
+        let started = self.s.canary_started_at.as_ref()?;
+        let waited = elapsed(started, self.now);
+        let analysis = self.s.analysis.as_ref()?;
+        self.spec.analysis.checks.iter().find_map(|check| {
+            let Ok(CheckKind::Sequential(s)) = check.kind() else {
+                return None;
+            };
+            let status = analysis.checks.iter().find(|c| c.name == check.name)?;
+            let open = status.result == CheckResult::Inconclusive;
+            (open && waited >= s.max_duration.as_duration()).then(|| {
+                format!(
+                    "{} inconclusive after {}, waiting for a person (promote or abort)",
+                    check.name, s.max_duration
+                )
+            })
+        })
     }
 
     /// Moves through the steps; after the last one, promotes.
@@ -205,13 +250,16 @@ impl Machine<'_> {
     }
 
     /// The analysis stands on a pass: a passing tick at the current weight, and no
-    /// failure, missing data or provider error since.
+    /// failure, missing data or provider error since, and no check Inconclusive now.
     pub(super) fn analysis_passing(&self) -> bool {
         self.s.analysis.as_ref().is_some_and(|a| {
             a.passing_ticks >= 1
                 && a.consecutive_failures == 0
                 && a.no_data_since.is_none()
                 && a.provider_errors_since.is_none()
+                && a.checks
+                    .iter()
+                    .all(|c| c.result != CheckResult::Inconclusive)
         })
     }
 
@@ -240,7 +288,7 @@ impl Machine<'_> {
             .analysis
             .iter()
             .flat_map(|a| &a.checks)
-            .find(|c| c.result == crate::api::CheckResult::Invalid);
+            .find(|c| c.result == CheckResult::Invalid);
         if let (true, None, Some(c)) = (running, &self.stall, invalid) {
             let index = self
                 .spec

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::api::{
     ANNOTATION_ABORT, ANNOTATION_OVERRIDE_GATE, ANNOTATION_PROMOTE, ANNOTATION_RETRY,
-    AnalysisStatus, ChangeClass, Gate, GateStatus, GuardedRolloutSpec, GuardedRolloutStatus,
-    HistoryEntry, Outcome, Phase, RevisionTemplate, StepKind, TargetScaledUp,
+    AnalysisStatus, ChangeClass, CheckKind, CheckResult, Gate, GateStatus, GuardedRolloutSpec,
+    GuardedRolloutStatus, HistoryEntry, Outcome, Phase, RevisionTemplate, StepKind, TargetScaledUp,
 };
 
 /// Most history entries kept.

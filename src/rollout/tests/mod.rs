@@ -12,6 +12,7 @@ use crate::reasons::RolloutEvent;
 
 mod analysis;
 mod decisions;
+mod evidence;
 mod gate;
 mod manual;
 mod steps;
@@ -57,6 +58,7 @@ fn check(result: CheckResult, value: f64) -> Vec<CheckStatus> {
         max: Some(0.01),
         result,
         message: None,
+        evidence: None,
     }]
 }
 
@@ -137,6 +139,7 @@ impl World {
         let d = decide(&self.spec, &self.status, &self.obs, &self.time());
         self.status = d.status.clone();
         self.obs.tick = None;
+        self.obs.evidence = None;
         self.obs.manual = Manual::default();
         self.last = Some(d);
         self.last.as_ref().unwrap()
