@@ -64,3 +64,4 @@ bench: test-env
 	$(CARGO) build --release --bin guardrails
 	$(CARGO) bench --bench slo_round
 	$(CARGO) bench --bench rollback
+	$(CARGO) bench --bench blast_radius

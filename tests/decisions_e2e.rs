@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::env::*;
+use common::{env::*, share_link::*};
 use guardrails::api::{GuardedRollout, LocalRef, Outcome, Phase, SloPolicy};
 use guardrails_sandbox::simulator;
 use guardrails_sandbox::wait::eventually;
@@ -196,26 +196,6 @@ async fn a_slo_policy_deleted_mid_canary_drains_it_and_the_revision_restarts_whe
     assert_eq!(env.sim.lost(&env.ns, "app"), 0.0);
 }
 
-/// An example file with only its durations shortened: pauses and analysis 5 s, SLO
-/// evaluation 10 s. Everything else (queries, checks, gates, windows) as shipped.
-fn example(path: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(common::repo_path(path)).unwrap();
-    let mut v: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-    let spec = &mut v["spec"];
-    if let Some(steps) = spec["steps"].as_array_mut() {
-        for s in steps
-            .iter_mut()
-            .filter(|s| s["pause"]["duration"].is_string())
-        {
-            s["pause"]["duration"] = json!("5s");
-        }
-        spec["analysis"]["interval"] = json!("5s");
-    } else {
-        spec["interval"] = json!("10s");
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_example_promotes_a_healthy_canary() {
     let env = env("dc-examples").await;
@@ -289,47 +269,6 @@ async fn every_example_promotes_a_healthy_canary() {
     }
 }
 
-/// share-link's SloPolicy (evaluated every 10 s) and a `share-link` Deployment of two
-/// pods with these template annotations, Idle under its GuardedRollout `gr`.
-async fn share_link(env: &Env, annotations: serde_json::Value, gr: serde_json::Value) {
-    let d = deployment("share-link", "app:1", 2, annotations);
-    env.deployments()
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-    let slo: SloPolicy =
-        serde_json::from_value(example("examples/share-link/slopolicy.yaml")).unwrap();
-    slos(env)
-        .create(&PostParams::default(), &slo)
-        .await
-        .unwrap();
-    let gr: GuardedRollout = serde_json::from_value(gr).unwrap();
-    env.rollouts()
-        .create(&PostParams::default(), &gr)
-        .await
-        .unwrap();
-    env.wait_phase("share-link", Phase::Idle, 60).await;
-}
-
-async fn ship_share_link(env: &Env, annotations: serde_json::Value) {
-    let patch = json!({"spec": {"template": {"metadata": {"annotations": annotations},
-        "spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
-    env.deployments()
-        .patch(
-            "share-link",
-            &PatchParams::default(),
-            &Patch::Strategic(patch),
-        )
-        .await
-        .unwrap();
-}
-
-/// The GuardedRollout exactly as shipped: analysis every 30 s, failureLimit 2.
-fn shipped_share_link() -> serde_json::Value {
-    let path = common::repo_path("examples/share-link/guardedrollout.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// A build failing every request, at 10% under the shipped settings: before, the first
 /// tick came 30 s after the canary started and the second failed one 30 s later. The
 /// sequential check reads at every scrape (1 s here): the canary is gone within two
@@ -339,37 +278,14 @@ async fn a_canary_failing_every_request_is_gone_within_seconds() {
     let env = env("dc-broken").await;
     share_link(&env, json!({}), shipped_share_link()).await;
     ship_share_link(&env, json!({simulator::ERROR_RATE: "1"})).await;
-    let serving = |env: &Env| {
-        env.sim
-            .pods(&env.ns, "share-link-canary")
-            .iter()
-            .any(|p| p.1)
-    };
-    let start = std::time::Instant::now();
-    while !serving(&env) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the canary never served"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ready = std::time::Instant::now();
-    while serving(&env) {
-        assert!(
-            ready.elapsed() < Duration::from_secs(60),
-            "the canary kept serving"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let served = ready.elapsed();
+    let served = broken_canary_served(&env).await;
     let done = env.wait_phase("share-link", Phase::RolledBack, 30).await;
     let s = status(&done);
     assert_last_reason(&s, "errors-vs-primary: canary");
-    // 10% of the traffic failed for `served`: its share of a 99.9% budget over 28 days.
-    let budget_share = 0.1 * served.as_secs_f64() / (0.001 * 28.0 * 86400.0) * 100.0;
     println!(
-        "broken canary served errors for {:.1} s: {budget_share:.4}% of a 99.9%/28d budget ({:?})",
+        "broken canary served errors for {:.1} s: {:.4}% of a 99.9%/28d budget ({:?})",
         served.as_secs_f64(),
+        budget_share(served),
         s.history[0].reason
     );
     // Two scrapes, one reading (1 s each), the scale-down; 3 s for a loaded machine.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod env;
+pub mod share_link;
 
 use guardrails_sandbox::ControlPlane;
 use kube::Client;
