@@ -11,8 +11,8 @@
 //! it at `alpha / 2` (a canary as bad as `detect` times the allowed ratio passes with
 //! probability at most `alpha / 2`; one much better than that but worse than a spotless
 //! primary may pass: both are well within the objective). With no primary serving (a new
-//! service's first canary), the comparison with the objective decides both ways at
-//! `alpha`.
+//! service's first canary, or a primary that has not served a request since the canary
+//! started), the comparison with the objective decides both ways at `alpha`.
 
 use super::sequential::{Counts, Decision, Settings, Statistic};
 
@@ -61,10 +61,15 @@ impl Evidence {
             .against_objective(s, canary, allowed_ratio);
     }
 
-    /// The verdict so far (module docs: the rule). `primary_serves`: the primary has
-    /// ready pods, so its traffic is the baseline even before a reading shows any.
-    pub fn judge(&self, s: &Settings, primary_serves: bool) -> Decision {
-        if !primary_serves {
+    /// Whether the primary has served requests since the canary started: from then on
+    /// its traffic is the baseline (its readiness flapping later changes nothing).
+    pub fn primary_served(&self) -> bool {
+        self.seen.primary.requests > 0.0
+    }
+
+    /// The verdict so far (module docs: the rule).
+    pub fn judge(&self, s: &Settings) -> Decision {
+        if !self.primary_served() {
             return self.vs_objective.decision(s);
         }
         if self.vs_primary.decision(s) == Decision::Fail {
@@ -100,7 +105,7 @@ mod tests {
                 primary: counts(180.0 * t_f, 180.0 * t_f * primary_errors),
             };
             e.read(&S, totals, allowed);
-            let d = e.judge(&S, true);
+            let d = e.judge(&S);
             if d != Decision::Inconclusive {
                 return (t, d);
             }
@@ -123,7 +128,7 @@ mod tests {
                 totals.primary.requests += np;
                 totals.primary.errors += rng.errors(np, 0.001);
                 e.read(&S, totals, 0.001);
-                decided = e.judge(&S, true);
+                decided = e.judge(&S);
                 if decided != Decision::Inconclusive {
                     break;
                 }
@@ -180,6 +185,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fix_is_not_failed_for_the_budget_when_the_primary_stops_serving() {
+        // The primary burns at 5% errors, the fix runs at 0.3% under a 99.9% objective:
+        // far above the allowed ratio, far better than the primary.
+        let mut e = Evidence::default();
+        let mut totals = Totals::default();
+        for t in 1..=600 {
+            totals.canary = counts(20.0 * f64::from(t), 0.06 * f64::from(t));
+            if t <= 300 {
+                totals.primary = counts(180.0 * f64::from(t), 9.0 * f64::from(t));
+            } // then the primary crash-loops: no more requests
+            e.read(&S, totals, 0.001);
+            assert_ne!(e.judge(&S), Decision::Fail, "second {t}");
+        }
+        assert!(
+            e.vs_objective.decision(&S) == Decision::Fail,
+            "the objective alone would"
+        );
+    }
+
+    #[test]
     fn a_first_canary_without_primary_traffic_is_judged_against_the_objective() {
         let mut bad = Evidence::default();
         let mut clean = Evidence::default();
@@ -203,7 +228,7 @@ mod tests {
             );
         }
         assert_eq!(
-            (bad.judge(&S, false), clean.judge(&S, false)),
+            (bad.judge(&S), clean.judge(&S)),
             (Decision::Fail, Decision::Pass)
         );
     }

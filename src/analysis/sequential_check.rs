@@ -24,8 +24,6 @@ pub struct SequentialInput {
     pub readings: Option<Readings>,
     /// The objective's allowed error ratio (1 - target / 100).
     pub allowed_ratio: f64,
-    /// The primary has ready pods: its traffic is the baseline.
-    pub primary_serves: bool,
     /// The evidence as of the last reading, from status.
     pub previous: Option<EvidenceStatus>,
 }
@@ -49,7 +47,7 @@ pub fn evaluate(status: &mut CheckStatus, check: &SequentialCheck, input: &Seque
     let s = check.settings();
     let mut evidence = input.previous.as_ref().map(restore).unwrap_or_default();
     evidence.read(&s, totals, input.allowed_ratio);
-    let mut decision = evidence.judge(&s, input.primary_serves);
+    let mut decision = evidence.judge(&s);
     let passed = input
         .previous
         .as_ref()
@@ -76,7 +74,8 @@ pub fn evaluate(status: &mut CheckStatus, check: &SequentialCheck, input: &Seque
 }
 
 /// The totals, or why there are none: an error or invalid answer on any side; no
-/// requests series for the canary (no evidence yet). A missing error series is 0 errors
+/// requests series for the canary (no evidence yet: Inconclusive, as too little traffic
+/// is). A missing error series is 0 errors
 /// (it exists only after the first error); a missing primary is no primary traffic.
 fn totals(r: &Readings) -> Result<Totals, (CheckResult, String)> {
     let all = [
@@ -98,7 +97,7 @@ fn totals(r: &Readings) -> Result<Totals, (CheckResult, String)> {
     };
     if !matches!(r.canary_requests, Sample::Value(_)) {
         return Err((
-            CheckResult::NoData,
+            CheckResult::Inconclusive,
             "no requests from the canary yet".into(),
         ));
     }
@@ -161,7 +160,7 @@ fn describe(
         thousands(c.errors),
         thousands(c.requests)
     );
-    let against_primary = input.primary_serves;
+    let against_primary = e.primary_served();
     let compared = if against_primary {
         format!(
             "{canary} vs primary {} in {}",
@@ -235,7 +234,6 @@ mod tests {
         let input = crate::analysis::Input::Sequential(Box::new(SequentialInput {
             readings: Some(readings),
             allowed_ratio: 0.001,
-            primary_serves: true,
             previous: previous.and_then(|p| p.evidence.clone()),
         }));
         crate::analysis::evaluate(&check(), &input)
@@ -301,7 +299,11 @@ mod tests {
         let mut none = reading((0.0, None), (900.0, 0.0));
         none.canary_requests = Sample::NoData;
         let after = read(Some(&s), none);
-        assert_eq!(after.result, CheckResult::NoData);
+        assert_eq!(
+            after.result,
+            CheckResult::Inconclusive,
+            "too little traffic, not a fault"
+        );
         assert_eq!(after.evidence, s.evidence, "the evidence is kept");
     }
 

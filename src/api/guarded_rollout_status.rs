@@ -180,8 +180,9 @@ pub struct AnalysisStatus {
     /// When sequential checks last read their evidence (on ticks and between them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evidence_time: Option<Time>,
-    /// Since when every canary pod runs this revision: sequential checks count from
-    /// here, so an earlier revision's pods (matching the same names) never count.
+    /// Since when every canary pod the Deployment lists runs this revision: sequential
+    /// checks count from here, so an earlier revision's pods (matching the same names) do
+    /// not count; terminating ones may, for their last seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_since: Option<Time>,
     /// First failed tick of the current run of failures (becomes history detectedAt).

@@ -50,8 +50,22 @@ pub struct PrometheusSource {
     client: prometheus_http_query::Client,
     queries: Arc<AtomicU64>,
     /// The shortest scrape interval of the active targets, once read.
-    scrape_interval: Arc<Mutex<Option<Duration>>>,
+    scrape_interval: Arc<Mutex<Lookup>>,
 }
+
+/// What is known of a Prometheus' scrape interval.
+#[derive(Clone, Copy, Default)]
+enum Lookup {
+    #[default]
+    Unknown,
+    Known(Duration),
+    /// Could not be read at this moment: not asked again for `LOOKUP_BACKOFF`.
+    Failed(std::time::Instant),
+}
+
+/// How long a failed scrape-interval lookup is not repeated: an unreachable Prometheus
+/// must not slow every reconcile down by a connection timeout.
+const LOOKUP_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The scrape interval assumed while Prometheus cannot tell (unreachable, or no active
 /// target discovered yet); asked again on the next reading.
@@ -82,14 +96,19 @@ impl PrometheusSource {
     }
 
     /// The shortest scrape interval among the active targets: how often new samples
-    /// can appear. Read once per source; `DEFAULT_SCRAPE_INTERVAL` while unreadable.
+    /// can appear. Read once per source; `DEFAULT_SCRAPE_INTERVAL` while unreadable (and
+    /// for `LOOKUP_BACKOFF` after a failed read).
     pub async fn scrape_interval(&self) -> Duration {
-        if let Some(known) = *self
+        let lookup = *self
             .scrape_interval
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
-            return known;
+            .unwrap_or_else(|p| p.into_inner());
+        match lookup {
+            Lookup::Known(interval) => return interval,
+            Lookup::Failed(at) if at.elapsed() < LOOKUP_BACKOFF => {
+                return DEFAULT_SCRAPE_INTERVAL;
+            }
+            _ => {}
         }
         let targets = self
             .client
@@ -102,14 +121,20 @@ impl PrometheusSource {
                 .filter(|ms| *ms > 0)
                 .min()
         });
-        let Some(ms) = shortest else {
-            return DEFAULT_SCRAPE_INTERVAL;
+        let (lookup, interval) = match shortest {
+            Some(ms) => {
+                let interval = Duration::from_millis(ms as u64);
+                (Lookup::Known(interval), interval)
+            }
+            None => (
+                Lookup::Failed(std::time::Instant::now()),
+                DEFAULT_SCRAPE_INTERVAL,
+            ),
         };
-        let interval = Duration::from_millis(ms as u64);
         *self
             .scrape_interval
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(interval);
+            .unwrap_or_else(|p| p.into_inner()) = lookup;
         interval
     }
 

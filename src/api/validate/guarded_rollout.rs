@@ -148,10 +148,10 @@ fn check_sequential(
     if s.objective.is_empty() {
         errs.add(field("objective"), "must not be empty");
     }
-    if !(s.alpha > 0.0 && s.alpha <= 0.5) {
+    if !(1e-6..=0.5).contains(&s.alpha) {
         errs.add(
             field("alpha"),
-            format!("{} must be above 0 and at most 0.5", s.alpha),
+            format!("{} must be between 0.000001 and 0.5", s.alpha),
         );
     }
     if !(s.tolerate > 0.0 && s.tolerate.is_finite()) {
@@ -163,8 +163,14 @@ fn check_sequential(
             format!("{} must be above tolerate ({})", s.detect, s.tolerate),
         );
     }
-    if s.every.as_ref().is_some_and(|e| e.as_duration().is_zero()) {
-        errs.add(field("every"), "must be longer than 0s");
+    if s.every
+        .as_ref()
+        .is_some_and(|e| e.as_duration() < std::time::Duration::from_secs(1))
+    {
+        errs.add(
+            field("every"),
+            "must be 1s or longer (Prometheus' finest scrape)",
+        );
     }
     if s.max_duration.as_duration().is_zero() {
         errs.add(field("maxDuration"), "must be longer than 0s");

@@ -70,8 +70,6 @@ pub struct Reading<'a> {
     pub slo: Option<&'a SloPolicy>,
     /// The status decided on: the sequential checks' evidence so far, the canary's start.
     pub previous: &'a GuardedRolloutStatus,
-    /// The primary has ready pods (the sequential checks' baseline).
-    pub primary_serves: bool,
     pub at: Timestamp,
     /// Only the sequential checks (their evidence, between ticks).
     pub only_sequential: bool,
@@ -211,7 +209,6 @@ async fn evidence(
         return Input::Sequential(Box::new(SequentialInput {
             readings: None,
             allowed_ratio: 0.0,
-            primary_serves: reading.primary_serves,
             previous,
         }));
     };
@@ -242,7 +239,6 @@ async fn evidence(
             primary_errors,
         }),
         allowed_ratio,
-        primary_serves: reading.primary_serves,
         previous,
     }))
 }

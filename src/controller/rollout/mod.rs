@@ -209,7 +209,6 @@ async fn read_checks(
     let reading = checks::Reading {
         slo: world.slo.found(),
         previous,
-        primary_serves: obs.primary.as_ref().is_some_and(|p| p.ready > 0),
         at: Timestamp::from_second(now.0.as_second()).unwrap_or(now.0),
         only_sequential: evidence,
     };
