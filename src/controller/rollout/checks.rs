@@ -164,7 +164,7 @@ pub async fn tick(
     join_all(due.map(run)).await
 }
 
-/// The objective's indicator scoped to the pods of `role`, with its allowed error ratio.
+/// The objective's indicator scoped to the pods `pods` matches, with its target (percent).
 fn scoped_indicator(
     slo: Option<&SloPolicy>,
     objective: &str,
@@ -181,7 +181,7 @@ fn scoped_indicator(
     let scoped = indicators
         .scoped(&policy.spec.pod_label, pods)
         .map_err(|e| e.to_string())?;
-    Ok((scoped, 1.0 - o.target / 100.0))
+    Ok((scoped, o.target))
 }
 
 /// A sequential check's reading: requests and errors of canary and primary since the
@@ -216,7 +216,7 @@ async fn evidence(
     let window = format!("{seconds}s");
     let counts = |role: Role| {
         scoped_indicator(reading.slo, objective, &pods_regex(target, role))
-            .map(|(i, allowed)| (i.count_queries(&window), allowed))
+            .map(|(i, target)| (i.count_queries(&window), 1.0 - target / 100.0))
     };
     let (canary, primary) = (counts(Role::Canary), counts(Role::Primary));
     let allowed_ratio = canary.as_ref().map_or(0.0, |(_, a)| *a);
@@ -252,21 +252,11 @@ async fn burn_rate(
     canary: &str,
     at: Timestamp,
 ) -> Sample {
-    let Some(policy) = slo else {
-        return Sample::Error("SloPolicy not found".into());
-    };
-    let Some(o) = policy.spec.objectives.iter().find(|o| o.name == objective) else {
-        return Sample::Error(format!("no objective {objective}"));
-    };
-    let query = Indicators::parse(&o.indicator)
-        .map_err(|e| e.to_string())
-        .and_then(|i| {
-            i.scoped(&policy.spec.pod_label, canary)
-                .map_err(|e| e.to_string())
-        })
-        .map(|i| i.error_ratio_query(window));
+    let scoped = scoped_indicator(slo, objective, canary);
+    let target = scoped.as_ref().map_or(0.0, |(_, target)| *target);
+    let query = scoped.map(|(i, _)| i.error_ratio_query(window));
     match sample(source, query, at).await {
-        Sample::Value(ratio) => Sample::Value(crate::slo::math::burn_rate(ratio, o.target)),
+        Sample::Value(ratio) => Sample::Value(crate::slo::math::burn_rate(ratio, target)),
         other => other,
     }
 }
