@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let source = PrometheusSource::new(&prom.url())?;
     let metrics = Metrics::default();
     let ctx = Context::new(client.clone(), Some(prom.url()), metrics.clone());
-    let operator = tokio::spawn(controller::rollout::run(None, ctx, 8));
+    let operator = tokio::spawn(controller::run(ctx, None, 8));
 
     let mut recover = Vec::new();
     let mut detect = Vec::new();

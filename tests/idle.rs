@@ -113,4 +113,38 @@ async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
         (0.0, 0.0, 0),
         "(GETs, Prometheus queries, reconciles) over a minute of {ROLLOUTS} idle rollouts"
     );
+    a_canary_reads_the_watch_stores(&env).await;
+}
+
+/// One of them ships: its canary runs every step and is promoted, deciding on what the
+/// watch stores hold. A GET happens only when the store has not caught up with a write
+/// (of the operator's or the shipper's), so there are fewer than the operator's writes.
+async fn a_canary_reads_the_watch_stores(env: &Env) {
+    let writes = || {
+        ["status", "deployment", "annotations", "autoscaler"]
+            .iter()
+            .map(|k| env.metrics.writes(k))
+            .sum::<u64>()
+    };
+    let (reads, wrote, reconciles) = (api_reads(env).await, writes(), env.reconciles());
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+    env.deployments()
+        .patch(
+            "app-000",
+            &Default::default(),
+            &kube::api::Patch::Strategic(patch),
+        )
+        .await
+        .unwrap();
+    env.wait_step("app-000", 3, 60).await;
+    env.wait_phase("app-000", Phase::Succeeded, 60).await;
+    let reads = api_reads(env).await - reads;
+    let wrote = writes() - wrote;
+    let reconciles = env.reconciles() - reconciles;
+    eprintln!("one canary to promotion: {reconciles} reconciles, {wrote} writes, {reads} GETs");
+    assert!(reconciles >= 8, "{reconciles} reconciles: the canary ran");
+    assert!(
+        reads <= wrote as f64,
+        "{reads} GETs for {wrote} writes over {reconciles} reconciles: reads come from the stores"
+    );
 }

@@ -50,7 +50,12 @@ fn start_operator(
     prometheus_url: String,
 ) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
     let ctx = Context::new(client.clone(), Some(prometheus_url), Metrics::default());
-    let task = tokio::spawn(controller::slo_policy::run(Some(ns.into()), ctx.clone(), 4));
+    let task = tokio::spawn(controller::slo_policy::run(
+        Some(ns.into()),
+        ctx.clone(),
+        4,
+        Default::default(),
+    ));
     (ctx, task)
 }
 

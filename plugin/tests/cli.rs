@@ -507,9 +507,9 @@ async fn actions_report_what_the_operator_did_with_them() {
         telemetry::Metrics,
     };
     let e = env("plugin-answers").await;
-    // The operator's GuardedRollout controller, in this process, for this namespace.
+    // The operator's controllers, in this process, for this namespace.
     let ctx = Context::new(e.client.clone(), None, Metrics::default());
-    let operator = tokio::spawn(controller::rollout::run(Some(e.ns.clone()), ctx, 2));
+    let operator = tokio::spawn(controller::run(ctx, Some(e.ns.clone()), 2));
     // Its target does not exist: nothing is in flight, so a promote is dropped.
     e.rollout("orphan", json!({})).await;
     let o = e.run(&["promote", "orphan", "--wait", "20s"]).await;

@@ -82,10 +82,12 @@ impl Context {
 
 /// Runs both controllers, for one namespace or all, until SIGTERM; if one ends alone,
 /// both stop rather than run half an operator.
+/// Rollouts read SloPolicies from the store the SloPolicy controller fills.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
+    let (policies, writer) = kube::runtime::reflector::store();
     tokio::select! {
-        () = slo_policy::run(namespace.clone(), ctx.clone(), concurrency) => {},
-        () = rollout::run(namespace, ctx, concurrency) => {},
+        () = slo_policy::run(namespace.clone(), ctx.clone(), concurrency, writer) => {},
+        () = rollout::run(namespace, ctx, concurrency, policies) => {},
     }
 }
 

@@ -31,6 +31,7 @@ fn annotation(d: &Deployment, key: &str) -> Option<String> {
 /// condition, and retried.
 pub async fn apply_plan(
     ctx: &Context,
+    stores: &super::Stores,
     gr: &GuardedRollout,
     ns: &str,
     world: &World,
@@ -65,18 +66,37 @@ pub async fn apply_plan(
     };
     if let Some(primary) = &plan.primary {
         let desired = build(Role::Primary, primary);
-        ensure(ctx, &api, &world.primary, &desired, &primary.revision).await?;
+        ensure(
+            ctx,
+            stores,
+            &api,
+            &world.primary,
+            &desired,
+            &primary.revision,
+        )
+        .await?;
     }
     // A healthy canary's share must not go to a Service without endpoints.
     let keep_canary = route_failed.is_some() && plan.canary_waits_for_route;
     if !keep_canary {
         let desired = build(Role::Canary, &plan.canary);
-        ensure(ctx, &api, &world.canary, &desired, &plan.canary.revision).await?;
+        ensure(
+            ctx,
+            stores,
+            &api,
+            &world.canary,
+            &desired,
+            &plan.canary.revision,
+        )
+        .await?;
     }
     super::autoscaler::ensure(ctx, gr, &world.autoscalers).await?;
 
     if plan.scale_target_to_zero {
-        scale_to_zero(ctx, &api, target).await?;
+        let scaled = scale_to_zero(ctx, &api, target).await?;
+        if let Some(target) = scaled {
+            stores.read_target(&target);
+        }
     }
     Ok(route_failed)
 }
@@ -87,9 +107,9 @@ async fn scale_to_zero(
     ctx: &Context,
     api: &Api<Deployment>,
     target: &Deployment,
-) -> Result<(), Error> {
+) -> Result<Option<Deployment>, Error> {
     if target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let patch = json!({
         "metadata": {"resourceVersion": target.resource_version()},
@@ -99,10 +119,11 @@ async fn scale_to_zero(
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    api.patch(&target.name_any(), &params, &Patch::Merge(patch))
+    let scaled = api
+        .patch(&target.name_any(), &params, &Patch::Merge(patch))
         .await?;
     ctx.metrics.wrote("deployment");
-    Ok(())
+    Ok(Some(scaled))
 }
 
 /// Writes the canary weight; a refusal becomes an Event and the returned note.
@@ -129,6 +150,7 @@ async fn route(
 /// our labels: most reconciles then write nothing.
 async fn ensure(
     ctx: &Context,
+    stores: &super::Stores,
     api: &Api<Deployment>,
     current: &Option<Deployment>,
     desired: &Deployment,
@@ -156,39 +178,42 @@ async fn ensure(
     // reconcile decides again on what is there now.
     let mut desired = desired.clone();
     desired.metadata.resource_version = current.as_ref().and_then(|c| c.resource_version());
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await?;
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+    stores.wrote_managed(&written);
     ctx.metrics.wrote("deployment");
     Ok(())
 }
 
-/// Removes handled manual-action annotations.
+/// Removes handled manual-action annotations; the rollout as written, if it was.
 pub async fn consume(
     ctx: &Context,
     gr: &GuardedRollout,
     ns: &str,
     keys: &[&str],
-) -> Result<(), Error> {
+) -> Result<Option<GuardedRollout>, Error> {
     if keys.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let annotations: serde_json::Map<String, serde_json::Value> = keys
         .iter()
         .map(|k| (k.to_string(), serde_json::Value::Null))
         .collect();
     let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch(
-        &gr.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
-    )
-    .await?;
+    let written = api
+        .patch(
+            &gr.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await?;
     ctx.metrics.wrote("annotations");
-    Ok(())
+    Ok(Some(written))
 }
 
 /// Events for the decision's notes and for a phase change.
@@ -229,6 +254,7 @@ mod tests {
         let ns = cp.namespace(&client, "stale-managed").await.unwrap();
         let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         let ctx = Context::new(client, None, Default::default());
+        let stores = super::super::Stores::empty();
         let primary = |image: &str| -> Deployment {
             serde_json::from_value(json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
@@ -251,12 +277,12 @@ mod tests {
             .await
             .unwrap();
         // ...so the write decided on the old read is refused and changes nothing.
-        let stale = ensure(&ctx, &api, &Some(read), &primary("app:2"), "r2").await;
+        let stale = ensure(&ctx, &stores, &api, &Some(read), &primary("app:2"), "r2").await;
         assert!(stale.as_ref().is_err_and(Error::is_conflict), "{stale:?}");
         let now = api.get("app-primary").await.unwrap();
         assert_eq!(now.spec.unwrap().replicas, Some(3));
         // Decided again on the latest, it lands.
-        ensure(&ctx, &api, &Some(latest), &primary("app:2"), "r2")
+        ensure(&ctx, &stores, &api, &Some(latest), &primary("app:2"), "r2")
             .await
             .unwrap();
         let image = api

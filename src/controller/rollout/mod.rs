@@ -7,8 +7,10 @@ mod checks;
 mod deletion;
 mod metrics;
 mod observe;
+mod stores;
 
 pub use checks::pods_regex;
+pub use stores::{Stores, trim};
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +25,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -31,7 +33,7 @@ use tracing::{instrument, warn};
 
 use super::{Context, Error};
 use crate::{
-    api::{GuardedRollout, GuardedRolloutStatus, LABEL_ROLLOUT, Phase},
+    api::{GuardedRollout, GuardedRolloutStatus, LABEL_ROLLOUT, Phase, SloPolicy},
     rollout::{
         self, Blocker, Observations,
         status::{Problem, set_conditions, set_traffic_routed},
@@ -42,8 +44,27 @@ const CONTROLLER: &str = "guardedrollout";
 /// Finalizer that gives the target its replicas back before the managed Deployments go.
 pub const FINALIZER: &str = "guardrails.dev/finalizer";
 
-/// Runs the controller until the stream ends, for one namespace or all.
-pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16) {
+/// What a rollout's reconcile works with: the operator's context and the watch stores.
+pub struct Shared {
+    ctx: Arc<Context>,
+    stores: Stores,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// Runs the controller until the stream ends, for one namespace or all. SloPolicies are
+/// read from `slo_policies`, a store the SloPolicy controller fills.
+pub async fn run(
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    slo_policies: Store<SloPolicy>,
+) {
     let client = ctx.watch_client.clone();
     fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
     where
@@ -58,17 +79,42 @@ pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16)
     let rollouts: Api<GuardedRollout> = scoped(&client, &namespace);
     let deployments: Api<Deployment> = scoped(&client, &namespace);
     let metadata: Api<PartialObjectMeta<Deployment>> = scoped(&client, &namespace);
-    let owned = watcher::Config::default().labels(LABEL_ROLLOUT);
-    let controller = Controller::new(rollouts, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns(deployments.clone(), owned);
+    let (rollout_store, rollout_writer) = reflector::store();
+    let (owned_store, owned_writer) = reflector::store();
+    let (version_store, version_writer) = reflector::store();
+    let trigger = watcher::watcher(rollouts, watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(rollout_writer)
+        .applied_objects();
+    let owned = watcher::watcher(
+        deployments,
+        watcher::Config::default().labels(LABEL_ROLLOUT),
+    )
+    .default_backoff()
+    .modify(trim)
+    .reflect(owned_writer)
+    .touched_objects();
     // Targets are not ours to label: watch Deployment metadata only (a template change
     // bumps the generation) and map a target to the rollouts that name it.
-    let store = controller.store();
     let targets = watcher::watcher(metadata, watcher::Config::default())
         .default_backoff()
+        .modify(stores::trim_to_version)
+        .reflect(version_writer)
         .touched_objects();
-    controller
+    let shared = Arc::new(Shared {
+        ctx,
+        stores: Stores::new(
+            rollout_store.clone(),
+            owned_store,
+            version_store,
+            slo_policies,
+        ),
+    });
+    let store = rollout_store.clone();
+    Controller::for_stream(trigger, rollout_store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(owned)
         .watches_stream(targets, move |d| {
             let (ns, name) = (d.namespace(), d.name_any());
             store
@@ -79,7 +125,7 @@ pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16)
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, shared)
         .for_each(|r| async move {
             if let Err(e) = r {
                 warn!(error = %e, "guardedrollout reconcile failed");
@@ -88,14 +134,15 @@ pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16)
         .await;
 }
 
-fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Context>) -> Action {
+fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Shared>) -> Action {
     warn!(category = error.category(), %error, "transient error, retrying");
     Action::requeue(error.requeue())
 }
 
 #[instrument(skip_all, fields(namespace = gr.namespace(), name = gr.name_any()))]
-pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Shared>) -> Result<Action, Error> {
     let ns = gr.namespace().ok_or(Error::NoNamespace)?;
+    ctx.stores.ready().await;
     let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), &ns);
     // Deletion in two phases: the target serves again before anything of ours goes.
     if gr.meta().deletion_timestamp.is_some()
@@ -107,7 +154,10 @@ pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Context>) -> Result<Act
     finalizer(&api, FINALIZER, gr, |event| async {
         match event {
             Finalizer::Apply(gr) => apply(gr, &ctx, &ns).await,
-            Finalizer::Cleanup(gr) => deletion::cleanup(gr, &ctx, &ns).await,
+            Finalizer::Cleanup(gr) => {
+                ctx.stores.forget_rollout(&gr);
+                deletion::cleanup(gr, &ctx, &ns).await
+            }
         }
     })
     .await
@@ -115,16 +165,16 @@ pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// One reconcile: observe -> decide -> act -> report.
-async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn apply(cached: Arc<GuardedRollout>, ctx: &Shared, ns: &str) -> Result<Action, Error> {
     let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
-    // The watch cache may not have our last status write yet: decide on the latest.
+    // The store may not have our last status write yet: decide on the latest.
     let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(gr) = api.get_opt(&cached.name_any()).await? else {
+    let Some(gr) = ctx.stores.rollout(&cached, &api).await? else {
         return Ok(Action::await_change());
     };
     let now = Time(Timestamp::now());
     let previous = gr.status.clone().unwrap_or_default();
-    let world = observe::read(ctx, &gr, ns).await?;
+    let world = observe::read(ctx, &ctx.stores, &gr, ns).await?;
     let obs = match observations(ctx, &gr, ns, &previous, &world, &now).await? {
         Ok(obs) => obs,
         Err(stopped) => {
@@ -141,7 +191,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<A
 /// What decide() needs; Err(action) when a problem stops the reconcile before any
 /// decision (reported once, with its condition and Event).
 async fn observations(
-    ctx: &Context,
+    ctx: &Shared,
     gr: &GuardedRollout,
     ns: &str,
     previous: &GuardedRolloutStatus,
@@ -247,7 +297,7 @@ struct Acted {
 /// actions consumed, the workloads and the route; a route that refused its weights is
 /// said in the TrafficRouted condition.
 async fn carry_out(
-    ctx: &Context,
+    ctx: &Shared,
     mut gr: GuardedRollout,
     ns: &str,
     previous: GuardedRolloutStatus,
@@ -257,6 +307,7 @@ async fn carry_out(
 ) -> Result<Acted, Error> {
     if decision.status != previous {
         gr = super::write_status(ctx, &gr, &decision.status).await?;
+        ctx.stores.wrote_rollout(&gr);
     }
     // The decision stands once its status landed: its Events and metrics go out now,
     // whatever fails next (the next reconcile starts from this status, so would not
@@ -265,16 +316,20 @@ async fn carry_out(
     metrics::record(ctx, &gr, ns, &previous, &decision.status);
     // Manual actions were read and decided on: gone before anything else can fail, so
     // none is applied twice or to a later revision.
-    act::consume(ctx, &gr, ns, &decision.consumed).await?;
+    if let Some(consumed) = act::consume(ctx, &gr, ns, &decision.consumed).await? {
+        ctx.stores.wrote_rollout(&consumed);
+        gr.metadata.resource_version = consumed.metadata.resource_version;
+    }
     let mut route_failed = false;
     if let Some(plan) = &decision.plan {
-        let failure = act::apply_plan(ctx, &gr, ns, world, plan).await?;
+        let failure = act::apply_plan(ctx, &ctx.stores, &gr, ns, world, plan).await?;
         route_failed = failure.is_some();
         let mut routed = decision.status.clone();
         let generation = gr.meta().generation;
         set_traffic_routed(&mut routed, failure.as_deref(), generation, now);
         if routed != decision.status {
             gr = super::write_status(ctx, &gr, &routed).await?;
+            ctx.stores.wrote_rollout(&gr);
             decision.status = routed;
         }
     }
@@ -346,7 +401,7 @@ where
 
 /// A problem that stops the reconcile: conditions, an Event and a status write, once.
 async fn report(
-    ctx: &Context,
+    ctx: &Shared,
     gr: &GuardedRollout,
     previous: &GuardedRolloutStatus,
     problem: Problem<'_>,
@@ -360,7 +415,8 @@ async fn report(
         let message = problem.message().to_string();
         let event = problem.event();
         crate::controller::events::publish(ctx, gr, event, message).await;
-        super::write_status(ctx, gr, &status).await?;
+        let written = super::write_status(ctx, gr, &status).await?;
+        ctx.stores.wrote_rollout(&written);
     }
     Ok(())
 }

@@ -30,7 +30,12 @@ pub struct World {
     pub evidence_every: Option<std::time::Duration>,
 }
 
-pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World, Error> {
+pub async fn read(
+    ctx: &Context,
+    stores: &super::Stores,
+    gr: &GuardedRollout,
+    ns: &str,
+) -> Result<World, Error> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let target_name = &gr.spec.target_ref.name;
     let (primary_name, canary_name) = (
@@ -38,15 +43,14 @@ pub async fn read(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<World,
         Role::Canary.name(target_name),
     );
     let (target, primary, canary) = tokio::try_join!(
-        deployments.get_opt(target_name),
-        deployments.get_opt(&primary_name),
-        deployments.get_opt(&canary_name),
+        stores.target(ns, target_name, &deployments),
+        stores.managed(ns, &primary_name, &deployments),
+        stores.managed(ns, &canary_name, &deployments),
     )?;
     let slo = match &gr.spec.slo_policy_ref {
         None => Referenced::NotReferenced,
-        Some(r) => Api::<SloPolicy>::namespaced(ctx.client.clone(), ns)
-            .get_opt(&r.name)
-            .await?
+        Some(r) => stores
+            .slo_policy(ns, &r.name)
             .map_or(Referenced::Missing, Referenced::Found),
     };
     let router = crate::traffic::router(&gr.spec);

@@ -31,18 +31,25 @@ use crate::{
 
 const CONTROLLER: &str = "slopolicy";
 
-/// Runs the controller until the stream ends. `api` decides the namespaces watched.
-pub async fn run(namespace: Option<String>, ctx: Arc<Context>, concurrency: u16) {
+/// Runs the controller until the stream ends, for one namespace or all, filling
+/// `writer`'s store (which rollouts read too).
+pub async fn run(
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    writer: reflector::store::Writer<SloPolicy>,
+) {
     let api: Api<SloPolicy> = match &namespace {
         Some(ns) => Api::namespaced(ctx.watch_client.clone(), ns),
         None => Api::all(ctx.watch_client.clone()),
     };
-    let (reader, writer) = reflector::store();
+    let reader = writer.as_reader();
     let on_delete = ctx.clone();
     // Only spec changes trigger a reconcile: our own status writes must not cause an
     // extra evaluation. Periodic evaluation comes from the requeue.
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(super::rollout::trim)
         .reflect(writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(policy) = event {

@@ -1,0 +1,259 @@
+//! What a rollout reads, from the controller's watch stores rather than GETs.
+//!
+//! A store can lag the operator's own last write by a watch event. Every write carries
+//! the resourceVersion it was decided on, so a stale read costs a conflict and a retry,
+//! never a wrong write; the records here keep even that rare:
+//! - a rollout is read from the store when the store holds the version this process last
+//!   wrote or read; otherwise (our write not seen yet, or someone else's) it is read once;
+//! - a managed Deployment older than the generation we last wrote is read once;
+//! - a target is read in full only when its generation changes (its spec is what a
+//!   rollout uses); the metadata store gives its latest resourceVersion in between.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::PartialObjectMeta,
+    runtime::reflector::{ObjectRef, Store},
+};
+
+use super::super::Error;
+use crate::api::{GuardedRollout, SloPolicy};
+
+/// The annotation `kubectl apply` leaves: a second copy of the object, never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no reconcile reads from a cached object: managed fields and the copy
+/// `kubectl apply` keeps.
+pub fn trim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// Keeps of a Deployment's metadata only what says which version it is.
+pub fn trim_to_version(obj: &mut PartialObjectMeta<Deployment>) {
+    let meta = &mut obj.metadata;
+    *meta = kube::api::ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        generation: meta.generation,
+        resource_version: meta.resource_version.take(),
+        ..Default::default()
+    };
+}
+
+/// A target as a rollout uses it: spec and metadata; of the managed fields only who
+/// wrote `spec.replicas` (the status is not read).
+fn trim_target(d: &mut Deployment) {
+    d.status = None;
+    if let Some(fields) = d.metadata.managed_fields.as_mut() {
+        fields.retain(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:replicas").is_some())
+        });
+        for m in fields.iter_mut() {
+            m.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                serde_json::json!({"f:spec": {"f:replicas": {}}}),
+            ));
+        }
+    }
+    if let Some(a) = d.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// The watch stores a rollout reads, and what this process last wrote.
+#[derive(Clone)]
+pub struct Stores {
+    pub rollouts: Store<GuardedRollout>,
+    /// Primaries and canaries (label-selected).
+    pub owned: Store<Deployment>,
+    /// Every Deployment's name and version.
+    pub versions: Store<PartialObjectMeta<Deployment>>,
+    pub slo_policies: Store<SloPolicy>,
+    written: Arc<Written>,
+}
+
+#[derive(Default)]
+struct Written {
+    /// Rollout uid -> the resourceVersion last written or read.
+    rollouts: Mutex<HashMap<String, String>>,
+    /// Managed Deployment (namespace/name) -> the generation last written, until the
+    /// store has it.
+    generations: Mutex<HashMap<String, i64>>,
+    /// Target (namespace/name) -> the target as last read in full.
+    targets: Mutex<HashMap<String, Arc<Deployment>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+impl Stores {
+    pub fn new(
+        rollouts: Store<GuardedRollout>,
+        owned: Store<Deployment>,
+        versions: Store<PartialObjectMeta<Deployment>>,
+        slo_policies: Store<SloPolicy>,
+    ) -> Self {
+        Stores {
+            rollouts,
+            owned,
+            versions,
+            slo_policies,
+            written: Default::default(),
+        }
+    }
+
+    /// Stores nothing fills (tests of one write).
+    #[cfg(test)]
+    pub fn empty() -> Self {
+        use kube::runtime::reflector::store;
+        Self::new(store().0, store().0, store().0, store().0)
+    }
+
+    /// Every store has its first list.
+    pub async fn ready(&self) {
+        // A writer only goes when the controllers stop.
+        let _ = tokio::join!(
+            self.rollouts.wait_until_ready(),
+            self.owned.wait_until_ready(),
+            self.versions.wait_until_ready(),
+            self.slo_policies.wait_until_ready(),
+        );
+    }
+
+    /// The latest rollout: the cached one unless this process has seen a version the
+    /// store has not (then one GET). None when it is gone.
+    pub async fn rollout(
+        &self,
+        cached: &GuardedRollout,
+        api: &Api<GuardedRollout>,
+    ) -> Result<Option<GuardedRollout>, Error> {
+        let uid = cached.uid().unwrap_or_default();
+        let seen = lock(&self.written.rollouts).get(&uid).cloned();
+        if seen.is_none() || seen == cached.resource_version() {
+            return Ok(Some(cached.clone()));
+        }
+        let latest = api.get_opt(&cached.name_any()).await?;
+        if let Some(gr) = &latest {
+            self.wrote_rollout(gr);
+        }
+        Ok(latest)
+    }
+
+    /// Records the rollout as written (or read) by this process.
+    pub fn wrote_rollout(&self, gr: &GuardedRollout) {
+        if let (Some(uid), Some(rv)) = (gr.uid(), gr.resource_version()) {
+            lock(&self.written.rollouts).insert(uid, rv);
+        }
+    }
+
+    pub fn forget_rollout(&self, gr: &GuardedRollout) {
+        if let Some(uid) = gr.uid() {
+            lock(&self.written.rollouts).remove(&uid);
+        }
+    }
+
+    /// A managed Deployment; read once when the store is behind our last write of it
+    /// (created or changed by this process, and the watch event not in yet).
+    pub async fn managed(
+        &self,
+        ns: &str,
+        name: &str,
+        api: &Api<Deployment>,
+    ) -> Result<Option<Deployment>, Error> {
+        let cached = self.owned.get(&ObjectRef::new(name).within(ns));
+        let k = key(ns, name);
+        let wrote = lock(&self.written.generations).get(&k).copied();
+        let Some(wrote) = wrote else {
+            return Ok(cached.map(|d| d.as_ref().clone()));
+        };
+        let behind = cached
+            .as_ref()
+            .is_none_or(|d| d.metadata.generation < Some(wrote));
+        // Either way the record has done its job: the store has caught up, or this read
+        // is the latest.
+        lock(&self.written.generations).remove(&k);
+        if behind {
+            return Ok(api.get_opt(name).await?);
+        }
+        Ok(cached.map(|d| d.as_ref().clone()))
+    }
+
+    /// Records a managed Deployment as written by this process.
+    pub fn wrote_managed(&self, d: &Deployment) {
+        let meta = &d.metadata;
+        if let (Some(ns), Some(name), Some(generation)) =
+            (&meta.namespace, &meta.name, meta.generation)
+        {
+            lock(&self.written.generations).insert(key(ns, name), generation);
+        }
+    }
+
+    /// The target, read in full only when its generation changed since the last read.
+    pub async fn target(
+        &self,
+        ns: &str,
+        name: &str,
+        api: &Api<Deployment>,
+    ) -> Result<Option<Deployment>, Error> {
+        let Some(version) = self.versions.get(&ObjectRef::new(name).within(ns)) else {
+            return Ok(None);
+        };
+        let k = key(ns, name);
+        let known = lock(&self.written.targets).get(&k).cloned();
+        if let Some(known) = known.filter(|t| t.uid() == version.uid()) {
+            let (ours, theirs) = (known.metadata.generation, version.metadata.generation);
+            if ours > theirs {
+                return Ok(Some(known.as_ref().clone()));
+            }
+            if ours == theirs {
+                // The same spec; only its status (unread) or metadata moved on.
+                let mut d = known.as_ref().clone();
+                d.metadata.resource_version = version.resource_version();
+                return Ok(Some(d));
+            }
+        }
+        let read = api.get_opt(name).await?;
+        match &read {
+            Some(d) => self.read_target(d),
+            None => {
+                lock(&self.written.targets).remove(&k);
+            }
+        }
+        Ok(read.map(|mut d| {
+            trim_target(&mut d);
+            d
+        }))
+    }
+
+    /// Records a target as read (or written) in full.
+    pub fn read_target(&self, d: &Deployment) {
+        let (Some(ns), Some(name)) = (&d.metadata.namespace, &d.metadata.name) else {
+            return;
+        };
+        let mut d = d.clone();
+        trim_target(&mut d);
+        lock(&self.written.targets).insert(key(ns, name), Arc::new(d));
+    }
+
+    pub fn slo_policy(&self, ns: &str, name: &str) -> Option<SloPolicy> {
+        self.slo_policies
+            .get(&ObjectRef::new(name).within(ns))
+            .map(|p| p.as_ref().clone())
+    }
+}
