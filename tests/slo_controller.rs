@@ -233,7 +233,10 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
         ready(p).is_some_and(|r| r.1 == SloCondition::Evaluated.as_str())
     })
     .await;
-    assert_eq!(good.status.unwrap().gate, Some(Gate::Open));
+    let status = good.status.unwrap();
+    assert_eq!(status.gate, Some(Gate::Open));
+    // No recording rules in this Prometheus: read with its own queries, and said so.
+    assert_eq!(status.source, Some(guardrails::api::IndicatorSource::Raw));
     event_seen(&client, &ns, "bad", SloCondition::InvalidSpec.as_str()).await;
 
     // No hot requeue: over 12 s, the invalid policy is not re-reconciled in a loop.

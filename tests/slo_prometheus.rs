@@ -8,7 +8,7 @@ use std::{
 
 use guardrails::{
     api::{Gate, Severity, SloPolicy},
-    controller::slo_policy::{observe, threshold_problem},
+    controller::slo_policy::{observe, observe_recorded, threshold_problem},
     prometheus::{MetricSource, PrometheusSource},
     slo::{self, rules},
 };
@@ -129,6 +129,22 @@ spec:
         objective = if s.latency { "latency" } else { "availability" },
     ))
     .unwrap()
+}
+
+/// Fifty SloPolicies over the scenarios whose error ratio never changes (so every
+/// window reads the same whenever it is evaluated), as a fleet sharing one Prometheus.
+fn fleet() -> Vec<SloPolicy> {
+    let steady: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|s| ["healthy", "restricted", "frozen", "latency"].contains(&s.name))
+        .collect();
+    (0..50)
+        .map(|i| {
+            let mut p = policy(&steady[i % steady.len()]);
+            p.metadata.name = Some(format!("fleet-{i:02}"));
+            p
+        })
+        .collect()
 }
 
 /// Sample times: one a minute over the last 7 hours (the short windows), one every
@@ -276,7 +292,7 @@ fn shared() -> &'static Shared {
             let end = evaluation_end();
             let dir = tempfile::tempdir().unwrap();
             let mut rule_files = Vec::new();
-            for p in scenarios().iter().map(policy) {
+            for p in scenarios().iter().map(policy).chain(fleet()) {
                 let mut file = rules::rules(&p).unwrap();
                 for g in &mut file.groups {
                     g.interval = "2s".into();
@@ -590,4 +606,100 @@ async fn latency_thresholds_are_buckets_compared_as_numbers() {
             && why.contains("nearest: 0.1 below, 0.3 above"),
         "{why}"
     );
+}
+
+/// One query per recorded family serves fifty SloPolicies, and reads what each
+/// policy's own queries read (within 0.5%). A policy without recorded series (no rules
+/// loaded, or rules of an earlier spec) is not served from them.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_would() {
+    let shared = shared();
+    let fleet = fleet();
+    let recorded = |source: PrometheusSource, p: SloPolicy| async move {
+        let name = p.metadata.name.clone().unwrap();
+        let max_age = Duration::from_secs(600);
+        observe_recorded(&source, &p.spec, "portal", &name, max_age).await
+    };
+    // Every group has evaluated once.
+    guardrails_sandbox::wait::eventually("every policy recorded", Duration::from_secs(60), || {
+        let (url, fleet) = (shared.prom.url(), fleet.clone());
+        async move {
+            let source = PrometheusSource::new(&url).unwrap();
+            let mut missing = Vec::new();
+            for p in fleet {
+                let name = p.metadata.name.clone().unwrap();
+                if recorded(source.clone(), p).await.0.is_none() {
+                    missing.push(name);
+                }
+            }
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing)
+            }
+        }
+    })
+    .await;
+
+    let source = PrometheusSource::new(&shared.prom.url()).unwrap();
+    let families = slo::recorded::families(&fleet[0].spec).len() as u64;
+    let mut sent = 0;
+    let mut read = Vec::new();
+    for p in &fleet {
+        let (readings, queries) = recorded(source.clone(), p.clone()).await;
+        sent += queries;
+        read.push(readings.expect("recorded"));
+    }
+    assert_eq!(
+        sent, families,
+        "one query per recorded family for all 50 policies"
+    );
+    assert_eq!(source.queries_sent(), families);
+
+    let now = Timestamp::now();
+    // A service without traffic is recorded too: no data in every window.
+    let mut idle = scenarios()
+        .into_iter()
+        .find(|s| s.name == "idle")
+        .map(|s| policy(&s))
+        .unwrap();
+    let (quiet, _) = recorded(source.clone(), idle.clone()).await;
+    let quiet = quiet.expect("the idle policy's series are recorded");
+    let only_coverage = quiet[0]
+        .iter()
+        .all(|(k, v)| k == slo::COVERAGE || v.is_none());
+    assert!(only_coverage, "{quiet:?}");
+    let policies = fleet.iter().chain([&idle]);
+    for (p, recorded) in policies.zip(read.into_iter().chain([quiet])) {
+        let name = p.metadata.name.as_deref().unwrap();
+        let indicators = slo::parse_all(&p.spec.objectives).unwrap();
+        let (raw, _) = observe(&source, &p.spec, &indicators, now).await;
+        let slo::Observation::Read(raw) = raw else {
+            panic!("{name}: raw queries failed: {raw:?}");
+        };
+        assert_eq!(raw.len(), recorded.len());
+        for (raw, recorded) in raw.iter().zip(&recorded) {
+            assert_eq!(
+                raw.keys().collect::<Vec<_>>(),
+                recorded.keys().collect::<Vec<_>>()
+            );
+            for (window, value) in raw {
+                let what = format!("{name} {window}: recorded vs raw");
+                match (recorded[window], value) {
+                    (Some(from_rules), Some(value)) => close(from_rules, *value, &what),
+                    (from_rules, value) => assert_eq!(from_rules, *value, "{what}"),
+                }
+            }
+        }
+    }
+
+    // No rules loaded for it: read raw.
+    idle.metadata.name = Some("unrecorded".into());
+    let (none, _) = recorded(source.clone(), idle).await;
+    assert_eq!(none, None, "a policy without rules is read raw");
+    // A spec the rules were not generated from: its recorded series are not read.
+    let mut changed = fleet[0].clone();
+    changed.spec.objectives[0].target = 99.5;
+    let (none, _) = recorded(source.clone(), changed).await;
+    assert_eq!(none, None, "rules of an earlier target are not read");
 }

@@ -176,6 +176,19 @@ pub enum Gate {
 }
 }
 
+crate::vocabulary! {
+/// Where a SloPolicy's indicators were read.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum IndicatorSource {
+    /// The recorded series of the policy's rules.
+    Recorded,
+    /// The policy's own queries over the raw metrics.
+    Raw,
+}
+}
+
 /// Error-budget policy: how much consumed budget restricts or freezes deployments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -328,6 +341,12 @@ pub struct SloPolicyStatus {
     /// When the operator last evaluated the policy (successfully or not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation_time: Option<Time>,
+
+    /// Where the last evaluation read the indicators: `Recorded` (the series of the rules
+    /// `guardrails rules` prints, one query per series for every policy of a Prometheus)
+    /// or `Raw` (this policy's own queries, when its series are not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<IndicatorSource>,
 
     /// Per-objective results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -51,6 +51,17 @@ pub struct PrometheusSource {
     queries: Arc<AtomicU64>,
     /// The shortest scrape interval of the active targets, once read.
     scrape_interval: Arc<Mutex<Lookup>>,
+    /// Recorded SLO families as last read, shared by every SloPolicy.
+    families: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+/// One recorded family: the last read, locked while a read is in flight.
+type Slot = Arc<tokio::sync::Mutex<Option<Fetched>>>;
+
+/// A recorded family and when it was read.
+struct Fetched {
+    at: std::time::Instant,
+    family: Arc<crate::slo::recorded::Family>,
 }
 
 /// What is known of a Prometheus' scrape interval.
@@ -92,7 +103,45 @@ impl PrometheusSource {
             client,
             queries: Arc::new(AtomicU64::new(0)),
             scrape_interval: Default::default(),
+            families: Default::default(),
         })
+    }
+
+    /// Every series of the recorded SLO family `name` (e.g.
+    /// `guardrails_slo:burn_rate:5m`), by the SloPolicy objective it belongs to. One
+    /// query serves every policy: a family read less than `max_age` ago is not read
+    /// again, and callers asking at the same moment wait for the one query in flight.
+    /// Returns the family and whether a query was sent.
+    pub async fn family(
+        &self,
+        name: &str,
+        max_age: Duration,
+    ) -> Result<(Arc<crate::slo::recorded::Family>, bool), SourceError> {
+        let slot = {
+            let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+            families.entry(name.to_string()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(f) = slot.as_ref().filter(|f| f.at.elapsed() < max_age) {
+            return Ok((f.family.clone(), false));
+        }
+        let result = self.instant(name, Timestamp::now()).await?;
+        let family: crate::slo::recorded::Family = match result.data() {
+            Data::Vector(v) => v
+                .iter()
+                .filter_map(|s| {
+                    let key = crate::slo::recorded::SeriesKey::from_labels(s.metric())?;
+                    Some((key, s.sample().value()))
+                })
+                .collect(),
+            _ => Default::default(),
+        };
+        let family = Arc::new(family);
+        *slot = Some(Fetched {
+            at: std::time::Instant::now(),
+            family: family.clone(),
+        });
+        Ok((family, true))
     }
 
     /// The shortest scrape interval among the active targets: how often new samples

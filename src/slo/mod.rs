@@ -5,6 +5,7 @@ mod evaluate;
 pub mod gate;
 pub mod math;
 mod queries;
+pub mod recorded;
 pub mod rules;
 
 pub use evaluate::{

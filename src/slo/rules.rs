@@ -95,29 +95,55 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
     let indicators = super::parse_all(&spec.objectives).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (objective, ind) in spec.objectives.iter().zip(&indicators) {
+        let fingerprint = super::recorded::fingerprint(objective);
         let labels: Labels = [
             ("slo_namespace", namespace.as_str()),
             ("slo", name.as_str()),
             ("service", service.as_str()),
             ("objective", objective.name.as_str()),
+            (super::recorded::SPEC_LABEL, fingerprint.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let mut rules = records(spec, objective, ind, &labels);
-        rules.extend(
+        let (mut short, long) = records(spec, objective, ind, &labels);
+        short.extend(
             spec.alerting
                 .burn_rate_tiers
                 .iter()
                 .map(|tier| alert(spec, objective, tier, &service, &labels)),
         );
+        let group = format!("guardrails-{namespace}-{name}-{}", objective.name);
         out.push(RuleGroup {
-            name: format!("guardrails-{namespace}-{name}-{}", objective.name),
+            name: group.clone(),
             interval: spec.interval.to_string(),
-            rules,
+            rules: short,
+        });
+        out.push(RuleGroup {
+            name: format!("{group}-long"),
+            interval: long_interval(spec.interval.as_duration()),
+            rules: long,
         });
     }
     Ok(RuleFile { groups: out })
+}
+
+/// Windows from a day up change little between two evaluations: their group evaluates
+/// five times less often than the policy, at most every two minutes (well inside
+/// Prometheus' five-minute lookback) and never more often than the policy.
+const LONG_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn long_interval(interval: std::time::Duration) -> String {
+    let every = (interval * 5)
+        .min(std::time::Duration::from_secs(120))
+        .max(interval);
+    crate::api::PromDuration::from_duration(every).to_string()
+}
+
+fn is_long(window: &str) -> bool {
+    window
+        .parse::<crate::api::PromDuration>()
+        .is_ok_and(|d| d.as_duration() >= LONG_WINDOW)
 }
 
 /// A PromQL label matcher selecting exactly these labels.
@@ -129,22 +155,31 @@ fn matcher(labels: &Labels) -> String {
         .join(",")
 }
 
-/// The burn rate of every window the controller reads, and the budget remaining.
+/// The burn rate of every window the controller reads, the share of the compliance
+/// window with data and the budget remaining: (short windows, long ones).
 fn records(
     spec: &SloPolicySpec,
     objective: &Objective,
     ind: &Indicators,
     labels: &Labels,
-) -> Vec<Rule> {
+) -> (Vec<Rule>, Vec<Rule>) {
     // The same float arithmetic as the controller's burn_rate().
     let budget = format!("(1 - {} / 100)", objective.target);
-    let mut rules: Vec<Rule> = windows(spec)
-        .iter()
-        .map(|w| {
-            let expr = format!("({}) / {budget}", Indicators::error_ratio_query(ind, w));
-            Rule::record(burn_rate_record(w), expr, labels)
-        })
-        .collect();
+    let (mut short, mut rules) = (Vec::new(), Vec::new());
+    for w in windows(spec) {
+        let expr = format!("({}) / {budget}", Indicators::error_ratio_query(ind, &w));
+        let rule = Rule::record(burn_rate_record(&w), expr, labels);
+        if is_long(&w) {
+            rules.push(rule);
+        } else {
+            short.push(rule);
+        }
+    }
+    rules.push(Rule::record(
+        super::recorded::coverage_record(spec.window.as_str()),
+        ind.coverage_query(&spec.window),
+        labels,
+    ));
     let remaining = format!(
         "100 - 100 * {}{{{}}}",
         burn_rate_record(spec.window.as_str()),
@@ -155,7 +190,7 @@ fn records(
         remaining,
         labels,
     ));
-    rules
+    (short, rules)
 }
 
 /// The multi-window alert of one burn-rate tier.
@@ -231,14 +266,31 @@ spec:
     #[test]
     fn records_every_window_and_alerts_every_tier() {
         let file = rules(&policy()).unwrap();
-        assert_eq!(file.groups.len(), 1);
-        let g = &file.groups[0];
-        assert_eq!(g.interval, "1m");
-        let records: Vec<&str> = g.rules.iter().filter_map(|r| r.record.as_deref()).collect();
-        for w in ["28d", "1h", "5m", "6h", "30m", "3d"] {
-            assert!(records.contains(&burn_rate_record(w).as_str()), "{w}");
+        assert_eq!(file.groups.len(), 2);
+        let (g, long) = (&file.groups[0], &file.groups[1]);
+        assert_eq!((g.interval.as_str(), long.interval.as_str()), ("1m", "2m"));
+        let names = |g: &RuleGroup| -> Vec<String> {
+            g.rules.iter().filter_map(|r| r.record.clone()).collect()
+        };
+        let (records, long_records) = (names(g), names(long));
+        for w in ["1h", "5m", "6h", "30m"] {
+            assert!(records.contains(&burn_rate_record(w)), "{w}");
         }
-        assert!(records.contains(&BUDGET_REMAINING_RECORD));
+        for w in ["28d", "3d"] {
+            assert!(long_records.contains(&burn_rate_record(w)), "{w}");
+        }
+        assert!(long_records.contains(&BUDGET_REMAINING_RECORD.to_string()));
+        assert!(long_records.contains(&super::super::recorded::coverage_record("28d")));
+        let every = |r: &Rule| r.labels.get(super::super::recorded::SPEC_LABEL).cloned();
+        let fingerprint = Some(super::super::recorded::fingerprint(
+            &policy().spec.objectives[0],
+        ));
+        assert!(
+            g.rules
+                .iter()
+                .chain(&long.rules)
+                .all(|r| every(r) == fingerprint)
+        );
         let alerts: Vec<&Rule> = g.rules.iter().filter(|r| r.alert.is_some()).collect();
         assert_eq!(alerts.len(), 3);
         assert_eq!(alerts[0].labels["severity"], "page");
@@ -258,9 +310,19 @@ spec:
     #[test]
     fn burn_rate_divides_by_the_budget() {
         let file = rules(&policy()).unwrap();
-        let r = &file.groups[0].rules[0];
+        let r = &file.groups[1].rules[0];
+        assert_eq!(r.record.as_deref(), Some("guardrails_slo:burn_rate:28d"));
         assert!(r.expr.ends_with(") / (1 - 99.9 / 100)"), "{}", r.expr);
         assert!(crate::promql::parse_query(&r.expr).is_ok());
+    }
+
+    #[test]
+    fn long_windows_evaluate_less_often_never_more_often_than_the_policy() {
+        let every = |s: u64| long_interval(std::time::Duration::from_secs(s));
+        assert_eq!(every(1), "5s");
+        assert_eq!(every(30), "2m");
+        assert_eq!(every(60), "2m");
+        assert_eq!(every(300), "5m");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod observe;
 
-pub use observe::{observe, threshold_problem};
+pub use observe::{observe, observe_recorded, threshold_problem};
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +22,7 @@ use tracing::{info, instrument, warn};
 
 use super::{Context, Error, events};
 use crate::{
-    api::{Gate, SloPolicy, SloPolicyStatus},
+    api::{Gate, IndicatorSource, SloPolicy, SloPolicyStatus},
     conditions::{self, ConditionType},
     reasons::{SloCondition, SloEvent},
     slo,
@@ -125,13 +125,26 @@ async fn next_status(
     };
     // Evaluate at a whole second so that all queries see the same data.
     let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let (observation, sent) = observe(&source, spec, &indicators, at).await;
+    let interval = spec.interval.as_duration().max(Duration::from_secs(1));
+    let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
+    let (recorded, mut sent) = observe_recorded(&source, spec, &namespace, &name, interval).await;
+    let (observation, from) = match recorded {
+        Some(readings) => (slo::Observation::Read(readings), IndicatorSource::Recorded),
+        None => {
+            let (observation, raw) = observe(&source, spec, &indicators, at).await;
+            sent += raw;
+            (observation, IndicatorSource::Raw)
+        }
+    };
     ctx.metrics.prometheus_queries.inc_by(sent);
     let next = match threshold_problem(&source, spec, &observation, at).await {
         Some(m) => slo::invalid(spec, generation, previous, &m, &time),
-        None => slo::evaluate(spec, generation, previous, &observation, &time),
+        None => {
+            let mut next = slo::evaluate(spec, generation, previous, &observation, &time);
+            next.source = Some(from);
+            next
+        }
     };
-    let interval = spec.interval.as_duration().max(Duration::from_secs(1));
     (next, Action::requeue(interval))
 }
 

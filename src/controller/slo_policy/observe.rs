@@ -56,6 +56,40 @@ pub async fn observe<S: MetricSource>(
     (observation, sent)
 }
 
+/// The readings of every objective from the recorded series, when the policy's rules
+/// are recorded (see `slo::recorded::readings`); each family is read at most once per
+/// `max_age` for all policies. Returns the readings (None: read the raw metrics) and
+/// the number of queries sent.
+pub async fn observe_recorded(
+    source: &crate::prometheus::PrometheusSource,
+    spec: &SloPolicySpec,
+    namespace: &str,
+    policy: &str,
+    max_age: std::time::Duration,
+) -> (Option<Vec<crate::slo::Readings>>, u64) {
+    let families = crate::slo::recorded::families(spec);
+    let read = join_all(
+        families
+            .iter()
+            .map(|(_, name)| source.family(name, max_age)),
+    )
+    .await;
+    let mut sent = 0;
+    let mut recorded = std::collections::HashMap::new();
+    for ((_, name), result) in families.iter().zip(read) {
+        match result {
+            Ok((family, queried)) => {
+                sent += u64::from(queried);
+                recorded.insert(name.clone(), family);
+            }
+            // The raw queries will say what is wrong with Prometheus.
+            Err(_) => return (None, sent),
+        }
+    }
+    let readings = crate::slo::recorded::readings(spec, namespace, policy, &recorded);
+    (readings, sent)
+}
+
 /// A latency objective whose window has no data although its histogram has buckets:
 /// the threshold is none of them. The message names the field and the nearest buckets.
 pub async fn threshold_problem(
