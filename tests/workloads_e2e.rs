@@ -339,3 +339,49 @@ async fn a_gitops_writer_reapplying_the_targets_replicas_is_named() {
     })
     .await;
 }
+
+/// An operator that starts on rollouts that exist already (a restart, an upgrade, a new
+/// replica taking over) adopts every one, also with more of them than reconciles run at
+/// once: a reconcile that finds the watch stores without their first list comes back
+/// shortly instead of holding the controller (and so the stores) back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_starting_on_more_rollouts_than_it_reconciles_at_once_adopts_them_all() {
+    const ROLLOUTS: usize = 24;
+    let (cp, client, ns) = common::cluster("existing").await;
+    let mut env = env_in(client, ns, Operator::unelected(cp.config().clone())).await;
+    env.operator.abort();
+    for i in 0..ROLLOUTS {
+        let name = format!("app-{i:02}");
+        env.deployments()
+            .create(
+                &PostParams::default(),
+                &deployment(&name, "app:1", 1, json!({})),
+            )
+            .await
+            .unwrap();
+        let mut gr = rollout(json!({}));
+        gr.metadata.name = Some(name.clone());
+        gr.spec.target_ref.name = name;
+        env.rollouts()
+            .create(&PostParams::default(), &gr)
+            .await
+            .unwrap();
+    }
+    let operator = Operator::unelected(cp.config().clone());
+    env.operator = start_operator(operator, &env.ns, env.prom.url(), &env.metrics);
+    guardrails_sandbox::wait::eventually(
+        "every rollout adopted",
+        Duration::from_secs(60),
+        || async {
+            let list = env.rollouts().list(&Default::default()).await.unwrap();
+            let idle = |g: &guardrails::api::GuardedRollout| {
+                g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle)
+            };
+            match list.items.iter().filter(|g| !idle(g)).count() {
+                0 => Ok(()),
+                waiting => Err(waiting),
+            }
+        },
+    )
+    .await;
+}

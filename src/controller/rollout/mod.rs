@@ -41,6 +41,9 @@ use crate::{
 };
 
 const CONTROLLER: &str = "guardedrollout";
+/// How soon a reconcile that found the watch stores without their first list runs again.
+const STORES_NOT_READY: Duration = Duration::from_millis(200);
+
 /// Finalizer that gives the target its replicas back before the managed Deployments go.
 pub const FINALIZER: &str = "guardrails.dev/finalizer";
 
@@ -142,7 +145,9 @@ fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Shared>) -> Action
 #[instrument(skip_all, fields(namespace = gr.namespace(), name = gr.name_any()))]
 pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Shared>) -> Result<Action, Error> {
     let ns = gr.namespace().ok_or(Error::NoNamespace)?;
-    ctx.stores.ready().await;
+    if !ctx.stores.ready() {
+        return Ok(Action::requeue(STORES_NOT_READY));
+    }
     let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), &ns);
     // Deletion in two phases: the target serves again before anything of ours goes.
     if gr.meta().deletion_timestamp.is_some()

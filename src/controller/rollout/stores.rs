@@ -125,15 +125,15 @@ impl Stores {
         Self::new(store().0, store().0, store().0, store().0)
     }
 
-    /// Every store has its first list.
-    pub async fn ready(&self) {
-        // A writer only goes when the controllers stop.
-        let _ = tokio::join!(
-            self.rollouts.wait_until_ready(),
-            self.owned.wait_until_ready(),
-            self.versions.wait_until_ready(),
-            self.slo_policies.wait_until_ready(),
-        );
+    /// Whether every store has its first list. Never awaited inside a reconcile: the
+    /// controller feeds the stores only while its reconciles make progress.
+    pub fn ready(&self) -> bool {
+        use futures::FutureExt;
+        let ready = |f: Option<Result<(), _>>| matches!(f, Some(Ok(())));
+        ready(self.rollouts.wait_until_ready().now_or_never())
+            && ready(self.owned.wait_until_ready().now_or_never())
+            && ready(self.versions.wait_until_ready().now_or_never())
+            && ready(self.slo_policies.wait_until_ready().now_or_never())
     }
 
     /// The latest rollout: the cached one unless this process has seen a version the
