@@ -79,12 +79,12 @@ pub fn families(spec: &SloPolicySpec) -> Vec<(String, String)> {
 }
 
 /// The readings of every objective from the recorded families (by name), or None when
-/// an objective has no recorded series (its rules are not loaded, or are outdated, or
-/// its service has no data at all): then the policy is read with its own queries.
+/// an objective has no recorded series at all (its rules are not loaded, or are
+/// outdated, or its service has no data yet): then the policy is read with its own
+/// queries.
 ///
-/// An objective's rules are taken as loaded when its coverage series exists (it does
-/// whenever the indicator has any data in the window); a window without a series, or
-/// with NaN (no events), is no data. Burn rates are turned back into error ratios.
+/// A family without the objective's series, or with NaN (no events), is no data for
+/// that window. Burn rates are turned back into error ratios.
 pub fn readings(
     spec: &SloPolicySpec,
     namespace: &str,
@@ -97,20 +97,81 @@ pub fn readings(
         .iter()
         .map(|o| {
             let key = SeriesKey::of(namespace, policy, o);
-            let mut r = Readings::new();
-            for (reading, name) in &families {
-                let v = value(name, &key);
-                if reading == COVERAGE {
-                    v?;
-                    r.insert(reading.clone(), v.filter(|c| !c.is_nan()));
-                } else {
-                    let ratio = v
-                        .filter(|b| !b.is_nan())
-                        .map(|b| b * (1.0 - o.target / 100.0));
-                    r.insert(reading.clone(), ratio);
-                }
+            let found: Vec<(String, Option<f64>)> = families
+                .iter()
+                .map(|(reading, name)| (reading.clone(), value(name, &key)))
+                .collect();
+            if found.iter().all(|(_, v)| v.is_none()) {
+                return None;
             }
-            Some(r)
+            let budget = 1.0 - o.target / 100.0;
+            let readings = found
+                .into_iter()
+                .map(|(reading, v)| {
+                    let v = v.filter(|x| !x.is_nan());
+                    let v = if reading == COVERAGE {
+                        v
+                    } else {
+                        v.map(|b| b * budget)
+                    };
+                    (reading, v)
+                })
+                .collect();
+            Some(readings)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::api::SloPolicy;
+
+    fn spec() -> SloPolicySpec {
+        let p: SloPolicy = serde_yaml::from_str(
+            r#"
+apiVersion: guardrails.dev/v1alpha1
+kind: SloPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  objectives:
+    - name: availability
+      target: 99.9
+      indicator: {ratio: {errors: 'http_requests_total{code="500"}', total: http_requests_total}}
+"#,
+        )
+        .unwrap();
+        p.spec
+    }
+
+    #[test]
+    fn a_new_service_is_read_from_the_windows_it_has_and_a_changed_spec_is_not() {
+        let spec = spec();
+        let key = SeriesKey::of("shop", "web", &spec.objectives[0]);
+        // Minutes of data: no coverage series yet (its subquery steps are hours apart).
+        let recorded: HashMap<String, Arc<Family>> = [
+            (
+                rules::burn_rate_record("5m"),
+                Arc::new([(key.clone(), 2.0)].into()),
+            ),
+            (
+                rules::burn_rate_record("1h"),
+                Arc::new([(key, f64::NAN)].into()),
+            ),
+        ]
+        .into();
+        let read = readings(&spec, "shop", "web", &recorded).expect("recorded");
+        let ratio = read[0]["5m"].unwrap();
+        assert!((ratio - 0.002).abs() < 1e-12, "{ratio}");
+        assert_eq!(read[0]["1h"], None, "NaN is no data");
+        assert_eq!(read[0]["28d"], None);
+        assert_eq!(read[0][COVERAGE], None);
+        // Another policy, and this one's spec after a change of target: not recorded.
+        assert_eq!(readings(&spec, "shop", "other", &recorded), None);
+        let mut changed = spec.clone();
+        changed.objectives[0].target = 99.5;
+        assert_eq!(readings(&changed, "shop", "web", &recorded), None);
+    }
 }
