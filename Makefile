@@ -65,3 +65,4 @@ bench: test-env
 	$(CARGO) bench --bench slo_round
 	$(CARGO) bench --bench rollback
 	$(CARGO) bench --bench blast_radius
+	$(CARGO) bench --bench scale

@@ -1,0 +1,598 @@
+//! One operator for many services: N services in 10 namespaces (a Deployment, a
+//! SloPolicy with two objectives and a GuardedRollout each), the operator binary
+//! cluster-wide against the sandbox apiserver, the simulator playing the kubelets and
+//! serving metrics, and Prometheus scraping it with the rules `guardrails rules` prints
+//! loaded. Measures the cold start, a minute of idle and a wave of 100 canaries, for
+//! 100 and 1,000 services (`GUARDRAILS_SCALE=100,1000`). Run with `make bench`.
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use guardrails::{
+    api::{GuardedRollout, IndicatorSource, Phase, SloPolicy},
+    slo::rules,
+};
+use guardrails_sandbox::{
+    ControlPlane, Prometheus, PrometheusConfig, Simulator, free_port, http as sandbox_http,
+};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Namespace};
+use kube::{
+    Api, Client,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+const NAMESPACES: usize = 10;
+const WAVE: usize = 100;
+const IDLE: Duration = Duration::from_secs(60);
+
+fn names(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("scale-{}", i % NAMESPACES), format!("svc-{i:04}")))
+        .collect()
+}
+
+fn deployment(name: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name},
+                "annotations": {"sim.guardrails.dev/rps": "2"}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+    }))
+    .expect("deployment")
+}
+
+fn policy(ns: &str, name: &str) -> SloPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"service": name, "window": "28d", "interval": "1m", "objectives": [
+            {"name": "availability", "target": 99.9, "indicator": {"ratio": {
+                "errors": format!("http_requests_total{{service=\"{name}\",code=~\"5..\"}}"),
+                "total": format!("http_requests_total{{service=\"{name}\"}}")}}},
+            {"name": "latency", "target": 99.0, "indicator": {"latency": {
+                "histogram": format!("http_request_duration_seconds_bucket{{service=\"{name}\"}}"),
+                "threshold": "0.3"}}}
+        ]}
+    }))
+    .expect("policy")
+}
+
+fn rollout(name: &str) -> GuardedRollout {
+    serde_json::from_value(json!({
+        "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
+        "metadata": {"name": name},
+        "spec": {"targetRef": {"name": name}, "sloPolicyRef": {"name": name},
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}],
+            "analysis": {"interval": "10s", "checks": [{"name": "burn", "sloBurnRate": {"objective": "availability", "window": "5m", "max": 10}}]}}
+    }))
+    .expect("rollout")
+}
+
+/// Creates every item, 16 at a time.
+async fn create_all<K, F>(
+    client: &Client,
+    items: &[(String, String)],
+    make: F,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    F: Fn(&str, &str) -> K,
+{
+    let results: Vec<_> = stream::iter(items)
+        .map(|(ns, name)| {
+            let api: Api<K> = Api::namespaced(client.clone(), ns);
+            let obj = make(ns, name);
+            async move { api.create(&PostParams::default(), &obj).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+fn sum(text: &str, family: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GETs and LISTs of the objects the operator reads, as the apiserver counted them.
+async fn api_reads(client: &Client) -> anyhow::Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let resources = [
+        "deployments",
+        "guardedrollouts",
+        "slopolicies",
+        "horizontalpodautoscalers",
+    ];
+    let mut total = 0.0;
+    for r in resources {
+        for verb in ["GET", "LIST"] {
+            let (v, res) = (format!("verb=\"{verb}\""), format!("resource=\"{r}\""));
+            total += sum(&text, "apiserver_request_total", &[&v, &res]);
+        }
+    }
+    Ok(total)
+}
+
+/// The operator's figures at one moment.
+struct Sample {
+    cpu_ticks: u64,
+    rss_kib: u64,
+    /// Of the RSS: heap and other anonymous memory, and mapped files (the binary).
+    anon_kib: u64,
+    file_kib: u64,
+    peak_kib: u64,
+    reconciles: HashMap<&'static str, f64>,
+    writes: f64,
+    /// The operator's metrics text.
+    text: String,
+    operator_queries: f64,
+    prometheus_queries: f64,
+    api_reads: f64,
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let n = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    n(11) + n(12)
+}
+
+async fn sample(
+    pid: u32,
+    metrics: &str,
+    prom: &Prometheus,
+    client: &Client,
+) -> anyhow::Result<Sample> {
+    let text = sandbox_http::get(metrics, "/metrics")
+        .await
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let (_, prom_text) = sandbox_http::get(&prom.addr(), "/metrics")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("Prometheus /metrics"))?;
+    let reconciles = ["guardedrollout", "slopolicy"]
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                sum(
+                    &text,
+                    "guardrails_reconcile_total",
+                    &[&format!("controller=\"{c}\"")],
+                ),
+            )
+        })
+        .collect();
+    Ok(Sample {
+        cpu_ticks: cpu_ticks(pid),
+        rss_kib: proc_status(pid, "VmRSS:"),
+        anon_kib: proc_status(pid, "RssAnon:"),
+        file_kib: proc_status(pid, "RssFile:"),
+        peak_kib: proc_status(pid, "VmHWM:"),
+        reconciles,
+        writes: sum(&text, "guardrails_api_writes_total", &[]),
+        text: text.clone(),
+        operator_queries: sum(&text, "guardrails_prometheus_queries_total", &[]),
+        prometheus_queries: sum(
+            &prom_text,
+            "prometheus_http_requests_total",
+            &["handler=\"/api/v1/query\""],
+        ),
+        api_reads: api_reads(client).await?,
+    })
+}
+
+/// Seconds from `start` until `done` holds for every object, polling lists every
+/// second; each object's first time is kept. Fails after `limit`.
+async fn first_times<K, F>(
+    client: &Client,
+    start: Instant,
+    count: usize,
+    limit: Duration,
+    done: F,
+) -> anyhow::Result<Vec<f64>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let mut seen: HashMap<String, f64> = HashMap::new();
+    while seen.len() < count {
+        let at = start.elapsed().as_secs_f64();
+        let items = api.list(&ListParams::default()).await?.items;
+        let key = |o: &K| format!("{:?}/{:?}", o.meta().namespace, o.meta().name);
+        for o in items.iter().filter(|o| done(o)) {
+            seen.entry(key(o)).or_insert(at);
+        }
+        if seen.len() < count && start.elapsed() >= limit {
+            let waiting = items.iter().find(|o| !seen.contains_key(&key(o)));
+            let example = waiting.map(|o| {
+                let v = serde_json::to_value(o).unwrap_or_default();
+                format!("{}: {}", key(o), v["status"])
+            });
+            anyhow::bail!(
+                "{} of {count} after {limit:?}; one waiting: {}",
+                seen.len(),
+                example.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut times: Vec<f64> = seen.into_values().collect();
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
+/// " (kind: count, ...)" of the operator's writes between two samples, when any.
+fn writes_by_kind(before: &str, after: &str) -> String {
+    let kinds = [
+        "status",
+        "event",
+        "deployment",
+        "annotations",
+        "autoscaler",
+        "httproute",
+        "service",
+    ];
+    let parts: Vec<String> = kinds
+        .iter()
+        .filter_map(|k| {
+            let label = format!("kind=\"{k}\"");
+            let n = sum(after, "guardrails_api_writes_total", &[&label])
+                - sum(before, "guardrails_api_writes_total", &[&label]);
+            (n > 0.0).then(|| format!("{k} {n:.0}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn pct(times: &[f64], p: f64) -> f64 {
+    times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1]
+}
+
+/// One run with `n` services: the table's column.
+async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let setup = Instant::now();
+    let cp = ControlPlane::start().await?;
+    let client = cp.client()?;
+    cp.install_crds(&client, &guardrails::api::crds()).await?;
+    let items = names(n);
+    let dir = tempfile::tempdir()?;
+    let mut groups = Vec::new();
+    for (ns, name) in &items {
+        groups.extend(
+            rules::rules(&policy(ns, name))
+                .map_err(anyhow::Error::msg)?
+                .groups,
+        );
+    }
+    let rule_file = dir.path().join("slo.rules.yaml");
+    std::fs::write(
+        &rule_file,
+        serde_yaml::to_string(&rules::RuleFile { groups })?,
+    )?;
+    let sim = Simulator::start(client.clone(), None).await?;
+    let prom = Prometheus::start(PrometheusConfig {
+        scrape_interval: Some("5s".into()),
+        targets: vec![("sim".into(), sim.addr().to_string())],
+        extra_config: Some(format!("rule_files:\n  - {}\n", rule_file.display())),
+        ..Default::default()
+    })
+    .await?;
+    for i in 0..NAMESPACES {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(format!("scale-{i}"));
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+    }
+    create_all(&client, &items, |_, name| deployment(name)).await?;
+    create_all(&client, &items, policy).await?;
+    create_all(&client, &items, |_, name| rollout(name)).await?;
+    let created = setup.elapsed().as_secs_f64();
+    let available =
+        |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1);
+    let sim_start = Instant::now();
+    let sim_ready = first_times(&client, sim_start, n, Duration::from_secs(600), available).await?;
+    let sim_secs = sim_ready.last().copied().unwrap_or(0.0);
+    println!(
+        "  {n} services: objects created in {created:.0}s; the simulator made every Deployment available in {sim_secs:.1}s"
+    );
+
+    let port = free_port()?;
+    let metrics = format!("127.0.0.1:{port}");
+    let mut child = Command::new(binary)
+        .args(["run", "--prometheus-url", &prom.url()])
+        .arg(format!("--metrics-addr={metrics}"))
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let start = Instant::now();
+    let limit = Duration::from_secs(150);
+    let reconciled = |g: &GuardedRollout| {
+        g.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation.is_some())
+    };
+    let first = first_times(&client, start, n, limit, reconciled)
+        .await
+        .map_err(|e| e.context("GuardedRollouts reconciled"))?;
+    let evaluated = |p: &SloPolicy| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.last_evaluation_time.is_some())
+    };
+    let evaluations = first_times(&client, start, n, limit, evaluated)
+        .await
+        .map_err(|e| e.context("SloPolicies evaluated"))?;
+    let idle = |g: &GuardedRollout| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle);
+    let adopted = match first_times(&client, start, n, limit, idle).await {
+        Ok(t) => t,
+        Err(e) => {
+            let grs = Api::<GuardedRollout>::all(client.clone())
+                .list(&ListParams::default())
+                .await?;
+            if let Some(g) = grs.items.iter().find(|g| !idle(g)) {
+                let ns = g.metadata.namespace.clone().unwrap_or_default();
+                let name = g.metadata.name.clone().unwrap_or_default();
+                let primary = Api::<Deployment>::namespaced(client.clone(), &ns)
+                    .get_opt(&format!("{name}-primary"))
+                    .await?;
+                let status = primary
+                    .as_ref()
+                    .map(|p| (p.metadata.generation, p.status.clone()));
+                let pods = sim.pods(&ns, &format!("{name}-primary"));
+                if primary.is_some() && pods.is_empty() {
+                    return Err(e.context(format!(
+                        "the simulator is the bottleneck: {ns}/{name}-primary exists but has no simulated pod yet"
+                    )));
+                }
+                println!("{ns}/{name}: primary {status:?}; simulated pods {pods:?}");
+            }
+            return Err(e.context("GuardedRollouts adopted"));
+        }
+    };
+    // Every policy's recording groups have evaluated (within two policy intervals), and
+    // the next evaluation read them.
+    let recorded =
+        |p: &SloPolicy| p.status.as_ref().and_then(|s| s.source) == Some(IndicatorSource::Recorded);
+    let policies = Api::<SloPolicy>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let says_source = policies
+        .items
+        .iter()
+        .any(|p| p.status.as_ref().is_some_and(|s| s.source.is_some()));
+    let recorded = if says_source {
+        first_times(&client, start, n, Duration::from_secs(240), recorded)
+            .await
+            .map_or_else(
+                |e| format!("not all: {e}"),
+                |t| format!("all within {:.0} s", pct(&t, 1.0)),
+            )
+    } else {
+        "never (no status.source: reads no recorded series)".to_string()
+    };
+    // Adoption's last writes settle.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let before = sample(pid, &metrics, &prom, &client).await?;
+    tokio::time::sleep(IDLE).await;
+    let after = sample(pid, &metrics, &prom, &client).await?;
+    let per_minute = |a: f64, b: f64| (b - a) * 60.0 / IDLE.as_secs_f64();
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let idle_cpu =
+        (after.cpu_ticks - before.cpu_ticks) as f64 / ticks_per_second / IDLE.as_secs_f64() * 100.0;
+
+    // The wave: 100 targets change at once.
+    let wave: Vec<&(String, String)> = items.iter().step_by((n / WAVE).max(1)).take(WAVE).collect();
+    let wave_start = Instant::now();
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+    let shipped: Vec<_> = stream::iter(&wave)
+        .map(|(ns, name)| {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+            let patch = patch.clone();
+            async move {
+                api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for s in shipped {
+        s?;
+    }
+    let waved: std::collections::HashSet<String> = wave
+        .iter()
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .collect();
+    let api: Api<GuardedRollout> = Api::all(client.clone());
+    let progressing = loop {
+        let list = api.list(&ListParams::default()).await?;
+        let count = list
+            .items
+            .iter()
+            .filter(|g| {
+                waved.contains(&format!(
+                    "{}/{}",
+                    g.metadata.namespace.clone().unwrap_or_default(),
+                    g.metadata.name.clone().unwrap_or_default()
+                ))
+            })
+            .filter(|g| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Progressing))
+            .count();
+        if count == wave.len() {
+            break wave_start.elapsed().as_secs_f64();
+        }
+        anyhow::ensure!(
+            wave_start.elapsed() < Duration::from_secs(300),
+            "{count} of {} canaries Progressing",
+            wave.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let end = sample(pid, &metrics, &prom, &client).await?;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mib = |k: u64| k as f64 / 1024.0;
+    let reconcile = |c| per_minute(before.reconciles[c], after.reconciles[c]);
+    let bottleneck = if pct(&adopted, 1.0) <= sim_secs * 1.2 {
+        " (bound by the simulator's pods)"
+    } else {
+        ""
+    };
+    Ok(vec![
+        (
+            "operator RSS after idle (peak)".into(),
+            format!(
+                "{:.1} MiB ({:.1}); anonymous {:.1}, files {:.1}",
+                mib(after.rss_kib),
+                mib(end.peak_kib),
+                mib(after.anon_kib),
+                mib(after.file_kib)
+            ),
+        ),
+        (
+            "SloPolicies all evaluated after start (p50/p99)".into(),
+            format!(
+                "{:.1} s / {:.1} s",
+                pct(&evaluations, 0.5),
+                pct(&evaluations, 0.99)
+            ),
+        ),
+        (
+            "SloPolicies reading recorded series after start".into(),
+            recorded,
+        ),
+        (
+            "GuardedRollouts first reconciled after start (p99/all)".into(),
+            format!("{:.1} s / {:.1} s", pct(&first, 0.99), pct(&first, 1.0)),
+        ),
+        (
+            "GuardedRollouts all adopted (Idle) after start".into(),
+            format!("{:.1} s{bottleneck}", pct(&adopted, 1.0)),
+        ),
+        (
+            "API writes per minute, idle".into(),
+            format!(
+                "{:.0}{}",
+                per_minute(before.writes, after.writes),
+                writes_by_kind(&before.text, &after.text)
+            ),
+        ),
+        (
+            "API reads (GET+LIST) per minute, idle".into(),
+            format!("{:.0}", per_minute(before.api_reads, after.api_reads)),
+        ),
+        (
+            "reconciles per minute, idle (rollouts / policies)".into(),
+            format!(
+                "{:.0} / {:.0}",
+                reconcile("guardedrollout"),
+                reconcile("slopolicy")
+            ),
+        ),
+        (
+            "Prometheus queries per minute, idle (operator count / Prometheus count)".into(),
+            format!(
+                "{:.0} / {:.0}",
+                per_minute(before.operator_queries, after.operator_queries),
+                per_minute(before.prometheus_queries, after.prometheus_queries)
+            ),
+        ),
+        (
+            "operator CPU, idle".into(),
+            format!("{idle_cpu:.1}% of one core"),
+        ),
+        (
+            format!("{WAVE} canaries started at once: all Progressing"),
+            format!("{progressing:.1} s"),
+        ),
+    ])
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let binary =
+        std::env::var("GUARDRAILS_BIN").unwrap_or_else(|_| "target/release/guardrails".into());
+    anyhow::ensure!(
+        std::path::Path::new(&binary).is_file(),
+        "{binary} not found: build it first (make bench does)"
+    );
+    let sizes: Vec<usize> = std::env::var("GUARDRAILS_SCALE")
+        .unwrap_or_else(|_| "100,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    println!(
+        "scale: one operator, services in {NAMESPACES} namespaces (Deployment + SloPolicy + GuardedRollout each)"
+    );
+    let mut columns = Vec::new();
+    let mut measured = Vec::new();
+    for &n in &sizes {
+        match run(n, &binary).await {
+            Ok(column) => {
+                columns.push(column);
+                measured.push(n);
+            }
+            Err(e) => println!("  {n} services: not measured: {e:#}"),
+        }
+    }
+    anyhow::ensure!(!columns.is_empty(), "no size measured");
+    let sizes = measured;
+    let header: Vec<String> = sizes.iter().map(|n| format!("{n} services")).collect();
+    println!("| figure | {} |", header.join(" | "));
+    println!("|---|{}", "---|".repeat(sizes.len()));
+    for (i, (figure, _)) in columns[0].iter().enumerate() {
+        let cells: Vec<&str> = columns.iter().map(|c| c[i].1.as_str()).collect();
+        println!("| {figure} | {} |", cells.join(" | "));
+    }
+    Ok(())
+}
