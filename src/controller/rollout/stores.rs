@@ -162,13 +162,17 @@ impl Stores {
         }
     }
 
+    /// Forgets what was recorded for a rollout that is gone, and for its target.
     pub fn forget_rollout(&self, gr: &GuardedRollout) {
         if let Some(uid) = gr.uid() {
             lock(&self.written.rollouts).remove(&uid);
         }
+        if let Some(ns) = gr.metadata.namespace.as_deref() {
+            lock(&self.written.targets).remove(&key(ns, &gr.spec.target_ref.name));
+        }
     }
 
-    /// A managed Deployment; read once when the store is behind our last write of it
+    /// A managed Deployment; read (GET) while the store is behind our last write of it
     /// (created or changed by this process, and the watch event not in yet).
     pub async fn managed(
         &self,
@@ -185,13 +189,21 @@ impl Stores {
         let behind = cached
             .as_ref()
             .is_none_or(|d| d.metadata.generation < Some(wrote));
-        // Either way the record has done its job: the store has caught up, or this read
-        // is the latest.
-        lock(&self.written.generations).remove(&k);
-        if behind {
-            return Ok(api.get_opt(name).await?);
+        if !behind {
+            // The store has caught up: no need to remember.
+            lock(&self.written.generations).remove(&k);
+            return Ok(cached.map(|d| d.as_ref().clone()));
         }
-        Ok(cached.map(|d| d.as_ref().clone()))
+        // Read until the store has our write; forget it once the object is gone or was
+        // recreated by someone else (a lower generation than ours).
+        let read = api.get_opt(name).await?;
+        if read
+            .as_ref()
+            .is_none_or(|d| d.metadata.generation < Some(wrote))
+        {
+            lock(&self.written.generations).remove(&k);
+        }
+        Ok(read)
     }
 
     /// Records a managed Deployment as written by this process.
@@ -211,10 +223,11 @@ impl Stores {
         name: &str,
         api: &Api<Deployment>,
     ) -> Result<Option<Deployment>, Error> {
+        let k = key(ns, name);
         let Some(version) = self.versions.get(&ObjectRef::new(name).within(ns)) else {
+            lock(&self.written.targets).remove(&k);
             return Ok(None);
         };
-        let k = key(ns, name);
         let known = lock(&self.written.targets).get(&k).cloned();
         if let Some(known) = known.filter(|t| t.uid() == version.uid()) {
             let (ours, theirs) = (known.metadata.generation, version.metadata.generation);
@@ -255,5 +268,48 @@ impl Stores {
         self.slo_policies
             .get(&ObjectRef::new(name).within(ns))
             .map(|p| p.as_ref().clone())
+    }
+}
+
+/// Against a real apiserver (the sandbox's), with stores that never catch up.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::PostParams;
+
+    #[tokio::test]
+    async fn a_managed_deployment_is_read_until_the_store_has_our_write() {
+        let cp = guardrails_sandbox::ControlPlane::shared(&crate::api::crds()).unwrap();
+        let client = cp.client().unwrap();
+        let ns = cp.namespace(&client, "store-behind").await.unwrap();
+        let api: Api<Deployment> = Api::namespaced(client, &ns);
+        let created = api
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "app-primary"},
+                    "spec": {"selector": {"matchLabels": {"app": "app"}},
+                        "template": {"metadata": {"labels": {"app": "app"}},
+                            "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let stores = Stores::empty();
+        stores.wrote_managed(&created);
+        // Every reconcile while the store lacks it reads it, not only the first.
+        for reconcile in 0..3 {
+            let read = stores.managed(&ns, "app-primary", &api).await.unwrap();
+            assert!(read.is_some(), "reconcile {reconcile} saw no primary");
+        }
+        // Once it is gone, the record goes too (no GET at every reconcile).
+        api.delete("app-primary", &Default::default())
+            .await
+            .unwrap();
+        let gone = stores.managed(&ns, "app-primary", &api).await.unwrap();
+        assert!(gone.is_none());
+        assert!(lock(&stores.written.generations).is_empty());
     }
 }
