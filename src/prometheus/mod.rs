@@ -58,11 +58,15 @@ pub struct PrometheusSource {
 /// One recorded family: the last read, locked while a read is in flight.
 type Slot = Arc<tokio::sync::Mutex<Option<Fetched>>>;
 
-/// A recorded family and when it was read.
+/// A recorded family (or why it could not be read) and when it was read.
 struct Fetched {
     at: std::time::Instant,
-    family: Arc<crate::slo::recorded::Family>,
+    family: Result<Arc<crate::slo::recorded::Family>, SourceError>,
 }
+
+/// How long a failed read of a recorded family is answered from memory: a Prometheus
+/// that is down costs one timeout per family, not one per SloPolicy.
+const FAILED_FAMILY_KEPT: Duration = Duration::from_secs(10);
 
 /// What is known of a Prometheus' scrape interval.
 #[derive(Clone, Copy, Default)]
@@ -122,26 +126,31 @@ impl PrometheusSource {
             families.entry(name.to_string()).or_default().clone()
         };
         let mut slot = slot.lock().await;
-        if let Some(f) = slot.as_ref().filter(|f| f.at.elapsed() < max_age) {
-            return Ok((f.family.clone(), false));
-        }
-        let result = self.instant(name, Timestamp::now()).await?;
-        let family: crate::slo::recorded::Family = match result.data() {
-            Data::Vector(v) => v
-                .iter()
-                .filter_map(|s| {
-                    let key = crate::slo::recorded::SeriesKey::from_labels(s.metric())?;
-                    Some((key, s.sample().value()))
-                })
-                .collect(),
-            _ => Default::default(),
+        let fresh = |f: &&Fetched| match &f.family {
+            Ok(_) => f.at.elapsed() < max_age,
+            Err(_) => f.at.elapsed() < max_age.min(FAILED_FAMILY_KEPT),
         };
-        let family = Arc::new(family);
+        if let Some(f) = slot.as_ref().filter(fresh) {
+            return f.family.clone().map(|family| (family, false));
+        }
+        let family = self.instant(name, Timestamp::now()).await.map(|result| {
+            let family: crate::slo::recorded::Family = match result.data() {
+                Data::Vector(v) => v
+                    .iter()
+                    .filter_map(|s| {
+                        let key = crate::slo::recorded::SeriesKey::from_labels(s.metric())?;
+                        Some((key, s.sample().value()))
+                    })
+                    .collect(),
+                _ => Default::default(),
+            };
+            Arc::new(family)
+        });
         *slot = Some(Fetched {
             at: std::time::Instant::now(),
             family: family.clone(),
         });
-        Ok((family, true))
+        family.map(|family| (family, true))
     }
 
     /// The shortest scrape interval among the active targets: how often new samples

@@ -79,12 +79,12 @@ pub fn families(spec: &SloPolicySpec) -> Vec<(String, String)> {
 }
 
 /// The readings of every objective from the recorded families (by name), or None when
-/// an objective has no recorded series at all (its rules are not loaded, or are
-/// outdated, or its service has no data yet): then the policy is read with its own
-/// queries.
+/// an objective lacks the series of a window (its rules are not loaded, are outdated or
+/// have not evaluated yet, or its service has no data): then the policy is read with its
+/// own queries.
 ///
-/// A family without the objective's series, or with NaN (no events), is no data for
-/// that window. Burn rates are turned back into error ratios.
+/// NaN (no events in the window) is no data. The coverage series may be missing (it
+/// needs hours of data): no coverage. Burn rates are turned back into error ratios.
 pub fn readings(
     spec: &SloPolicySpec,
     namespace: &str,
@@ -101,7 +101,11 @@ pub fn readings(
                 .iter()
                 .map(|(reading, name)| (reading.clone(), value(name, &key)))
                 .collect();
-            if found.iter().all(|(_, v)| v.is_none()) {
+            let windows_recorded = found
+                .iter()
+                .filter(|(reading, _)| reading != COVERAGE)
+                .all(|(_, v)| v.is_some());
+            if !windows_recorded {
                 return None;
             }
             let budget = 1.0 - o.target / 100.0;
@@ -147,27 +151,28 @@ spec:
     }
 
     #[test]
-    fn a_new_service_is_read_from_the_windows_it_has_and_a_changed_spec_is_not() {
+    fn a_new_service_is_read_without_coverage_and_a_changed_spec_is_not() {
         let spec = spec();
         let key = SeriesKey::of("shop", "web", &spec.objectives[0]);
+        let burn = |w: &str| if w == "1h" { f64::NAN } else { 2.0 };
         // Minutes of data: no coverage series yet (its subquery steps are hours apart).
-        let recorded: HashMap<String, Arc<Family>> = [
-            (
-                rules::burn_rate_record("5m"),
-                Arc::new([(key.clone(), 2.0)].into()),
-            ),
-            (
-                rules::burn_rate_record("1h"),
-                Arc::new([(key, f64::NAN)].into()),
-            ),
-        ]
-        .into();
+        let mut recorded: HashMap<String, Arc<Family>> = windows(&spec)
+            .iter()
+            .map(|w| {
+                let family: Family = [(key.clone(), burn(w))].into();
+                (rules::burn_rate_record(w), Arc::new(family))
+            })
+            .collect();
         let read = readings(&spec, "shop", "web", &recorded).expect("recorded");
         let ratio = read[0]["5m"].unwrap();
         assert!((ratio - 0.002).abs() < 1e-12, "{ratio}");
         assert_eq!(read[0]["1h"], None, "NaN is no data");
-        assert_eq!(read[0]["28d"], None);
         assert_eq!(read[0][COVERAGE], None);
+        // A window whose series is missing (a rule not evaluated yet): read raw.
+        let all = recorded.clone();
+        recorded.remove(&rules::burn_rate_record("28d"));
+        assert_eq!(readings(&spec, "shop", "web", &recorded), None);
+        let recorded = all;
         // Another policy, and this one's spec after a change of target: not recorded.
         assert_eq!(readings(&spec, "shop", "other", &recorded), None);
         let mut changed = spec.clone();

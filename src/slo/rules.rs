@@ -116,7 +116,7 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
         let group = format!("guardrails-{namespace}-{name}-{}", objective.name);
         out.push(RuleGroup {
             name: group.clone(),
-            interval: spec.interval.to_string(),
+            interval: short_interval(spec.interval.as_duration()),
             rules: short,
         });
         out.push(RuleGroup {
@@ -128,15 +128,23 @@ pub fn rules(policy: &SloPolicy) -> Result<RuleFile, String> {
     Ok(RuleFile { groups: out })
 }
 
-/// Windows from a day up change little between two evaluations: their group evaluates
-/// five times less often than the policy, at most every two minutes (well inside
-/// Prometheus' five-minute lookback) and never more often than the policy.
+/// Windows from a day up change little between two evaluations.
 const LONG_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
 
+/// No group evaluates less often than this: a recorded sample older than Prometheus'
+/// five-minute lookback reads as no series at all.
+const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The policy's interval, at most [`MAX_INTERVAL`].
+fn short_interval(interval: std::time::Duration) -> String {
+    crate::api::PromDuration::from_duration(interval.min(MAX_INTERVAL)).to_string()
+}
+
+/// Five times less often than the policy, at most every [`MAX_INTERVAL`] and never more
+/// often than the short windows.
 fn long_interval(interval: std::time::Duration) -> String {
-    let every = (interval * 5)
-        .min(std::time::Duration::from_secs(120))
-        .max(interval);
+    let short = interval.min(MAX_INTERVAL);
+    let every = (interval * 5).min(MAX_INTERVAL).max(short);
     crate::api::PromDuration::from_duration(every).to_string()
 }
 
@@ -317,12 +325,13 @@ spec:
     }
 
     #[test]
-    fn long_windows_evaluate_less_often_never_more_often_than_the_policy() {
+    fn long_windows_evaluate_less_often_and_every_group_inside_the_lookback() {
         let every = |s: u64| long_interval(std::time::Duration::from_secs(s));
         assert_eq!(every(1), "5s");
         assert_eq!(every(30), "2m");
         assert_eq!(every(60), "2m");
-        assert_eq!(every(300), "5m");
+        assert_eq!(every(300), "2m", "inside Prometheus' lookback");
+        assert_eq!(short_interval(std::time::Duration::from_secs(600)), "2m");
     }
 
     #[test]

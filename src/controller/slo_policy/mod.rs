@@ -129,19 +129,23 @@ async fn next_status(
     let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
     let (recorded, mut sent) = observe_recorded(&source, spec, &namespace, &name, interval).await;
     let (observation, from) = match recorded {
-        Some(readings) => (slo::Observation::Read(readings), IndicatorSource::Recorded),
-        None => {
+        Ok(Some(readings)) => (
+            slo::Observation::Read(readings),
+            Some(IndicatorSource::Recorded),
+        ),
+        Ok(None) => {
             let (observation, raw) = observe(&source, spec, &indicators, at).await;
             sent += raw;
-            (observation, IndicatorSource::Raw)
+            (observation, Some(IndicatorSource::Raw))
         }
+        Err(why) => (slo::Observation::Unavailable(why), None),
     };
     ctx.metrics.prometheus_queries.inc_by(sent);
     let next = match threshold_problem(&source, spec, &observation, at).await {
         Some(m) => slo::invalid(spec, generation, previous, &m, &time),
         None => {
             let mut next = slo::evaluate(spec, generation, previous, &observation, &time);
-            next.source = Some(from);
+            next.source = from.or(previous.source);
             next
         }
     };

@@ -58,15 +58,16 @@ pub async fn observe<S: MetricSource>(
 
 /// The readings of every objective from the recorded series, when the policy's rules
 /// are recorded (see `slo::recorded::readings`); each family is read at most once per
-/// `max_age` for all policies. Returns the readings (None: read the raw metrics) and
-/// the number of queries sent.
+/// `max_age` for all policies. Returns the readings (Ok(None): read the raw metrics;
+/// Err: Prometheus did not answer, and every policy's raw queries would not help it)
+/// and the number of queries sent.
 pub async fn observe_recorded(
     source: &crate::prometheus::PrometheusSource,
     spec: &SloPolicySpec,
     namespace: &str,
     policy: &str,
     max_age: std::time::Duration,
-) -> (Option<Vec<crate::slo::Readings>>, u64) {
+) -> (Result<Option<Vec<crate::slo::Readings>>, String>, u64) {
     let families = crate::slo::recorded::families(spec);
     let read = join_all(
         families
@@ -82,12 +83,11 @@ pub async fn observe_recorded(
                 sent += u64::from(queried);
                 recorded.insert(name.clone(), family);
             }
-            // The raw queries will say what is wrong with Prometheus.
-            Err(_) => return (None, sent),
+            Err(e) => return (Err(e.to_string()), sent),
         }
     }
     let readings = crate::slo::recorded::readings(spec, namespace, policy, &recorded);
-    (readings, sent)
+    (Ok(readings), sent)
 }
 
 /// A latency objective whose window has no data although its histogram has buckets:
