@@ -97,6 +97,34 @@ async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
         },
     )
     .await;
+    // Nothing left to change: every target scaled to 0 and seen so by the Deployment
+    // controller (the simulator's status writes wake the rollout that watches it).
+    guardrails_sandbox::wait::eventually(
+        "every target at 0 and every primary available",
+        Duration::from_secs(180),
+        || async {
+            let list = env.deployments().list(&Default::default()).await.unwrap();
+            let unsettled = list
+                .items
+                .iter()
+                .filter(|d| {
+                    let name = d.metadata.name.as_deref().unwrap_or_default();
+                    let status = d.status.clone().unwrap_or_default();
+                    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let settled = status.observed_generation == d.metadata.generation
+                        && status.replicas.unwrap_or(0) == want
+                        && status.available_replicas.unwrap_or(0) == want;
+                    !settled || (!name.ends_with("-primary") && want != 0)
+                })
+                .count();
+            if unsettled == 0 {
+                Ok(())
+            } else {
+                Err(unsettled)
+            }
+        },
+    )
+    .await;
     // Adoption's last requeues settle first; then a minute of nothing to do.
     env.reconciles_once_quiet(Duration::from_secs(5), Duration::ZERO)
         .await;
