@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::env::*;
 use guardrails::api::{GuardedRollout, Phase};
-use kube::api::PostParams;
 use serde_json::json;
 
 const ROLLOUTS: usize = 200;
@@ -65,23 +64,8 @@ async fn queries(env: &Env) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
     let env = env("idle").await;
-    for i in 0..ROLLOUTS {
-        let name = format!("app-{i:03}");
-        env.deployments()
-            .create(
-                &PostParams::default(),
-                &deployment(&name, "app:1", 1, json!({})),
-            )
-            .await
-            .unwrap();
-        let mut gr = rollout(json!({}));
-        gr.metadata.name = Some(name.clone());
-        gr.spec.target_ref.name = name;
-        env.rollouts()
-            .create(&PostParams::default(), &gr)
-            .await
-            .unwrap();
-    }
+    env.create_rollouts((0..ROLLOUTS).map(|i| format!("app-{i:03}")))
+        .await;
     let idle = |g: &GuardedRollout| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle);
     guardrails_sandbox::wait::eventually(
         "every rollout adopted and Idle",

@@ -350,23 +350,8 @@ async fn an_operator_starting_on_more_rollouts_than_it_reconciles_at_once_adopts
     let (cp, client, ns) = common::cluster("existing").await;
     let mut env = env_in(client, ns, Operator::unelected(cp.config().clone())).await;
     env.operator.abort();
-    for i in 0..ROLLOUTS {
-        let name = format!("app-{i:02}");
-        env.deployments()
-            .create(
-                &PostParams::default(),
-                &deployment(&name, "app:1", 1, json!({})),
-            )
-            .await
-            .unwrap();
-        let mut gr = rollout(json!({}));
-        gr.metadata.name = Some(name.clone());
-        gr.spec.target_ref.name = name;
-        env.rollouts()
-            .create(&PostParams::default(), &gr)
-            .await
-            .unwrap();
-    }
+    env.create_rollouts((0..ROLLOUTS).map(|i| format!("app-{i:02}")))
+        .await;
     let operator = Operator::unelected(cp.config().clone());
     env.operator = start_operator(operator, &env.ns, env.prom.url(), &env.metrics);
     guardrails_sandbox::wait::eventually(

@@ -299,6 +299,28 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// For each name, a one-replica Deployment on app:1 and a GuardedRollout of it with
+    /// [`rollout`]'s steps; nothing waits for adoption.
+    #[allow(dead_code)]
+    pub async fn create_rollouts(&self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            self.deployments()
+                .create(
+                    &PostParams::default(),
+                    &deployment(&name, "app:1", 1, json!({})),
+                )
+                .await
+                .unwrap();
+            let mut gr = rollout(json!({}));
+            gr.metadata.name = Some(name.clone());
+            gr.spec.target_ref.name = name;
+            self.rollouts()
+                .create(&PostParams::default(), &gr)
+                .await
+                .unwrap();
+        }
+    }
+
     pub async fn create(&self, d: &Deployment, gr: &GuardedRollout) {
         self.deployments()
             .create(&PostParams::default(), d)
