@@ -18,13 +18,13 @@
 mod world;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
-use futures::StreamExt;
+use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, ResourceExt,
@@ -141,65 +141,91 @@ fn lock(world: &Shared) -> std::sync::MutexGuard<'_, World> {
     world.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Feeds Deployment events into the world and writes back the status the Deployment
-/// controller would, every tick.
+/// Feeds Deployment events into the world, and writes back the status the Deployment
+/// controller would every tick. The two run apart so that a slow apiserver delays
+/// status writes, never the intake of new Deployments.
 async fn run(api: Api<Deployment>, client: Client, world: Shared, config: Config) {
+    let writer = tokio::spawn(write_statuses(client, world.clone()));
+    let _abort = AbortOnDrop(writer);
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut ticker = tokio::time::interval(TICK);
-    let mut written: HashMap<String, DeploymentStatus> = HashMap::new();
-    let mut listing: Option<Vec<String>> = None;
-    loop {
-        tokio::select! {
-            event = events.next() => {
-                let Some(event) = event else { return };
-                let Ok(event) = event else { continue };
-                let now = Instant::now();
-                let mut w = lock(&world);
-                match event {
-                    watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
-                        if let Some(l) = listing.as_mut() {
-                            l.push(format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any()));
-                        }
-                        w.apply(view(&d, &config), now);
-                    }
-                    watcher::Event::Delete(d) => {
-                        w.delete(&d.namespace().unwrap_or_default(), &d.name_any(), now);
-                    }
-                    watcher::Event::Init => listing = Some(Vec::new()),
-                    watcher::Event::InitDone => {
-                        // Deployments deleted while the watch was down.
-                        let seen = listing.take().unwrap_or_default();
-                        for k in w.keys().into_iter().filter(|k| !seen.contains(k)) {
-                            if let Some((ns, name)) = k.split_once('/') {
-                                w.delete(ns, name, now);
-                            }
-                        }
-                    }
+    let mut listing: Option<HashSet<String>> = None;
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        let now = Instant::now();
+        let mut w = lock(&world);
+        match event {
+            watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
+                if let Some(l) = listing.as_mut() {
+                    l.insert(format!(
+                        "{}/{}",
+                        d.namespace().unwrap_or_default(),
+                        d.name_any()
+                    ));
                 }
+                w.apply(view(&d, &config), now);
             }
-            _ = ticker.tick() => {
-                let now = Instant::now();
-                let changed: Vec<(String, DeploymentStatus)> = {
-                    let mut w = lock(&world);
-                    w.advance(now);
-                    w.keys()
-                        .into_iter()
-                        .filter_map(|k| {
-                            let (ns, name) = k.split_once('/')?;
-                            let s = w.status(ns, name, now)?;
-                            (written.get(&k) != Some(&s)).then_some((k, s))
-                        })
-                        .collect()
-                };
-                for (k, s) in changed {
-                    if write_status(&client, &k, &s).await {
-                        written.insert(k, s);
+            watcher::Event::Delete(d) => {
+                w.delete(&d.namespace().unwrap_or_default(), &d.name_any(), now);
+            }
+            watcher::Event::Init => listing = Some(HashSet::new()),
+            watcher::Event::InitDone => {
+                // Deployments deleted while the watch was down.
+                let seen = listing.take().unwrap_or_default();
+                for k in w.keys().into_iter().filter(|k| !seen.contains(k)) {
+                    if let Some((ns, name)) = k.split_once('/') {
+                        w.delete(ns, name, now);
                     }
                 }
             }
         }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Status writes in flight at once, as kube-controller-manager's Deployment workers.
+const STATUS_WRITERS: usize = 16;
+
+/// Every tick, writes the statuses that changed since they were last written.
+async fn write_statuses(client: Client, world: Shared) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: HashMap<String, DeploymentStatus> = HashMap::new();
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let changed: Vec<(String, DeploymentStatus)> = {
+            let mut w = lock(&world);
+            w.advance(now);
+            let keys = w.keys();
+            // A Deployment deleted and created again is written afresh.
+            written.retain(|k, _| keys.contains(k));
+            keys.into_iter()
+                .filter_map(|k| {
+                    let (ns, name) = k.split_once('/')?;
+                    let s = w.status(ns, name, now)?;
+                    (written.get(&k) != Some(&s)).then_some((k, s))
+                })
+                .collect()
+        };
+        let done: Vec<(String, DeploymentStatus)> = stream::iter(changed)
+            .map(|(k, s)| {
+                let client = client.clone();
+                async move { write_status(&client, &k, &s).await.then_some((k, s)) }
+            })
+            .buffer_unordered(STATUS_WRITERS)
+            .filter_map(|r| async move { r })
+            .collect()
+            .await;
+        written.extend(done);
     }
 }
 

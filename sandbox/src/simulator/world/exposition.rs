@@ -9,7 +9,7 @@ impl World {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# TYPE http_requests_total counter\n");
-        for (name, pod) in &self.pods {
+        for (name, pod) in self.pods.values().flat_map(|pods| pods.iter()) {
             let (requests, errors) = (
                 pod.requests.floor(),
                 pod.errors.floor().min(pod.requests.floor()),
@@ -28,7 +28,7 @@ impl World {
             }
         }
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (name, pod) in &self.pods {
+        for (name, pod) in self.pods.values().flat_map(|pods| pods.iter()) {
             let requests = pod.requests.floor();
             if requests < 1.0 {
                 continue;

@@ -11,7 +11,7 @@
 //!   again from 0 when a pod restarts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
@@ -60,7 +60,6 @@ pub struct DeploymentStatus {
 #[derive(Debug, Clone)]
 struct Pod {
     namespace: String,
-    deployment: String,
     hash: String,
     behaviour: Behaviour,
     started: Instant,
@@ -75,7 +74,6 @@ impl Pod {
     fn new(view: &DeploymentView, now: Instant) -> Self {
         Pod {
             namespace: view.namespace.clone(),
-            deployment: view.name.clone(),
             hash: view.hash.clone(),
             behaviour: view.behaviour.clone(),
             started: now,
@@ -83,11 +81,6 @@ impl Pod {
             errors: 0.0,
             counted_to: now,
         }
-    }
-
-    /// Whether the pod belongs to this Deployment (any template).
-    fn of(&self, view: &DeploymentView) -> bool {
-        self.namespace == view.namespace && self.deployment == view.name
     }
 
     fn ready_at(&self) -> Option<Instant> {
@@ -133,11 +126,15 @@ struct App {
     rps: f64,
 }
 
-/// Every simulated Deployment, pod and app.
+/// Pods by name.
+type Pods = BTreeMap<String, Pod>;
+
+/// Every simulated Deployment, pod and app. Pods are kept by Deployment, so that a pass
+/// over the world costs in proportion to its pods, not their square.
 #[derive(Debug, Default)]
 pub struct World {
     deployments: BTreeMap<String, Rollout>,
-    pods: BTreeMap<String, Pod>,
+    pods: BTreeMap<String, Pods>,
     apps: BTreeMap<(String, String), App>,
     clock: Option<Instant>,
 }
@@ -174,9 +171,9 @@ impl World {
     /// A Deployment was deleted: its pods go with it.
     pub fn delete(&mut self, namespace: &str, name: &str, now: Instant) {
         self.advance(now);
-        self.deployments.remove(&key(namespace, name));
-        self.pods
-            .retain(|_, p| !(p.namespace == namespace && p.deployment == name));
+        let k = key(namespace, name);
+        self.deployments.remove(&k);
+        self.pods.remove(&k);
     }
 
     /// Keys (namespace/name) of the Deployments known.
@@ -187,13 +184,16 @@ impl World {
     /// Restarts every pod of a Deployment: counters from 0, unready for the delay.
     pub fn restart(&mut self, namespace: &str, name: &str, now: Instant) {
         self.advance(now);
-        for p in self.pods.values_mut() {
-            if p.namespace == namespace && p.deployment == name {
-                p.started = now;
-                p.requests = 0.0;
-                p.errors = 0.0;
-                p.counted_to = now;
-            }
+        for p in self
+            .pods
+            .entry(key(namespace, name))
+            .or_default()
+            .values_mut()
+        {
+            p.started = now;
+            p.requests = 0.0;
+            p.errors = 0.0;
+            p.counted_to = now;
         }
     }
 
@@ -201,14 +201,19 @@ impl World {
     /// updates move on as new pods become ready.
     pub fn advance(&mut self, now: Instant) {
         let from = self.clock.unwrap_or(now).min(now);
+        // When each app's first pod became (or becomes) ready.
+        let mut firsts: HashMap<(&str, &str), Instant> = HashMap::new();
+        for p in self.pods.values().flat_map(|pods| pods.values()) {
+            if let Some(t) = p.ready_at() {
+                let first = firsts
+                    .entry((p.namespace.as_str(), p.behaviour.app.as_str()))
+                    .or_insert(t);
+                *first = (*first).min(t);
+            }
+        }
         for ((ns, app), state) in self.apps.iter_mut() {
-            let pods: Vec<&Pod> = self
-                .pods
-                .values()
-                .filter(|p| &p.namespace == ns && &p.behaviour.app == app)
-                .collect();
             // Ready pods only increase between two calls: the gap is [from, first ready).
-            let first_ready = pods.iter().filter_map(|p| p.ready_at()).min();
+            let first_ready = firsts.get(&(ns.as_str(), app.as_str())).copied();
             let ready_from = first_ready.map_or(now, |t| t.max(from).min(now));
             if state.served {
                 state.lost += state.rps * (ready_from - from).as_secs_f64();
@@ -217,7 +222,7 @@ impl World {
                 state.served = true;
             }
         }
-        for p in self.pods.values_mut() {
+        for p in self.pods.values_mut().flat_map(|pods| pods.values_mut()) {
             p.advance(now);
         }
         self.clock = Some(now);
@@ -233,56 +238,28 @@ impl World {
             return;
         };
         let view = r.view.clone();
-        let new = self.scale_new(&view, now);
+        let pods = self.pods.entry(k.to_string()).or_default();
+        let new = scale_new(pods, &view, now);
         // maxUnavailable 0: old pods stay until as many new ones are ready.
-        let ready_new = new.iter().filter(|n| self.pods[*n].ready(now)).count();
+        let ready_new = new.iter().filter(|n| pods[*n].ready(now)).count();
         let keep_old = (view.replicas.max(0) as usize).saturating_sub(ready_new);
-        let mut old: Vec<String> = self
-            .pods
+        let mut old: Vec<String> = pods
             .iter()
-            .filter(|(_, p)| p.of(&view) && p.hash != view.hash)
+            .filter(|(_, p)| p.hash != view.hash)
             .map(|(n, _)| n.clone())
             .collect();
-        old.sort_by_key(|n| std::cmp::Reverse(self.pods[n].ready(now)));
+        old.sort_by_key(|n| std::cmp::Reverse(pods[n].ready(now)));
         for gone in old.into_iter().skip(keep_old) {
-            self.pods.remove(&gone);
+            pods.remove(&gone);
         }
         let newest_ready = new
             .iter()
-            .filter_map(|n| self.pods[n].ready_at())
+            .filter_map(|n| pods[n].ready_at())
             .filter(|t| *t <= now)
             .max();
         if let (Some(t), Some(r)) = (newest_ready, self.deployments.get_mut(k)) {
             r.progressed = r.progressed.max(t);
         }
-    }
-
-    /// Pods of the current template, created or removed to the desired count (the unready
-    /// go first); their names.
-    fn scale_new(&mut self, view: &DeploymentView, now: Instant) -> Vec<String> {
-        let desired = view.replicas.max(0) as usize;
-        let mut new: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| p.of(view) && p.hash == view.hash)
-            .map(|(n, _)| n.clone())
-            .collect();
-        new.sort_by_key(|n| self.pods[n].ready(now));
-        while new.len() > desired {
-            let gone = new.remove(0);
-            self.pods.remove(&gone);
-        }
-        let mut index = 0;
-        while new.len() < desired {
-            let name = format!("{}-{}-{}", view.name, view.hash, suffix(index));
-            index += 1;
-            if self.pods.contains_key(&name) {
-                continue;
-            }
-            self.pods.insert(name.clone(), Pod::new(view, now));
-            new.push(name);
-        }
-        new
     }
 
     /// The status a Deployment controller would report now.
@@ -291,9 +268,9 @@ impl World {
         let view = &r.view;
         let pods: Vec<&Pod> = self
             .pods
-            .values()
-            .filter(|p| p.namespace == namespace && p.deployment == name)
-            .collect();
+            .get(&key(namespace, name))
+            .map(|pods| pods.values().collect())
+            .unwrap_or_default();
         let count = |f: &dyn Fn(&Pod) -> bool| pods.iter().filter(|p| f(p)).count() as i32;
         let updated = count(&|p| p.hash == view.hash);
         let ready = count(&|p| p.ready(now));
@@ -347,11 +324,41 @@ impl World {
     /// Names of a Deployment's pods, with whether each is ready.
     pub fn pods_of(&self, namespace: &str, name: &str, now: Instant) -> Vec<(String, bool)> {
         self.pods
-            .iter()
-            .filter(|(_, p)| p.namespace == namespace && p.deployment == name)
-            .map(|(n, p)| (n.clone(), p.ready(now)))
-            .collect()
+            .get(&key(namespace, name))
+            .map(|pods| {
+                pods.iter()
+                    .map(|(n, p)| (n.clone(), p.ready(now)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
+}
+
+/// A Deployment's pods of the current template, created or removed to the desired count
+/// (the unready go first); their names.
+fn scale_new(pods: &mut Pods, view: &DeploymentView, now: Instant) -> Vec<String> {
+    let desired = view.replicas.max(0) as usize;
+    let mut new: Vec<String> = pods
+        .iter()
+        .filter(|(_, p)| p.hash == view.hash)
+        .map(|(n, _)| n.clone())
+        .collect();
+    new.sort_by_key(|n| pods[n].ready(now));
+    while new.len() > desired {
+        let gone = new.remove(0);
+        pods.remove(&gone);
+    }
+    let mut index = 0;
+    while new.len() < desired {
+        let name = format!("{}-{}-{}", view.name, view.hash, suffix(index));
+        index += 1;
+        if pods.contains_key(&name) {
+            continue;
+        }
+        pods.insert(name.clone(), Pod::new(view, now));
+        new.push(name);
+    }
+    new
 }
 
 /// The 5-character pod suffix for the i-th pod of a ReplicaSet.
