@@ -6,7 +6,9 @@ mod common;
 use common::repo_path;
 use guardrails::{
     api::{Phase, reference},
-    reasons::{ConditionType, RolloutCondition, RolloutEvent, SloCondition, SloEvent},
+    reasons::{
+        ConditionType, RolloutCondition, RolloutEvent, RuleCondition, SloCondition, SloEvent,
+    },
 };
 
 fn read(rel: &str) -> String {
@@ -48,6 +50,9 @@ fn troubleshooting_covers_every_condition_and_event_reason() {
     wanted.extend(names(SloEvent::ALL.iter().map(|v| v.as_str()).collect()));
     wanted.extend(names(
         SloCondition::ALL.iter().map(|v| v.as_str()).collect(),
+    ));
+    wanted.extend(names(
+        RuleCondition::ALL.iter().map(|v| v.as_str()).collect(),
     ));
     wanted.extend(names(
         ConditionType::ALL.iter().map(|v| v.as_str()).collect(),

@@ -289,3 +289,196 @@ async fn invalid_policy_gets_a_condition_and_others_carry_on() {
         "the other policy keeps its series"
     );
 }
+
+/// The policy's own PrometheusRule, under the documented RBAC: a condition while the
+/// cluster serves no PrometheusRule, then the rule with the user's labels and an owner
+/// reference (which promtool accepts), following a spec change; someone else's rule of
+/// the same name left alone; the rule removed when turned off and when the policy goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owned_prometheus_rule_follows_the_spec_and_goes_with_the_policy() {
+    use guardrails::{controller::slo_policy::rule::FINALIZER, reasons::RuleCondition, slo::rules};
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+    let (cp, client, ns) = cluster("slo-rule").await;
+    common::env::grant_documented_rbac(&client, &ns).await;
+    let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let restricted = Client::try_from(config).unwrap();
+    let prom = Prometheus::start(PrometheusConfig::default())
+        .await
+        .unwrap();
+    let (_ctx, _operator) = start_operator(&restricted, &ns, prom.url());
+    let api = Api::<SloPolicy>::namespaced(client.clone(), &ns);
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PrometheusRule");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "prometheusrules");
+    let prometheus_rules = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
+    let owning = |name: &str, enabled: bool| {
+        let mut p = policy(name, name);
+        p.spec.alerting.prometheus_rule = serde_json::from_value(serde_json::json!(
+            {"enabled": enabled, "labels": {"release": "monitoring"}}
+        ))
+        .unwrap();
+        p
+    };
+    let rule_condition = |p: &SloPolicy| {
+        let s = p.status.as_ref()?;
+        conditions::get(&s.conditions, ConditionType::PrometheusRuleReady)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.observed_generation))
+    };
+
+    // Asked for before the cluster serves PrometheusRules: said, and still evaluated.
+    api.create(&PostParams::default(), &owning("owned", true))
+        .await
+        .unwrap();
+    let p = wait_for(&api, "owned", 40, "CrdMissing", |p| {
+        rule_condition(p).is_some_and(|c| c.1 == RuleCondition::CrdMissing.as_str())
+    })
+    .await;
+    assert_eq!(ready(&p).unwrap().1, SloCondition::Evaluated.as_str());
+    assert!(
+        p.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&FINALIZER.to_string())
+    );
+
+    // The CRD arrives: the rule appears within an interval.
+    let crd_text =
+        std::fs::read_to_string(common::repo_path("tests/fixtures/prometheusrule-crd.yaml"))
+            .unwrap();
+    cp.install_crds(&client, &[serde_yaml::from_str(&crd_text).unwrap()])
+        .await
+        .unwrap();
+    let applied = |generation: i64| {
+        move |p: &SloPolicy| {
+            rule_condition(p) == Some(("True".into(), "Applied".into(), Some(generation)))
+        }
+    };
+    let p = wait_for(&api, "owned", 40, "Applied", applied(1)).await;
+    let rule = prometheus_rules.get("owned-slo").await.unwrap();
+    let labels = rule.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("release").map(String::as_str),
+        Some("monitoring")
+    );
+    assert_eq!(
+        labels.get(rules::LABEL_SLO_POLICY).map(String::as_str),
+        Some("owned")
+    );
+    let owners = rule.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(Some(&owners[0].uid), p.metadata.uid.as_ref());
+    assert_eq!(owners[0].controller, Some(true));
+    assert_eq!(
+        rule.data["spec"],
+        rules::prometheus_rule(&p).unwrap()["spec"]
+    );
+    promtool_accepts(&prom, &rule.data["spec"]);
+
+    // A spec change is followed.
+    let patch = serde_json::json!({"spec": {"objectives": [{"name": "availability", "target": 99.5,
+        "indicator": {"ratio": {"errors": "http_requests_total{service=\"owned\",code=\"500\"}",
+                                "total": "http_requests_total{service=\"owned\"}"}}}]}});
+    merge(&api, "owned", patch).await;
+    let p = wait_for(&api, "owned", 40, "generation 2 applied", applied(2)).await;
+    let changed = prometheus_rules.get("owned-slo").await.unwrap();
+    assert_ne!(changed.data["spec"], rule.data["spec"]);
+    assert_eq!(
+        changed.data["spec"],
+        rules::prometheus_rule(&p).unwrap()["spec"]
+    );
+    promtool_accepts(&prom, &changed.data["spec"]);
+
+    // Someone else's rule of the same name is left alone, and does not hold a deletion.
+    let mut theirs = DynamicObject::new("other-slo", &resource).within(&ns);
+    theirs.data = serde_json::json!({"spec": {"groups": [{"name": "theirs", "rules": []}]}});
+    prometheus_rules
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &owning("other", true))
+        .await
+        .unwrap();
+    wait_for(&api, "other", 40, "NotOwned", |p| {
+        rule_condition(p).is_some_and(|c| c.1 == RuleCondition::NotOwned.as_str())
+    })
+    .await;
+    api.delete("other", &Default::default()).await.unwrap();
+    gone(&api, "other").await;
+    let kept = prometheus_rules.get("other-slo").await.unwrap();
+    assert_eq!(kept.data["spec"], theirs.data["spec"]);
+
+    let has_rule = || async {
+        prometheus_rules
+            .get_opt("owned-slo")
+            .await
+            .unwrap()
+            .is_some()
+    };
+    // Turned off: the rule goes, then the finalizer and the condition.
+    let enabled =
+        |on: bool| serde_json::json!({"spec": {"alerting": {"prometheusRule": {"enabled": on}}}});
+    merge(&api, "owned", enabled(false)).await;
+    wait_for(&api, "owned", 40, "rule released", |p| {
+        rule_condition(p).is_none()
+            && !p
+                .metadata
+                .finalizers
+                .clone()
+                .unwrap_or_default()
+                .contains(&FINALIZER.to_string())
+    })
+    .await;
+    assert!(!has_rule().await);
+
+    // On again, then the policy is deleted: the rule goes with it.
+    merge(&api, "owned", enabled(true)).await;
+    wait_for(&api, "owned", 40, "generation 4 applied", applied(4)).await;
+    assert!(has_rule().await);
+    api.delete("owned", &Default::default()).await.unwrap();
+    gone(&api, "owned").await;
+    assert!(!has_rule().await);
+}
+
+/// `promtool check rules` on a PrometheusRule's spec.
+fn promtool_accepts(prom: &Prometheus, spec: &serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, serde_yaml::to_string(spec).unwrap()).unwrap();
+    let out = std::process::Command::new(prom.promtool())
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A merge patch of a policy.
+async fn merge(api: &Api<SloPolicy>, name: &str, patch: serde_json::Value) {
+    use kube::api::{Patch, PatchParams};
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
+/// Waits until the policy no longer exists.
+async fn gone(api: &Api<SloPolicy>, name: &str) {
+    eventually(
+        &format!("{name} deleted"),
+        Duration::from_secs(40),
+        || async {
+            match api.get_opt(name).await.unwrap() {
+                None => Ok(()),
+                Some(p) => Err(p.metadata.finalizers),
+            }
+        },
+    )
+    .await;
+}

@@ -252,14 +252,45 @@ pub struct Alerting {
     #[serde(default = "default_tiers")]
     #[schemars(length(min = 1, max = 10))]
     pub burn_rate_tiers: Vec<BurnRateTier>,
+
+    /// A prometheus-operator PrometheusRule (`monitoring.coreos.com/v1`) the operator
+    /// owns, named `<policy>-slo` in the policy's namespace, with the recording and
+    /// alerting rules `guardrails rules` prints. Off unless enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_rule: Option<OwnedPrometheusRule>,
 }
 
 impl Default for Alerting {
     fn default() -> Self {
         Self {
             burn_rate_tiers: default_tiers(),
+            prometheus_rule: None,
         }
     }
+}
+
+impl Alerting {
+    /// Whether the operator is asked to own the policy's PrometheusRule.
+    pub fn owns_prometheus_rule(&self) -> bool {
+        self.prometheus_rule.as_ref().is_some_and(|r| r.enabled)
+    }
+}
+
+/// The PrometheusRule the operator keeps for a SloPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedPrometheusRule {
+    /// When true, the operator creates the PrometheusRule, updates it with the spec, and
+    /// deletes it with the SloPolicy or when this turns false (a finalizer,
+    /// `guardrails.dev/prometheus-rule`, holds the SloPolicy's deletion until it is
+    /// gone). The condition `PrometheusRuleReady` says whether it is in place. A
+    /// PrometheusRule of that name that the policy does not own is left alone.
+    pub enabled: bool,
+
+    /// Labels of the PrometheusRule, e.g. those your Prometheus' `ruleSelector`
+    /// matches (kube-prometheus-stack: `release: <its release name>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The Google SRE workbook's multi-window burn-rate tiers.

@@ -28,6 +28,8 @@ pub struct Context {
     pub evaluations: Evaluations,
     /// API resources found by discovery (the HTTPRoute version served).
     pub discovered: crate::traffic::Discovered,
+    /// SloPolicies whose PrometheusRule this process has applied.
+    pub rules_applied: slo_policy::rule::Applied,
 }
 
 /// When this process last evaluated each SloPolicy (generation and time). Its status is
@@ -76,6 +78,7 @@ impl Context {
             },
             evaluations: Evaluations::default(),
             discovered: Default::default(),
+            rules_applied: Default::default(),
         })
     }
 }

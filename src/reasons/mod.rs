@@ -7,7 +7,7 @@ pub mod rollout;
 pub mod slo;
 
 pub use rollout::{RolloutCondition, RolloutEvent};
-pub use slo::{SloCondition, SloEvent};
+pub use slo::{RuleCondition, SloCondition, SloEvent};
 
 /// Declares an enum whose variants are its wire names (or `as "name"` where the API
 /// spells them otherwise), with `ALL`, `as_str`, Display and FromStr. Derives are the
@@ -74,6 +74,9 @@ vocabulary! {
         /// Whether a GuardedRollout's router carries the weights decided (present once a
         /// route write has failed).
         TrafficRouted,
+        /// Whether a SloPolicy's PrometheusRule is in place (present while
+        /// `spec.alerting.prometheusRule.enabled`).
+        PrometheusRuleReady,
     }
 }
 
@@ -116,6 +119,7 @@ mod tests {
         unique(RolloutCondition::ALL.iter().map(|r| r.as_str()).collect());
         unique(SloEvent::ALL.iter().map(|r| r.as_str()).collect());
         unique(SloCondition::ALL.iter().map(|r| r.as_str()).collect());
+        unique(RuleCondition::ALL.iter().map(|r| r.as_str()).collect());
         unique(ConditionType::ALL.iter().map(|r| r.as_str()).collect());
         assert_eq!(
             "Stalled".parse::<ConditionType>(),

@@ -27,6 +27,23 @@ impl SloCondition {
 }
 
 crate::vocabulary! {
+    /// Reasons of a SloPolicy's PrometheusRuleReady condition.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RuleCondition {
+        /// The PrometheusRule holds the rules of the current spec.
+        Applied,
+        /// The spec is invalid, so there are no rules to write (see Ready).
+        InvalidSpec,
+        /// The cluster serves no monitoring.coreos.com/v1 PrometheusRule.
+        CrdMissing,
+        /// A PrometheusRule of that name exists and another owner has it.
+        NotOwned,
+        /// The apiserver refused the write (the message says why, e.g. RBAC).
+        Rejected,
+    }
+}
+
+crate::vocabulary! {
     /// Reasons of the Events a SloPolicy gets.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum SloEvent {

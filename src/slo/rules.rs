@@ -19,14 +19,29 @@ pub const BUDGET_REMAINING_RECORD: &str = "guardrails_slo:error_budget_remaining
 /// Label on a generated PrometheusRule naming its SloPolicy.
 pub const LABEL_SLO_POLICY: &str = "guardrails.dev/slo-policy";
 
+/// Name of a policy's PrometheusRule.
+pub fn prometheus_rule_name(policy: &str) -> String {
+    format!("{policy}-slo")
+}
+
 /// The rules of [`rules`] as a prometheus-operator PrometheusRule
-/// (`monitoring.coreos.com/v1`) named `<policy>-slo` in the policy's namespace.
+/// (`monitoring.coreos.com/v1`) named `<policy>-slo` in the policy's namespace, with
+/// the labels of `spec.alerting.prometheusRule` and the operator's own.
 pub fn prometheus_rule(policy: &SloPolicy) -> Result<serde_json::Value, String> {
     let file = rules(policy)?;
     let name = policy.metadata.name.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = policy
+        .spec
+        .alerting
+        .prometheus_rule
+        .as_ref()
+        .map(|r| r.labels.clone())
+        .unwrap_or_default();
+    labels.insert("app.kubernetes.io/managed-by".into(), "guardrails".into());
+    labels.insert(LABEL_SLO_POLICY.into(), name.clone());
     let mut metadata = serde_json::json!({
-        "name": format!("{name}-slo"),
-        "labels": {"app.kubernetes.io/managed-by": "guardrails", LABEL_SLO_POLICY: name},
+        "name": prometheus_rule_name(&name),
+        "labels": labels,
     });
     if let Some(ns) = &policy.metadata.namespace {
         metadata["namespace"] = ns.clone().into();

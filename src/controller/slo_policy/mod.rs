@@ -2,6 +2,7 @@
 //! burn rates, alerts and gate to status.
 
 mod observe;
+pub mod rule;
 
 pub use observe::{observe, observe_recorded, threshold_problem};
 
@@ -83,11 +84,21 @@ fn error_policy(_: Arc<SloPolicy>, error: &Error, _: Arc<Context>) -> Action {
 pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let namespace = policy.namespace().ok_or(Error::NoNamespace)?;
+    let policy = match rule::prepare(&ctx, policy).await? {
+        rule::Prepared::Deleted => return Ok(Action::await_change()),
+        rule::Prepared::Go(policy) => policy,
+    };
     let now = Timestamp::now();
     let time = Time(now);
     let previous = policy.status.clone().unwrap_or_default();
     let generation = policy.meta().generation;
-    let (next, action) = next_status(&ctx, &policy, &previous, now).await;
+    let (mut next, action) = next_status(&ctx, &policy, &previous, now).await;
+    rule::report(
+        &mut next,
+        rule::sync(&ctx, &policy).await,
+        generation,
+        &time,
+    );
     if slo::without_timestamps(&previous) != slo::without_timestamps(&next) {
         super::write_status(&ctx, policy.as_ref(), &next).await?;
     }
