@@ -4,7 +4,7 @@ CARGO ?= cargo
 
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build test test-env crds docs fmt lint bench soak demo demo-down fresh-check
+.PHONY: all build test test-env image crds docs fmt lint bench soak demo demo-down fresh-check
 
 all: build
 
@@ -15,8 +15,13 @@ build:
 test-env:
 	@bash scripts/test-env.sh
 
-## Everything CI runs: test environment, formatting, lints, all tests.
-test: test-env
+## The operator's OCI image from scratch (release binary, Debian-package root, uid 65532):
+## target/image/guardrails-<version>.oci.tar, named localhost/guardrails:<version>.
+image:
+	@bash scripts/image.sh
+
+## Everything CI runs: test environment, the image, formatting, lints, all tests.
+test: test-env image
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, idempotently, and says what it did:
-#   - Debian packages: etcd, Prometheus (+ promtool), Go and the tools to build kube-apiserver
+#   - Debian packages: etcd, Prometheus (+ promtool), Go and the tools to build kube-apiserver,
+#     buildah, podman and runc for the image
 #   - kube-apiserver, built once from Debian's kubernetes source package and cached in
 #     $GUARDRAILS_CACHE (default ~/.cache/guardrails), unless $KUBEBUILDER_ASSETS has one.
 #   - the Helm engine for the chart tests: helm-python-sdk in a virtualenv in the cache.
@@ -12,22 +13,16 @@ mkdir -p "$BIN"
 
 say() { printf 'test-env: %s\n' "$*"; }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
-}
+. "$(dirname "$0")/packages.sh"
 
 # --- Debian packages -------------------------------------------------------------------
 # rsync, make and the others are called by kubernetes' own build scripts (hack/, build/).
 PACKAGES=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev openssl python3-venv
-  rsync make findutils diffutils gawk coreutils sed grep tar xz-utils ca-certificates)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing Debian packages: ${missing[*]}"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rsync make findutils diffutils gawk coreutils sed grep tar xz-utils ca-certificates
+  buildah podman runc)
+installed="$(ensure_packages "${PACKAGES[@]}")"
+if [ -n "$installed" ]; then
+  say "$installed"
   # The Debian prometheus package may start a system service on :9090; tests run their own.
   as_root sh -c 'command -v systemctl >/dev/null && systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true'
 else

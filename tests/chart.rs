@@ -266,57 +266,217 @@ async fn manifests_are_accepted_and_the_operator_runs_with_them() {
 
     // The binary accepts the chart's arguments and environment: it starts, serves
     // /readyz and takes the chart's Lease in the release namespace.
-    let container = &of_kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let chart = ChartContainer::of(&docs);
     let port = guardrails_sandbox::free_port().unwrap();
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .map(|a| {
-            if a.starts_with("--metrics-addr=") {
-                format!("--metrics-addr=127.0.0.1:{port}")
-            } else {
-                a
-            }
-        })
-        .collect();
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardrails"))
-        .args(&args)
+        .args(chart.args(port))
         .env("KUBECONFIG", cp.kubeconfig())
         .env("POD_NAME", "guardrails-abc12")
         .env("POD_NAMESPACE", &ns)
-        .env(
-            "RUST_LOG",
-            container["env"][0]["value"].as_str().unwrap_or("info"),
-        )
+        .env("RUST_LOG", &chart.rust_log)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let lease_name = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--leader-election-lease="))
-        .expect("the chart names the Lease")
-        .to_string();
-    let leases: Api<Lease> = Api::namespaced(client, &ns);
-    let took = "the operator took the chart's Lease";
-    let holder = guardrails_sandbox::wait::eventually(took, Duration::from_secs(20), || {
-        if let Some(status) = operator.try_wait().unwrap() {
-            panic!("the operator exited with the chart's arguments: {status}");
-        }
-        async {
-            let lease = leases.get_opt(&lease_name).await.unwrap();
-            lease
-                .clone()
-                .and_then(|l| l.spec?.holder_identity)
-                .ok_or(lease)
-        }
-    })
-    .await;
+    let holder = chart
+        .lease_taken(&client, &ns, || {
+            operator.try_wait().unwrap().map(|s| s.to_string())
+        })
+        .await;
     assert!(holder.starts_with("guardrails-abc12-"), "{holder}");
     let ready = guardrails_sandbox::http::get(&format!("127.0.0.1:{port}"), "/readyz").await;
     assert_eq!(ready.map(|r| r.0), Some(200));
     operator.kill().await.unwrap();
+}
+
+/// The operator container of the chart's Deployment.
+struct ChartContainer {
+    args: Vec<String>,
+    rust_log: String,
+    lease: String,
+}
+
+impl ChartContainer {
+    fn of(docs: &[Value]) -> Self {
+        let container = &of_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let lease = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--leader-election-lease="))
+            .expect("the chart names the Lease")
+            .to_string();
+        let rust_log = container["env"][0]["value"].as_str().unwrap_or("info");
+        ChartContainer {
+            args,
+            rust_log: rust_log.to_string(),
+            lease,
+        }
+    }
+
+    /// The chart's arguments, with the metrics served on a loopback port.
+    fn args(&self, port: u16) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| {
+                if a.starts_with("--metrics-addr=") {
+                    format!("--metrics-addr=127.0.0.1:{port}")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// The holder of the chart's Lease once taken; panics if `exited` says the operator
+    /// ended first.
+    async fn lease_taken(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        mut exited: impl FnMut() -> Option<String>,
+    ) -> String {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+        let took = "the operator took the chart's Lease";
+        guardrails_sandbox::wait::eventually(took, Duration::from_secs(30), || {
+            if let Some(status) = exited() {
+                panic!("the operator exited with the chart's arguments: {status}");
+            }
+            async {
+                let lease = leases.get_opt(&self.lease).await.unwrap();
+                lease
+                    .clone()
+                    .and_then(|l| l.spec?.holder_identity)
+                    .ok_or(lease)
+            }
+        })
+        .await
+    }
+}
+
+/// The image `make image` built, run by podman as the chart would run it: as uid 65532 on
+/// a read-only root, with the chart's arguments, it takes the Lease and answers /readyz.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_runs_with_the_charts_arguments() {
+    let archive = std::env::var("GUARDRAILS_IMAGE_ARCHIVE").map_or_else(
+        |_| {
+            repo_path(&format!(
+                "target/image/guardrails-{}.oci.tar",
+                env!("CARGO_PKG_VERSION")
+            ))
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        archive.is_file(),
+        "{} missing: run `make image` (make test does)",
+        archive.display()
+    );
+    let (cp, client, ns) = cluster("image").await;
+    let values = json!({"prometheusUrl": "http://127.0.0.1:1", "watchNamespace": ns});
+    let docs = render(&values, &ns).unwrap();
+    let chart = ChartContainer::of(&docs);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::copy(cp.kubeconfig(), &kubeconfig).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let port = guardrails_sandbox::free_port().unwrap();
+    let container = Podman::run(
+        &format!("guardrails-{ns}"),
+        &[
+            "--read-only".into(),
+            "--network=host".into(),
+            "--cap-drop=all".into(),
+            "--security-opt=no-new-privileges".into(),
+            format!(
+                "--volume={}:/etc/guardrails/kubeconfig:ro",
+                kubeconfig.display()
+            ),
+            "--env=KUBECONFIG=/etc/guardrails/kubeconfig".into(),
+            "--env=POD_NAME=guardrails-img01".into(),
+            format!("--env=POD_NAMESPACE={ns}"),
+            format!("--env=RUST_LOG={}", chart.rust_log),
+            format!("oci-archive:{}", archive.display()),
+        ],
+        &chart.args(port),
+    );
+    let holder = chart.lease_taken(&client, &ns, || container.exited()).await;
+    assert!(holder.starts_with("guardrails-img01-"), "{holder}");
+    let ready = guardrails_sandbox::http::get(&format!("127.0.0.1:{port}"), "/readyz").await;
+    assert_eq!(ready.map(|r| r.0), Some(200));
+    assert_eq!(container.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    let pid = container.inspect("{{.State.Pid}}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65532"; 4],
+        "{uid}"
+    );
+}
+
+/// A detached podman container (runc: crun fails on this kernel), removed when dropped.
+struct Podman {
+    name: String,
+}
+
+impl Podman {
+    fn command() -> Command {
+        let mut c = Command::new("podman");
+        c.args(["--storage-driver=vfs", "--runtime=runc"]);
+        c
+    }
+
+    fn run(name: &str, options: &[String], args: &[String]) -> Self {
+        let out = Self::command()
+            .args(["run", "--detach", "--replace", "--name", name])
+            // Explicit limits: the defaults cannot be raised in this sandbox.
+            .args(["--ulimit=nofile=4096:4096", "--ulimit=nproc=4096:4096"])
+            .args(options)
+            .args(args)
+            .output()
+            .expect("podman (make test-env installs it)");
+        assert!(
+            out.status.success(),
+            "podman run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Podman { name: name.into() }
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        let out = Self::command()
+            .args(["inspect", "--format", format, &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The container's exit and its log, once it has exited.
+    fn exited(&self) -> Option<String> {
+        if self.inspect("{{.State.Running}}") == "true" {
+            return None;
+        }
+        let logs = Self::command().args(["logs", &self.name]).output().unwrap();
+        Some(format!(
+            "{}: {}{}",
+            self.inspect("{{.State.Status}} {{.State.ExitCode}}"),
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        ))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = Self::command().args(["rm", "--force", &self.name]).output();
+    }
 }
