@@ -83,14 +83,42 @@ impl Context {
     }
 }
 
-/// Runs both controllers, for one namespace or all, until SIGTERM; if one ends alone,
-/// both stop rather than run half an operator.
-/// Rollouts read SloPolicies from the store the SloPolicy controller fills.
+/// Runs both controllers, each in a task of its own (they share no thread), for one
+/// namespace or all, until SIGTERM; if one ends alone, both stop rather than run half an
+/// operator, and dropping this future stops both. Rollouts read SloPolicies from the
+/// store the SloPolicy controller fills.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
     let (policies, writer) = kube::runtime::reflector::store();
-    tokio::select! {
-        () = slo_policy::run(namespace.clone(), ctx.clone(), concurrency, writer) => {},
-        () = rollout::run(namespace, ctx, concurrency, policies) => {},
+    let listed = rollout::Listed::default();
+    let slo = slo_policy::run_with(
+        namespace.clone(),
+        ctx.clone(),
+        concurrency,
+        writer,
+        listed.clone(),
+    );
+    let mut slo = Aborting(tokio::spawn(slo));
+    let mut rollouts = Aborting(tokio::spawn(rollout::run(
+        namespace,
+        ctx,
+        concurrency,
+        policies,
+        listed,
+    )));
+    // On SIGTERM both end; the other one gets a moment to finish its reconciles.
+    let other = tokio::select! {
+        _ = &mut slo.0 => &mut rollouts.0,
+        _ = &mut rollouts.0 => &mut slo.0,
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), other).await;
+}
+
+/// A task aborted when its handle is dropped.
+pub(crate) struct Aborting(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

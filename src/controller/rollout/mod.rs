@@ -10,11 +10,11 @@ mod observe;
 mod stores;
 
 pub use checks::pods_regex;
-pub use stores::{Stores, trim};
+pub use stores::{Listed, Lists, Stores, trim};
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::apps::v1::Deployment, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
@@ -31,7 +31,7 @@ use kube::{
 };
 use tracing::{instrument, warn};
 
-use super::{Context, Error};
+use super::{Aborting, Context, Error};
 use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, LABEL_ROLLOUT, Phase, SloPolicy},
     rollout::{
@@ -67,6 +67,7 @@ pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
     slo_policies: Store<SloPolicy>,
+    slo_policies_listed: Listed,
 ) {
     let client = ctx.watch_client.clone();
     fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
@@ -83,28 +84,39 @@ pub async fn run(
     let deployments: Api<Deployment> = scoped(&client, &namespace);
     let metadata: Api<PartialObjectMeta<Deployment>> = scoped(&client, &namespace);
     let (rollout_store, rollout_writer) = reflector::store();
+    let listed = Lists {
+        slo_policies: slo_policies_listed,
+        ..Default::default()
+    };
     let (owned_store, owned_writer) = reflector::store();
     let (version_store, version_writer) = reflector::store();
     let trigger = watcher::watcher(rollouts, watcher::Config::default())
         .default_backoff()
         .modify(trim)
         .reflect(rollout_writer)
+        .inspect_ok(listed.rollouts.mark())
         .applied_objects();
-    let owned = watcher::watcher(
-        deployments,
-        watcher::Config::default().labels(LABEL_ROLLOUT),
-    )
-    .default_backoff()
-    .modify(trim)
-    .reflect(owned_writer)
-    .touched_objects();
+    let (owned, _owned_task) = detached(
+        watcher::watcher(
+            deployments,
+            watcher::Config::default().labels(LABEL_ROLLOUT),
+        )
+        .default_backoff()
+        .modify(trim)
+        .reflect(owned_writer)
+        .inspect_ok(listed.owned.mark())
+        .touched_objects(),
+    );
     // Targets are not ours to label: watch Deployment metadata only (a template change
     // bumps the generation) and map a target to the rollouts that name it.
-    let targets = watcher::watcher(metadata, watcher::Config::default())
-        .default_backoff()
-        .modify(stores::trim_to_version)
-        .reflect(version_writer)
-        .touched_objects();
+    let (targets, _targets_task) = detached(
+        watcher::watcher(metadata, watcher::Config::default())
+            .default_backoff()
+            .modify(stores::trim_to_version)
+            .reflect(version_writer)
+            .inspect_ok(listed.versions.mark())
+            .touched_objects(),
+    );
     let shared = Arc::new(Shared {
         ctx,
         stores: Stores::new(
@@ -112,8 +124,12 @@ pub async fn run(
             owned_store,
             version_store,
             slo_policies,
+            listed.clone(),
         ),
     });
+    // Reconciles start on complete Deployment and SloPolicy stores (their watches run
+    // on their own, whatever the controller is doing).
+    shared.stores.others_ready().await;
     let store = rollout_store.clone();
     Controller::for_stream(trigger, rollout_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -135,6 +151,33 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Runs a watch stream (and the reflector in it) in a task of its own, so that its store
+/// fills at the pace of the apiserver rather than of the controller that consumes it;
+/// the items reach the controller through a channel. The task ends with the guard.
+fn detached<K: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Aborting,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = &item {
+                warn!(error = %e, "watch failed, retrying");
+            }
+            if tx.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    let items = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (items, Aborting(task))
 }
 
 fn error_policy(_: Arc<GuardedRollout>, error: &Error, _: Arc<Shared>) -> Action {

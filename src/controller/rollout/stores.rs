@@ -80,7 +80,50 @@ pub struct Stores {
     /// Every Deployment's name and version.
     pub versions: Store<PartialObjectMeta<Deployment>>,
     pub slo_policies: Store<SloPolicy>,
+    listed: Lists,
     written: Arc<Written>,
+}
+
+/// Whether a watch has delivered its first list, for any number of waiters. (A store's
+/// own `wait_until_ready` keeps one waker, and the controller reading the store is
+/// already waiting on it: a second waiter would take its wake-up.)
+#[derive(Clone)]
+pub struct Listed(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Listed {
+    fn default() -> Self {
+        Listed(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Listed {
+    /// To inspect a watch stream with, after its reflector: marks the first list done.
+    pub fn mark<K>(&self) -> impl FnMut(&kube::runtime::watcher::Event<K>) + use<K> {
+        let done = self.0.clone();
+        move |event| {
+            if matches!(event, kube::runtime::watcher::Event::InitDone) {
+                done.send_replace(true);
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    pub async fn done(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
+/// The first-list marks of the stores.
+#[derive(Clone, Default)]
+pub struct Lists {
+    pub rollouts: Listed,
+    pub owned: Listed,
+    pub versions: Listed,
+    pub slo_policies: Listed,
 }
 
 #[derive(Default)]
@@ -108,12 +151,14 @@ impl Stores {
         owned: Store<Deployment>,
         versions: Store<PartialObjectMeta<Deployment>>,
         slo_policies: Store<SloPolicy>,
+        listed: Lists,
     ) -> Self {
         Stores {
             rollouts,
             owned,
             versions,
             slo_policies,
+            listed,
             written: Default::default(),
         }
     }
@@ -122,18 +167,28 @@ impl Stores {
     #[cfg(test)]
     pub fn empty() -> Self {
         use kube::runtime::reflector::store;
-        Self::new(store().0, store().0, store().0, store().0)
+        Self::new(store().0, store().0, store().0, store().0, Lists::default())
+    }
+
+    /// Waits for the first list of the stores other than the rollouts' own (which the
+    /// controller itself fills).
+    pub async fn others_ready(&self) {
+        for listed in [
+            &self.listed.owned,
+            &self.listed.versions,
+            &self.listed.slo_policies,
+        ] {
+            listed.done().await;
+        }
     }
 
     /// Whether every store has its first list. Never awaited inside a reconcile: the
-    /// controller feeds the stores only while its reconciles make progress.
+    /// controller feeds the rollouts' store only while its reconciles make progress.
     pub fn ready(&self) -> bool {
-        use futures::FutureExt;
-        let ready = |f: Option<Result<(), _>>| matches!(f, Some(Ok(())));
-        ready(self.rollouts.wait_until_ready().now_or_never())
-            && ready(self.owned.wait_until_ready().now_or_never())
-            && ready(self.versions.wait_until_ready().now_or_never())
-            && ready(self.slo_policies.wait_until_ready().now_or_never())
+        let l = &self.listed;
+        [&l.rollouts, &l.owned, &l.versions, &l.slo_policies]
+            .iter()
+            .all(|l| l.is_done())
     }
 
     /// The latest rollout: the cached one unless this process has seen a version the

@@ -40,6 +40,17 @@ pub async fn run(
     concurrency: u16,
     writer: reflector::store::Writer<SloPolicy>,
 ) {
+    run_with(namespace, ctx, concurrency, writer, Default::default()).await
+}
+
+/// [`run`], marking `listed` once the store has its first list.
+pub async fn run_with(
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    writer: reflector::store::Writer<SloPolicy>,
+    listed: super::rollout::Listed,
+) {
     let api: Api<SloPolicy> = match &namespace {
         Some(ns) => Api::namespaced(ctx.watch_client.clone(), ns),
         None => Api::all(ctx.watch_client.clone()),
@@ -52,6 +63,7 @@ pub async fn run(
         .default_backoff()
         .modify(super::rollout::trim)
         .reflect(writer)
+        .inspect_ok(listed.mark())
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(policy) = event {
                 forget_metrics(&on_delete, policy);
