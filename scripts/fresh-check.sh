@@ -2,8 +2,8 @@
 # `make fresh-check`: proves the README's first commands on a machine that has nothing
 # else. A throwaway Debian 12 minbase root is made with debootstrap (from Debian's own
 # packages); the committed project (a clone of HEAD) and this machine's Rust toolchain
-# are put in; inside it `make test-env`, `make demo` and `make demo-down` run as on a
-# fresh machine. Prints the wall time and every package the project installed.
+# are put in; inside it `make test-env`, `make image`, `make demo` and `make demo-down`
+# run as on a fresh machine. Prints the wall time and every package the project installed.
 #
 # Needs root (debootstrap, mounts, chroot). Not part of `make test`.
 set -euo pipefail
@@ -74,6 +74,8 @@ with_rust=$(as_root chroot "$ROOT" dpkg-query -W -f='${Package}\n' | sort)
 
 say "make test-env (first time: apt packages and the kube-apiserver build)"
 inside 'cd /project && make test-env'
+say "make image"
+inside 'cd /project && make image'
 say "make demo"
 inside 'cd /project && make demo'
 say "make demo-down"
