@@ -45,6 +45,9 @@ say "debootstrap --variant=minbase bookworm into $ROOT"
 as_root debootstrap --variant=minbase bookworm "$ROOT" http://deb.debian.org/debian >"${ROOT%/}.debootstrap.log" 2>&1 ||
   { say "ERROR: debootstrap failed, see ${ROOT%/}.debootstrap.log"; exit 1; }
 as_root cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The root is a mount point, as on a machine: buildah makes / private when it unpacks a
+# layer, which fails on a plain directory.
+bind "$ROOT" "$ROOT"
 bind /proc "$ROOT/proc"
 bind /sys "$ROOT/sys"
 bind /dev "$ROOT/dev"
