@@ -482,3 +482,68 @@ async fn gone(api: &Api<SloPolicy>, name: &str) {
     )
     .await;
 }
+
+/// An operator that may not write the finalizer (an older ClusterRole without `patch` on
+/// slopolicies) still evaluates the policy, and says why its PrometheusRule is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_prometheus_rule_never_stops_the_evaluation() {
+    use guardrails::reasons::RuleCondition;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let (cp, client, ns) = cluster("slo-rule-refused").await;
+    // A user of its own (the admin impersonates it), with only the Role below.
+    let user = "slo-without-patch";
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "slo-without-patch"},
+        "rules": [
+            {"apiGroups": ["guardrails.dev"], "resources": ["slopolicies"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["guardrails.dev"], "resources": ["slopolicies/status"],
+             "verbs": ["get", "patch", "update"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"],
+             "verbs": ["create", "patch"]}
+        ]
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "slo-without-patch"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "slo-without-patch"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let mut config = cp.config().clone();
+    config.auth_info.impersonate = Some(user.into());
+    let prom = Prometheus::start(PrometheusConfig::default())
+        .await
+        .unwrap();
+    let (_ctx, _operator) = start_operator(&Client::try_from(config).unwrap(), &ns, prom.url());
+    let api = Api::<SloPolicy>::namespaced(client.clone(), &ns);
+    let mut p = policy("refused", "refused");
+    p.spec.alerting.prometheus_rule =
+        serde_json::from_value(serde_json::json!({"enabled": true})).unwrap();
+    api.create(&PostParams::default(), &p).await.unwrap();
+
+    let p = wait_for(&api, "refused", 40, "evaluated, rule refused", |p| {
+        let rule = p.status.as_ref().and_then(|s| {
+            conditions::get(&s.conditions, ConditionType::PrometheusRuleReady).cloned()
+        });
+        ready(p).is_some_and(|r| r.1 == SloCondition::Evaluated.as_str())
+            && rule.is_some_and(|c| c.reason == RuleCondition::Rejected.as_str())
+    })
+    .await;
+    let status = p.status.unwrap();
+    let rule = conditions::get(&status.conditions, ConditionType::PrometheusRuleReady).unwrap();
+    assert_eq!(rule.status, "False");
+    assert!(rule.message.contains("forbidden"), "{}", rule.message);
+    assert_eq!(status.gate, Some(Gate::Open));
+    assert!(p.metadata.finalizers.unwrap_or_default().is_empty());
+}

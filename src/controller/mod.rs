@@ -105,13 +105,23 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16)
         policies,
         listed,
     )));
-    // On SIGTERM both end; the other one gets a moment to finish its reconciles.
-    let other = tokio::select! {
-        _ = &mut slo.0 => &mut rollouts.0,
-        _ = &mut rollouts.0 => &mut slo.0,
+    // On SIGTERM both end; the other one gets the time of its longest reconcile. A
+    // panic in either ends the process as it would have in one task.
+    let (ended, other) = tokio::select! {
+        r = &mut slo.0 => (r, &mut rollouts.0),
+        r = &mut rollouts.0 => (r, &mut slo.0),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), other).await;
+    if let Err(e) = ended
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, other).await;
 }
+
+/// How long the second controller may take to finish its reconciles after the first
+/// ended (inside the chart's 30 s termination grace).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// A task aborted when its handle is dropped.
 pub(crate) struct Aborting(pub(crate) tokio::task::JoinHandle<()>);

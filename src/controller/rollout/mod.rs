@@ -96,7 +96,10 @@ pub async fn run(
         .reflect(rollout_writer)
         .inspect_ok(listed.rollouts.mark())
         .applied_objects();
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (owned, _owned_task) = detached(
+        "managed Deployments",
+        started.clone(),
         watcher::watcher(
             deployments,
             watcher::Config::default().labels(LABEL_ROLLOUT),
@@ -110,6 +113,8 @@ pub async fn run(
     // Targets are not ours to label: watch Deployment metadata only (a template change
     // bumps the generation) and map a target to the rollouts that name it.
     let (targets, _targets_task) = detached(
+        "Deployment metadata",
+        started.clone(),
         watcher::watcher(metadata, watcher::Config::default())
             .default_backoff()
             .modify(stores::trim_to_version)
@@ -130,6 +135,7 @@ pub async fn run(
     // Reconciles start on complete Deployment and SloPolicy stores (their watches run
     // on their own, whatever the controller is doing).
     shared.stores.others_ready().await;
+    started.store(true, std::sync::atomic::Ordering::Release);
     let store = rollout_store.clone();
     Controller::for_stream(trigger, rollout_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
@@ -155,8 +161,11 @@ pub async fn run(
 
 /// Runs a watch stream (and the reflector in it) in a task of its own, so that its store
 /// fills at the pace of the apiserver rather than of the controller that consumes it;
-/// the items reach the controller through a channel. The task ends with the guard.
+/// the items reach the controller through a channel once it has `started` (before, the
+/// first reconcile of every rollout covers them). The task ends with the guard.
 fn detached<K: Send + 'static>(
+    watch: &'static str,
+    started: Arc<std::sync::atomic::AtomicBool>,
     stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 ) -> (
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -167,7 +176,10 @@ fn detached<K: Send + 'static>(
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             if let Err(e) = &item {
-                warn!(error = %e, "watch failed, retrying");
+                warn!(watch, error = %e, "watch failed, retrying");
+            }
+            if !started.load(std::sync::atomic::Ordering::Acquire) {
+                continue;
             }
             if tx.send(item).is_err() {
                 return;

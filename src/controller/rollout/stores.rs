@@ -173,12 +173,17 @@ impl Stores {
     /// Waits for the first list of the stores other than the rollouts' own (which the
     /// controller itself fills).
     pub async fn others_ready(&self) {
-        for listed in [
-            &self.listed.owned,
-            &self.listed.versions,
-            &self.listed.slo_policies,
-        ] {
-            listed.done().await;
+        let l = &self.listed;
+        let watches = [
+            ("managed Deployments", &l.owned),
+            ("Deployment metadata", &l.versions),
+            ("SloPolicies", &l.slo_policies),
+        ];
+        for (watch, listed) in watches {
+            let wait = std::time::Duration::from_secs(30);
+            while tokio::time::timeout(wait, listed.done()).await.is_err() {
+                tracing::warn!(watch, "rollouts wait for this watch's first list");
+            }
         }
     }
 

@@ -25,7 +25,7 @@ use super::{Context, Error, events};
 use crate::{
     api::{Gate, IndicatorSource, SloPolicy, SloPolicyStatus},
     conditions::{self, ConditionType},
-    reasons::{SloCondition, SloEvent},
+    reasons::{RuleCondition, SloCondition, SloEvent},
     slo,
     telemetry::{BurnRateLabels, GateLabels, ObjectiveLabels},
 };
@@ -96,21 +96,26 @@ fn error_policy(_: Arc<SloPolicy>, error: &Error, _: Arc<Context>) -> Action {
 pub async fn reconcile(policy: Arc<SloPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut timer = ctx.metrics.reconcile_timer(CONTROLLER);
     let namespace = policy.namespace().ok_or(Error::NoNamespace)?;
-    let policy = match rule::prepare(&ctx, policy).await? {
-        rule::Prepared::Deleted => return Ok(Action::await_change()),
-        rule::Prepared::Go(policy) => policy,
+    // The rule's finalizer may fail (a conflict is decided again at once); the
+    // evaluation never waits on it.
+    let (policy, refused) = match rule::prepare(&ctx, policy.clone()).await {
+        Ok(rule::Prepared::Deleted) => return Ok(Action::await_change()),
+        Ok(rule::Prepared::Go(policy)) => (policy, None),
+        Err(e) if e.is_conflict() || policy.meta().deletion_timestamp.is_some() => {
+            return Err(e);
+        }
+        Err(e) => (policy, Some(e.to_string())),
     };
     let now = Timestamp::now();
     let time = Time(now);
     let previous = policy.status.clone().unwrap_or_default();
     let generation = policy.meta().generation;
     let (mut next, action) = next_status(&ctx, &policy, &previous, now).await;
-    rule::report(
-        &mut next,
-        rule::sync(&ctx, &policy).await,
-        generation,
-        &time,
-    );
+    let outcome = match refused {
+        Some(why) => rule::Outcome::Set(RuleCondition::Rejected, why),
+        None => rule::sync(&ctx, &policy).await,
+    };
+    rule::report(&mut next, outcome, generation, &time);
     if slo::without_timestamps(&previous) != slo::without_timestamps(&next) {
         super::write_status(&ctx, policy.as_ref(), &next).await?;
     }
