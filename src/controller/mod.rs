@@ -142,8 +142,6 @@ pub enum Error {
     NoNamespace,
     #[error("object has no name or uid to own the objects it manages")]
     NoOwnerReference,
-    #[error("finalizer: {0}")]
-    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -153,22 +151,12 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::NoNamespace => "no-namespace",
             Error::NoOwnerReference => "no-owner-reference",
-            Error::Finalizer(_) => "finalizer",
         }
     }
 
-    /// The object changed since it was read: decide again on the latest at once (also
-    /// when the reconcile ran inside the rollout's finalizer).
+    /// The object changed since it was read: decide again on the latest at once.
     pub fn is_conflict(&self) -> bool {
-        use kube::runtime::finalizer::Error as F;
-        match self {
-            Error::Kube(kube::Error::Api(e)) => e.code == 409,
-            Error::Finalizer(f) => match f.as_ref() {
-                F::ApplyFailed(e) | F::CleanupFailed(e) => e.is_conflict(),
-                _ => false,
-            },
-            _ => false,
-        }
+        matches!(self, Error::Kube(kube::Error::Api(e)) if e.code == 409)
     }
 
     /// When to try again after this error.
@@ -225,6 +213,40 @@ where
     Ok(written)
 }
 
+/// Adds (`on`) or removes the finalizer `name`, on condition that the object is still at
+/// the resourceVersion it was read at. Returns the object as written.
+pub async fn set_finalizer<K>(ctx: &Context, obj: &K, name: &str, on: bool) -> Result<K, Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube::{
+        Api, ResourceExt,
+        api::{Patch, PatchParams},
+    };
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let mut finalizers: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != name)
+        .cloned()
+        .collect();
+    if on {
+        finalizers.push(name.into());
+    }
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": obj.resource_version(),
+        "finalizers": finalizers,
+    }});
+    let written = Api::<K>::namespaced(ctx.client.clone(), &ns)
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    ctx.metrics.wrote("finalizer");
+    Ok(written)
+}
+
 #[cfg(test)]
 mod error_tests {
     use super::*;
@@ -236,12 +258,8 @@ mod error_tests {
     }
 
     #[test]
-    fn a_conflict_inside_the_finalizer_is_retried_at_once() {
-        use kube::runtime::finalizer::Error as F;
-        let wrapped = Error::Finalizer(Box::new(F::ApplyFailed(conflict())));
-        assert_eq!(wrapped.requeue(), CONFLICT_REQUEUE);
+    fn a_conflict_is_retried_at_once() {
         assert_eq!(conflict().requeue(), CONFLICT_REQUEUE);
-        let other = Error::Finalizer(Box::new(F::ApplyFailed(Error::NoNamespace)));
-        assert_eq!(other.requeue(), ERROR_REQUEUE);
+        assert_eq!(Error::NoNamespace.requeue(), ERROR_REQUEUE);
     }
 }

@@ -24,7 +24,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        finalizer::{Event as Finalizer, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -203,25 +202,30 @@ pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Shared>) -> Result<Acti
     if !ctx.stores.ready() {
         return Ok(Action::requeue(STORES_NOT_READY));
     }
-    let api: Api<GuardedRollout> = Api::namespaced(ctx.client.clone(), &ns);
+    let has_finalizer = gr.finalizers().iter().any(|f| f == FINALIZER);
     // Deletion in two phases: the target serves again before anything of ours goes.
-    if gr.meta().deletion_timestamp.is_some()
-        && gr.finalizers().iter().any(|f| f == FINALIZER)
-        && let Some(wait) = deletion::hand_back(&gr, &ctx, &ns).await?
-    {
-        return Ok(wait);
-    }
-    finalizer(&api, FINALIZER, gr, |event| async {
-        match event {
-            Finalizer::Apply(gr) => apply(gr, &ctx, &ns).await,
-            Finalizer::Cleanup(gr) => {
-                ctx.stores.forget_rollout(&gr);
-                deletion::cleanup(gr, &ctx, &ns).await
-            }
+    if gr.meta().deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Action::await_change());
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+        if let Some(wait) = deletion::hand_back(&gr, &ctx, &ns).await? {
+            return Ok(wait);
+        }
+        ctx.stores.forget_rollout(&gr);
+        let action = deletion::cleanup(gr.clone(), &ctx, &ns).await?;
+        super::set_finalizer(&ctx, gr.as_ref(), FINALIZER, false).await?;
+        return Ok(action);
+    }
+    // The finalizer comes before anything of ours exists; the same reconcile goes on
+    // from the rollout as written, so a cold start does not queue every rollout twice.
+    let gr = if has_finalizer {
+        gr
+    } else {
+        let written = super::set_finalizer(&ctx, gr.as_ref(), FINALIZER, true).await?;
+        ctx.stores.wrote_rollout(&written);
+        Arc::new(written)
+    };
+    apply(gr, &ctx, &ns).await
 }
 
 /// One reconcile: observe -> decide -> act -> report.

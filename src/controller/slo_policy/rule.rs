@@ -85,31 +85,8 @@ pub async fn prepare(ctx: &Context, policy: Arc<SloPolicy>) -> Result<Prepared, 
     }
 }
 
-/// Adds or removes the finalizer, on condition of the resourceVersion read.
 async fn set_finalizer(ctx: &Context, policy: &SloPolicy, on: bool) -> Result<SloPolicy, Error> {
-    let ns = policy.namespace().ok_or(Error::NoNamespace)?;
-    let mut finalizers: Vec<String> = policy
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if on {
-        finalizers.push(FINALIZER.into());
-    }
-    let patch = json!({"metadata": {
-        "resourceVersion": policy.resource_version(),
-        "finalizers": finalizers,
-    }});
-    let written = Api::<SloPolicy>::namespaced(ctx.client.clone(), &ns)
-        .patch(
-            &policy.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
-    ctx.metrics.wrote("finalizer");
-    Ok(written)
+    super::super::set_finalizer(ctx, policy, FINALIZER, on).await
 }
 
 /// Deletes the policy's rule when the policy owns it; an absent rule or CRD is done.
