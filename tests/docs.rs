@@ -7,7 +7,8 @@ use common::repo_path;
 use guardrails::{
     api::{Phase, reference},
     reasons::{
-        ConditionType, RolloutCondition, RolloutEvent, RuleCondition, SloCondition, SloEvent,
+        ConditionType, NotifyCondition, RolloutCondition, RolloutEvent, RuleCondition,
+        SloCondition, SloEvent,
     },
 };
 
@@ -56,6 +57,9 @@ fn troubleshooting_covers_every_condition_and_event_reason() {
     ));
     wanted.extend(names(
         ConditionType::ALL.iter().map(|v| v.as_str()).collect(),
+    ));
+    wanted.extend(names(
+        NotifyCondition::ALL.iter().map(|v| v.as_str()).collect(),
     ));
     let missing: Vec<&String> = wanted
         .iter()

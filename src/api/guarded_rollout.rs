@@ -92,6 +92,10 @@ pub struct GuardedRolloutSpec {
     /// How the canary is analysed while it serves traffic.
     #[serde(default)]
     pub analysis: Analysis,
+
+    /// A webhook told when a delivery ends (rolled back, blocked...). Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<super::Notifications>,
 }
 
 /// A reference to an object in the same namespace.

@@ -118,6 +118,9 @@ pub struct GuardedRolloutStatus {
     /// Analysis of the current canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStatus>,
+    /// What spec.notifications has delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<super::NotificationStatus>,
     /// Past deliveries, newest first, at most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

@@ -7,6 +7,7 @@ mod duration;
 #[allow(clippy::duplicated_attributes)]
 mod guarded_rollout;
 mod guarded_rollout_status;
+mod notifications;
 pub mod reference;
 mod schema;
 #[allow(clippy::duplicated_attributes)]
@@ -17,6 +18,7 @@ pub use analysis::*;
 pub use duration::{DURATION_PATTERN, DurationError, PromDuration};
 pub use guarded_rollout::*;
 pub use guarded_rollout_status::*;
+pub use notifications::*;
 pub use slo_policy::*;
 
 use kube::CustomResourceExt;

@@ -241,7 +241,11 @@ where
         "finalizers": finalizers,
     }});
     let written = Api::<K>::namespaced(ctx.client.clone(), &ns)
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
         .await?;
     ctx.metrics.wrote("finalizer");
     Ok(written)

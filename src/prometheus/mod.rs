@@ -268,7 +268,7 @@ impl MetricSource for PrometheusSource {
 
 /// ring is the one TLS crypto provider in the build (kube uses it too); reqwest needs
 /// it installed as the process default.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider was installed first, which is as good.

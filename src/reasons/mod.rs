@@ -6,7 +6,7 @@
 pub mod rollout;
 pub mod slo;
 
-pub use rollout::{RolloutCondition, RolloutEvent};
+pub use rollout::{NotifyCondition, RolloutCondition, RolloutEvent};
 pub use slo::{RuleCondition, SloCondition, SloEvent};
 
 /// Declares an enum whose variants are its wire names (or `as "name"` where the API
@@ -77,6 +77,9 @@ vocabulary! {
         /// Whether a SloPolicy's PrometheusRule is in place (present while
         /// `spec.alerting.prometheusRule.enabled`).
         PrometheusRuleReady,
+        /// Whether a GuardedRollout's webhook can be told (present with
+        /// `spec.notifications`, once its Secret was read).
+        NotificationsReady,
     }
 }
 
@@ -103,6 +106,8 @@ mod tests {
         serde_agrees(Gate::ALL, |v| v.as_str());
         serde_agrees(Severity::ALL, |v| v.as_str());
         serde_agrees(ChangeClass::ALL, |v| v.as_str());
+        serde_agrees(crate::api::NotificationFormat::ALL, |v| v.as_str());
+        serde_agrees(NotifyCondition::ALL, |v| v.as_str());
         assert_eq!(Severity::Page.to_string(), "page");
         assert_eq!(ChangeClass::Corrective.to_string(), "corrective");
     }
@@ -120,6 +125,7 @@ mod tests {
         unique(SloEvent::ALL.iter().map(|r| r.as_str()).collect());
         unique(SloCondition::ALL.iter().map(|r| r.as_str()).collect());
         unique(RuleCondition::ALL.iter().map(|r| r.as_str()).collect());
+        unique(NotifyCondition::ALL.iter().map(|r| r.as_str()).collect());
         unique(ConditionType::ALL.iter().map(|r| r.as_str()).collect());
         assert_eq!(
             "Stalled".parse::<ConditionType>(),

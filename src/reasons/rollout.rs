@@ -32,6 +32,8 @@ crate::vocabulary! {
         InvalidSpec,
         RouteNotFound,
         PrimaryTemplateUnknown,
+        /// A webhook of spec.notifications could not be told (its Secret, or the receiver).
+        NotificationFailed,
     }
 }
 
@@ -56,6 +58,7 @@ impl RolloutEvent {
                 | InvalidSpec
                 | RouteNotFound
                 | PrimaryTemplateUnknown
+                | NotificationFailed
         )
     }
 }
@@ -80,5 +83,21 @@ crate::vocabulary! {
         RouteNotUpdated,
         /// The route carries the weights decided again.
         RouteUpdated,
+    }
+}
+
+crate::vocabulary! {
+    /// Reasons of a GuardedRollout's NotificationsReady condition.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    pub enum NotifyCondition {
+        /// The Secret gives a usable URL, and nothing failed since it was read.
+        Configured,
+        /// The Secret named by spec.notifications.secretRef cannot be read (absent, or not
+        /// among those the operator may read).
+        SecretNotFound,
+        /// The Secret has no usable http(s) URL under its key `url`.
+        SecretInvalid,
+        /// The receiver refused a message or did not answer; retried with backoff.
+        ReceiverFailed,
     }
 }

@@ -4,6 +4,7 @@ mod decide;
 pub mod deletion;
 pub mod gate;
 mod model;
+pub mod notify;
 pub mod status;
 pub mod steps;
 mod tick;

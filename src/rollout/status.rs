@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::{
     api::{GuardedRolloutStatus, Phase},
     conditions::{self, ConditionType},
-    reasons::{RolloutCondition, RolloutEvent},
+    reasons::{NotifyCondition, RolloutCondition, RolloutEvent},
 };
 
 /// What stops a GuardedRollout from being reconciled.
@@ -175,6 +175,30 @@ pub fn set_traffic_routed(
             );
         }
         None => {}
+    }
+}
+
+/// NotificationsReady, from what the notifier recorded: absent without
+/// spec.notifications or before their Secret was first read; False with the last
+/// failure (retried); True once the Secret gives a URL and nothing failed since.
+pub fn set_notifications_ready(s: &mut GuardedRolloutStatus, generation: Option<i64>, now: &Time) {
+    let t = ConditionType::NotificationsReady;
+    let n = s.notifications.clone();
+    let Some(n) = n.filter(|n| n.checked_generation.is_some() || n.failure.is_some()) else {
+        s.conditions.retain(|c| c.type_ != t.as_str());
+        return;
+    };
+    let c = &mut s.conditions;
+    match &n.failure {
+        Some(f) => {
+            let message = format!("{} (retried with backoff)", f.message);
+            conditions::set(c, t, false, f.reason.as_str(), &message, generation, now)
+        }
+        None => {
+            let message = "the webhook's Secret gives a URL; nothing failed since";
+            let reason = NotifyCondition::Configured.as_str();
+            conditions::set(c, t, true, reason, message, generation, now)
+        }
     }
 }
 

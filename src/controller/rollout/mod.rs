@@ -6,6 +6,7 @@ mod autoscaler;
 mod checks;
 mod deletion;
 mod metrics;
+mod notifier;
 mod observe;
 mod stores;
 
@@ -35,7 +36,7 @@ use crate::{
     api::{GuardedRollout, GuardedRolloutStatus, LABEL_ROLLOUT, Phase, SloPolicy},
     rollout::{
         self, Blocker, Observations,
-        status::{Problem, set_conditions, set_traffic_routed},
+        status::{Problem, set_conditions, set_notifications_ready, set_traffic_routed},
     },
 };
 
@@ -50,6 +51,7 @@ pub const FINALIZER: &str = "guardrails.dev/finalizer";
 pub struct Shared {
     ctx: Arc<Context>,
     stores: Stores,
+    notifier: notifier::Notifier,
 }
 
 impl std::ops::Deref for Shared {
@@ -121,8 +123,10 @@ pub async fn run(
             .inspect_ok(listed.versions.mark())
             .touched_objects(),
     );
+    let (notifier, _notifier_task) = notifier::Notifier::start(ctx.clone(), slo_policies.clone());
     let shared = Arc::new(Shared {
         ctx,
+        notifier,
         stores: Stores::new(
             rollout_store.clone(),
             owned_store,
@@ -236,6 +240,7 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Shared, ns: &str) -> Result<Ac
     let Some(gr) = ctx.stores.rollout(&cached, &api).await? else {
         return Ok(Action::await_change());
     };
+    ctx.notifier.wake(&gr);
     let now = Time(Timestamp::now());
     let previous = gr.status.clone().unwrap_or_default();
     let world = observe::read(ctx, &ctx.stores, &gr, ns).await?;
@@ -344,8 +349,10 @@ fn decision(
     let generation = gr.meta().generation;
     let mut decision = rollout::decide(&gr.spec, previous, obs, now);
     decision.status.observed_generation = generation;
+    decision.status.notifications = rollout::notify::carry(&gr.spec, previous);
     let problem = decision.stall.as_ref().map(|s| s.problem());
     set_conditions(&mut decision.status, problem, generation, now);
+    set_notifications_ready(&mut decision.status, generation, now);
     decision
 }
 
