@@ -164,6 +164,117 @@ async fn a_rollback_is_told_once_through_a_failing_receiver_and_a_killed_operato
     assert_eq!(notifications_ready(&ready).unwrap().1, "Configured");
     assert!(status(&told).notifications.unwrap().failure.is_none());
     assert_eq!(status(&ready).phase, Some(Phase::RolledBack));
+    let failed_events = env.events("app").await;
+    let failed_events = failed_events.iter().filter(|e| e.0 == "NotificationFailed");
+    assert_eq!(
+        failed_events.count(),
+        1,
+        "one Event for the same failure, however many retries"
+    );
+    // Turned off, the mark and the condition go; turned on again, nothing from before
+    // is sent.
+    let off = json!({"spec": {"notifications": null}});
+    env.rollouts()
+        .patch("app", &PatchParams::default(), &Patch::Merge(off))
+        .await
+        .unwrap();
+    env.wait_for("app", 20, "notifications status gone", |g| {
+        status(g).notifications.is_none() && notifications_ready(g).is_none()
+    })
+    .await;
+    let on = json!({"spec": {"notifications": {"secretRef": {"name": SECRET}}}});
+    env.rollouts()
+        .patch("app", &PatchParams::default(), &Patch::Merge(on))
+        .await
+        .unwrap();
+    let again = env
+        .wait_for("app", 20, "NotificationsReady True again", |g| {
+            notifications_ready(g).is_some_and(|c| c.0 == "True")
+        })
+        .await;
+    assert_eq!(
+        status(&again).notifications.unwrap().delivered_up_to,
+        Some(notify::key(&entry)),
+        "the mark starts at the newest entry"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.received().len(), received.len(), "nothing resent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_the_operator_died_waiting_on_is_sent_again_with_its_key() {
+    let mut env = env_with("notify-inflight", true).await;
+    let receiver = Receiver::start().await.unwrap();
+    receiver.hold(true);
+    create_secret(&env, SECRET, &receiver.url()).await;
+    let mut gr = notified_rollout(SECRET);
+    gr.spec.notifications.as_mut().unwrap().format = guardrails::api::NotificationFormat::Slack;
+    env.create(&target("app:1", 0.0), &gr).await;
+    env.ship("app:2", 0.3).await;
+    env.wait_phase("app", Phase::RolledBack, 90).await;
+    // The message arrives; the operator dies before the answer.
+    guardrails_sandbox::wait::eventually(
+        "the message arrives",
+        Duration::from_secs(40),
+        || async {
+            let n = receiver.received().len();
+            guardrails_sandbox::wait::reached(n == 1, n)
+        },
+    )
+    .await;
+    env.operator.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    receiver.hold(false);
+    let unmarked = env.rollouts().get("app").await.unwrap();
+    let entry = status(&unmarked).history[0].clone();
+    assert_ne!(
+        status(&unmarked)
+            .notifications
+            .and_then(|n| n.delivered_up_to),
+        Some(notify::key(&entry)),
+        "the operator died before recording it"
+    );
+    let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    env.operator = start_operator(
+        Operator::elected(config),
+        &env.ns,
+        env.prom.url(),
+        &env.metrics,
+    );
+    env.wait_for("app", 60, "the rollback marked as told", |g| {
+        status(g).notifications.and_then(|n| n.delivered_up_to) == Some(notify::key(&entry))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "sent again once: {received:#?}");
+    assert_eq!(received[1].answered, 200);
+    let keys: BTreeSet<_> = received
+        .iter()
+        .map(|r| r.headers.get("idempotency-key").cloned())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "a receiver that keeps keys drops the second: {keys:?}"
+    );
+    let text = received[1].body["text"]
+        .as_str()
+        .expect("a Slack payload")
+        .to_string();
+    for part in [
+        "*RolledBack*",
+        "error-rate",
+        "detected after",
+        "recovered",
+        "|details>",
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

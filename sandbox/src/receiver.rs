@@ -21,7 +21,7 @@ pub struct Received {
     /// Header names lowercased.
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
-    /// The status answered.
+    /// The status answered; 0 while (or if) the request is held.
     pub answered: u16,
 }
 
@@ -29,6 +29,7 @@ pub struct Received {
 pub struct Receiver {
     addr: String,
     status: Arc<AtomicU16>,
+    hold: tokio::sync::watch::Sender<bool>,
     received: Arc<Mutex<Vec<Received>>>,
     task: JoinHandle<()>,
 }
@@ -41,17 +42,20 @@ impl Receiver {
         let status = Arc::new(AtomicU16::new(200));
         let received = Arc::new(Mutex::new(Vec::new()));
         let (s, r) = (status.clone(), received.clone());
+        let hold = tokio::sync::watch::Sender::new(false);
+        let h = hold.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (s, r) = (s.clone(), r.clone());
+                let (s, r, h) = (s.clone(), r.clone(), h.subscribe());
                 tokio::spawn(async move {
-                    let _ = serve(stream, &s, &r).await;
+                    let _ = serve(stream, &s, &r, h).await;
                 });
             }
         });
         Ok(Receiver {
             addr,
             status,
+            hold,
             received,
             task,
         })
@@ -65,6 +69,12 @@ impl Receiver {
     /// Answer every request from now on with `code`.
     pub fn answer(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// While on, requests are recorded when they arrive and answered only once it is
+    /// turned off: a sender that dies meanwhile never learns they arrived.
+    pub fn hold(&self, on: bool) {
+        self.hold.send_replace(on);
     }
 
     /// Every request so far, in order.
@@ -86,6 +96,7 @@ async fn serve(
     mut stream: TcpStream,
     status: &AtomicU16,
     received: &Mutex<Vec<Received>>,
+    mut hold: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -115,16 +126,19 @@ async fn serve(
     }
     let body = serde_json::from_slice(&buf[head_end..head_end + length])
         .unwrap_or(serde_json::Value::Null);
-    let code = status.load(Ordering::SeqCst);
-    received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Received {
+    let index = {
+        let mut all = received.lock().unwrap_or_else(|p| p.into_inner());
+        all.push(Received {
             headers,
             body,
-            answered: code,
+            answered: 0,
         });
+        all.len() - 1
+    };
+    let _ = hold.wait_for(|held| !*held).await;
+    let code = status.load(Ordering::SeqCst);
     let answer = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(answer.as_bytes()).await?;
+    received.lock().unwrap_or_else(|p| p.into_inner())[index].answered = code;
     Ok(())
 }

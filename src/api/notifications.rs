@@ -44,6 +44,7 @@ pub enum NotificationFormat {
 }
 
 /// What this rollout's notifications have delivered, and why the last attempt failed.
+/// Written by the notifier alone.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationStatus {
@@ -68,8 +69,7 @@ pub struct NotificationFailure {
     pub reason: crate::reasons::NotifyCondition,
     /// What went wrong.
     pub message: String,
-    /// Failed attempts in a row.
-    pub attempts: i32,
-    /// When the first of them failed.
+    /// Since when attempts fail this way (retried with backoff, written again only
+    /// when the reason or message changes).
     pub since: Time,
 }

@@ -19,6 +19,8 @@ pub struct Clients {
     pub calls: Client,
     /// Watch streams.
     pub watches: Client,
+    /// The leadership the calls are guarded by, with leader election.
+    pub leadership: Option<Leadership>,
 }
 
 /// The config with the request/response timeouts.
@@ -43,7 +45,11 @@ impl Clients {
             None => builder.build(),
             Some(l) => builder.with_layer(&l.guard()).build(),
         };
-        Ok(Clients { calls, watches })
+        Ok(Clients {
+            calls,
+            watches,
+            leadership: leadership.cloned(),
+        })
     }
 
     /// One client for everything (tests that build their own).
@@ -51,6 +57,7 @@ impl Clients {
         Clients {
             calls: client.clone(),
             watches: client,
+            leadership: None,
         }
     }
 }

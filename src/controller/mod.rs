@@ -30,6 +30,16 @@ pub struct Context {
     pub discovered: crate::traffic::Discovered,
     /// SloPolicies whose PrometheusRule this process has applied.
     pub rules_applied: slo_policy::rule::Applied,
+    /// With leader election: whether this process leads (what it does outside the
+    /// apiserver, such as a webhook call, checks it).
+    pub leadership: Option<crate::leader::Leadership>,
+}
+
+impl Context {
+    /// Whether this process may act: it leads, or runs without leader election.
+    pub fn leads(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| l.valid())
+    }
 }
 
 /// When this process last evaluated each SloPolicy (generation and time). Its status is
@@ -79,6 +89,7 @@ impl Context {
             evaluations: Evaluations::default(),
             discovered: Default::default(),
             rules_applied: Default::default(),
+            leadership: clients.leadership.clone(),
         })
     }
 }

@@ -25,23 +25,13 @@ pub fn key(entry: &HistoryEntry) -> String {
     format!("{}/{}/{at}", entry.outcome, entry.revision)
 }
 
-/// The notifications status a decision carries: none without spec.notifications; when
-/// they are first asked for, the mark starts at the newest entry already there, so only
-/// what happens from now on is sent.
-pub fn carry(
-    spec: &GuardedRolloutSpec,
-    previous: &GuardedRolloutStatus,
-) -> Option<NotificationStatus> {
-    spec.notifications.as_ref()?;
-    Some(
-        previous
-            .notifications
-            .clone()
-            .unwrap_or_else(|| NotificationStatus {
-                delivered_up_to: previous.history.first().map(key),
-                ..Default::default()
-            }),
-    )
+/// Where the mark starts when notifications are first asked for: at the newest entry
+/// already there, so only what happens from then on is sent.
+pub fn baseline(status: &GuardedRolloutStatus) -> NotificationStatus {
+    NotificationStatus {
+        delivered_up_to: status.history.first().map(key),
+        ..Default::default()
+    }
 }
 
 /// The entries to handle next, oldest first: those after the mark, up to the first one
@@ -67,13 +57,21 @@ pub fn pending(status: &GuardedRolloutStatus) -> Vec<&HistoryEntry> {
         .collect()
 }
 
-/// Whether the notifier has work for this rollout: entries to send, a spec whose Secret
+/// Whether the notifier has work for this rollout: a mark to start or to remove (the
+/// notifier alone writes `status.notifications`), entries to send, a spec whose Secret
 /// was not read yet, or a failure to retry.
-pub fn wanted(generation: Option<i64>, status: &GuardedRolloutStatus) -> bool {
-    let Some(n) = &status.notifications else {
-        return false;
-    };
-    n.checked_generation != generation || n.failure.is_some() || !pending(status).is_empty()
+pub fn wanted(
+    spec: &GuardedRolloutSpec,
+    generation: Option<i64>,
+    status: &GuardedRolloutStatus,
+) -> bool {
+    match (&spec.notifications, &status.notifications) {
+        (None, None) => false,
+        (None, Some(_)) | (Some(_), None) => true,
+        (Some(_), Some(n)) => {
+            n.checked_generation != generation || n.failure.is_some() || !pending(status).is_empty()
+        }
+    }
 }
 
 /// What a message is about.
@@ -223,20 +221,17 @@ mod tests {
             history: vec![old.clone()],
             ..Default::default()
         };
-        assert_eq!(carry(&spec(false), &previous), None);
-        let started = carry(&spec(true), &previous).unwrap();
-        assert_eq!(started.delivered_up_to, Some(key(&old)));
+        assert_eq!(baseline(&previous).delivered_up_to, Some(key(&old)));
+        assert!(
+            pending(&GuardedRolloutStatus {
+                notifications: Some(baseline(&previous)),
+                ..previous.clone()
+            })
+            .is_empty()
+        );
         // A new rollout has no history: everything it will have is sent.
-        let fresh = carry(&spec(true), &GuardedRolloutStatus::default()).unwrap();
+        let fresh = baseline(&GuardedRolloutStatus::default());
         assert_eq!(fresh.delivered_up_to, None);
-        // Once started, the mark is the notifier's, carried as it is.
-        let mut marked = previous.clone();
-        marked.notifications = Some(NotificationStatus {
-            delivered_up_to: Some("x".into()),
-            ..Default::default()
-        });
-        let carried = carry(&spec(true), &marked).unwrap();
-        assert_eq!(carried.delivered_up_to.as_deref(), Some("x"));
     }
 
     #[test]
@@ -272,13 +267,17 @@ mod tests {
 
     #[test]
     fn the_notifier_is_wanted_for_work_only() {
+        let (on, off) = (spec(true), spec(false));
         let a = entry(Outcome::Promoted, "a", 0, Some(60));
         let mut s = status(vec![a.clone()], Some(&a));
-        assert!(!wanted(Some(1), &s));
-        assert!(wanted(Some(2), &s), "a new spec: its Secret is read");
+        assert!(!wanted(&on, Some(1), &s));
+        assert!(wanted(&on, Some(2), &s), "a new spec: its Secret is read");
+        assert!(wanted(&off, Some(1), &s), "turned off: the mark goes");
         s.notifications.as_mut().unwrap().delivered_up_to = None;
-        assert!(wanted(Some(1), &s));
-        assert!(!wanted(Some(1), &GuardedRolloutStatus::default()));
+        assert!(wanted(&on, Some(1), &s), "an entry to send");
+        let none = GuardedRolloutStatus::default();
+        assert!(wanted(&on, Some(1), &none), "turned on: the mark starts");
+        assert!(!wanted(&off, Some(1), &none));
     }
 
     #[test]

@@ -179,11 +179,16 @@ pub fn set_traffic_routed(
 }
 
 /// NotificationsReady, from what the notifier recorded: absent without
-/// spec.notifications or before their Secret was first read; False with the last
-/// failure (retried); True once the Secret gives a URL and nothing failed since.
-pub fn set_notifications_ready(s: &mut GuardedRolloutStatus, generation: Option<i64>, now: &Time) {
+/// spec.notifications (`notifying`) or before their Secret was first read; False with
+/// the last failure (retried); True once the Secret gives a URL and nothing failed since.
+pub fn set_notifications_ready(
+    s: &mut GuardedRolloutStatus,
+    notifying: bool,
+    generation: Option<i64>,
+    now: &Time,
+) {
     let t = ConditionType::NotificationsReady;
-    let n = s.notifications.clone();
+    let n = s.notifications.clone().filter(|_| notifying);
     let Some(n) = n.filter(|n| n.checked_generation.is_some() || n.failure.is_some()) else {
         s.conditions.retain(|c| c.type_ != t.as_str());
         return;

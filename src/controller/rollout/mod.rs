@@ -220,15 +220,14 @@ pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Shared>) -> Result<Acti
         super::set_finalizer(&ctx, gr.as_ref(), FINALIZER, false).await?;
         return Ok(action);
     }
-    // The finalizer comes before anything of ours exists; the same reconcile goes on
-    // from the rollout as written, so a cold start does not queue every rollout twice.
-    let gr = if has_finalizer {
-        gr
-    } else {
+    // The finalizer comes before anything of ours exists. Its watch event brings the
+    // rollout back: going on in the same reconcile was measured no faster at 1,000
+    // rollouts (the apiserver's writes bound a cold start either way).
+    if !has_finalizer {
         let written = super::set_finalizer(&ctx, gr.as_ref(), FINALIZER, true).await?;
         ctx.stores.wrote_rollout(&written);
-        Arc::new(written)
-    };
+        return Ok(Action::await_change());
+    }
     apply(gr, &ctx, &ns).await
 }
 
@@ -349,10 +348,12 @@ fn decision(
     let generation = gr.meta().generation;
     let mut decision = rollout::decide(&gr.spec, previous, obs, now);
     decision.status.observed_generation = generation;
-    decision.status.notifications = rollout::notify::carry(&gr.spec, previous);
+    // The notifier's, as it wrote it.
+    decision.status.notifications = previous.notifications.clone();
     let problem = decision.stall.as_ref().map(|s| s.problem());
     set_conditions(&mut decision.status, problem, generation, now);
-    set_notifications_ready(&mut decision.status, generation, now);
+    let notifying = gr.spec.notifications.is_some();
+    set_notifications_ready(&mut decision.status, notifying, generation, now);
     decision
 }
 
@@ -377,7 +378,7 @@ async fn carry_out(
     now: &Time,
 ) -> Result<Acted, Error> {
     if decision.status != previous {
-        gr = super::write_status(ctx, &gr, &decision.status).await?;
+        gr = write_status(ctx, &gr, &decision.status).await?;
         ctx.stores.wrote_rollout(&gr);
     }
     // The decision stands once its status landed: its Events and metrics go out now,
@@ -399,7 +400,7 @@ async fn carry_out(
         let generation = gr.meta().generation;
         set_traffic_routed(&mut routed, failure.as_deref(), generation, now);
         if routed != decision.status {
-            gr = super::write_status(ctx, &gr, &routed).await?;
+            gr = write_status(ctx, &gr, &routed).await?;
             ctx.stores.wrote_rollout(&gr);
             decision.status = routed;
         }
@@ -470,6 +471,21 @@ where
     }
 }
 
+/// Writes the rollout's status, all but `notifications`: the notifier alone writes that
+/// (its mark may be newer than the status this write was decided on, and a field the
+/// controller never applies is never taken back by it).
+async fn write_status(
+    ctx: &Shared,
+    gr: &GuardedRollout,
+    status: &GuardedRolloutStatus,
+) -> Result<GuardedRollout, Error> {
+    let status = GuardedRolloutStatus {
+        notifications: None,
+        ..status.clone()
+    };
+    super::write_status(ctx, gr, &status).await
+}
+
 /// A problem that stops the reconcile: conditions, an Event and a status write, once.
 async fn report(
     ctx: &Shared,
@@ -486,7 +502,7 @@ async fn report(
         let message = problem.message().to_string();
         let event = problem.event();
         crate::controller::events::publish(ctx, gr, event, message).await;
-        let written = super::write_status(ctx, gr, &status).await?;
+        let written = write_status(ctx, gr, &status).await?;
         ctx.stores.wrote_rollout(&written);
     }
     Ok(())

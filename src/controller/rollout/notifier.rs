@@ -27,8 +27,8 @@ use tracing::{info, warn};
 use super::super::{Aborting, Context};
 use crate::{
     api::{
-        GuardedRollout, HistoryEntry, NotificationFailure, NotificationStatus, Notifications,
-        SloPolicy,
+        GuardedRollout, GuardedRolloutStatus, HistoryEntry, NotificationFailure,
+        NotificationStatus, Notifications, SloPolicy,
     },
     reasons::{NotifyCondition, RolloutEvent},
     rollout::notify::{self, Subject},
@@ -39,6 +39,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
 /// How long a receiver has to answer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts in flight at once (each a Secret read and a few POSTs).
+const SENDING: usize = 16;
 /// The Secret's key that holds the webhook URL.
 const URL_KEY: &str = "url";
 
@@ -53,16 +55,21 @@ impl Notifier {
     /// Starts the notifier; it ends with the guard.
     pub fn start(ctx: Arc<Context>, policies: Store<SloPolicy>) -> (Self, Aborting) {
         crate::prometheus::install_crypto_provider();
+        // No redirects: the URL is whatever the Secret says, and a message goes there only.
         let http = reqwest::Client::builder()
-            .timeout(SEND_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "notifier: the HTTP client's settings failed, using defaults");
+                reqwest::Client::new()
+            });
         let (tx, rx) = mpsc::unbounded_channel();
         let delivery = Arc::new(Delivery {
             ctx,
             policies,
             http,
+            sending: tokio::sync::Semaphore::new(SENDING),
         });
         (Notifier(tx), Aborting(tokio::spawn(dispatch(delivery, rx))))
     }
@@ -71,7 +78,7 @@ impl Notifier {
     pub fn wake(&self, gr: &GuardedRollout) {
         let status = gr.status.clone().unwrap_or_default();
         let generation = gr.meta().generation;
-        if gr.spec.notifications.is_some() && notify::wanted(generation, &status) {
+        if notify::wanted(&gr.spec, generation, &status) {
             let _ = self.0.send((ObjectRef::from_obj(gr), generation));
         }
     }
@@ -81,6 +88,8 @@ struct Delivery {
     ctx: Arc<Context>,
     policies: Store<SloPolicy>,
     http: reqwest::Client,
+    /// Attempts in flight at once, over all rollouts.
+    sending: tokio::sync::Semaphore,
 }
 
 /// A rollout's delivery task: woken again during it, and the latest generation woken
@@ -157,14 +166,28 @@ async fn deliver(
     }
 }
 
-/// What failed in an attempt.
-struct Failed(NotifyCondition, String);
+/// Why an attempt stopped short.
+enum Stop {
+    /// Said in the rollout's status and an Event, then retried.
+    Failed(NotifyCondition, String),
+    /// The apiserver, reading or recording; retried.
+    Api(kube::Error),
+    /// This process no longer leads: the next leader sends from the mark.
+    NotLeader,
+}
+
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        Stop::Api(e)
+    }
+}
 
 /// One pass over the rollout's pending entries. True when done.
 async fn attempt(d: &Delivery, r: &ObjectRef<GuardedRollout>) -> bool {
     let Some(ns) = r.namespace.as_deref() else {
         return true;
     };
+    let _sending = d.sending.acquire().await;
     let api: Api<GuardedRollout> = Api::namespaced(d.ctx.client.clone(), ns);
     let mut gr = match api.get_opt(&r.name).await {
         Ok(Some(gr)) => gr,
@@ -174,51 +197,85 @@ async fn attempt(d: &Delivery, r: &ObjectRef<GuardedRollout>) -> bool {
             return false;
         }
     };
-    let Some(spec) = gr.spec.notifications.clone() else {
-        return true;
-    };
-    let status = gr.status.clone().unwrap_or_default();
-    if !notify::wanted(gr.meta().generation, &status) {
-        return true;
-    }
-    let result = match url(d, ns, &spec).await {
-        Ok(url) => send_pending(d, &api, &mut gr, &spec, &url).await,
-        Err(failed) => Err(failed),
-    };
-    let outcome = match result {
-        Ok(()) => {
-            let generation = gr.meta().generation;
-            record(&d.ctx.metrics, &api, &mut gr, |n| {
-                n.checked_generation = generation;
-                n.failure = None;
-            })
-            .await
-        }
-        Err(Failed(reason, message)) => {
-            warn!(rollout = %r, %reason, %message, "notification failed, retrying");
-            let note = format!("{reason}: {message}");
-            super::super::events::publish(&d.ctx, &gr, RolloutEvent::NotificationFailed, note)
-                .await;
-            let now = Time(Timestamp::now());
-            let _ = record(&d.ctx.metrics, &api, &mut gr, |n| {
-                let previous = n.failure.take();
-                n.failure = Some(NotificationFailure {
-                    reason,
-                    message: message.clone(),
-                    attempts: previous.as_ref().map_or(0, |f| f.attempts) + 1,
-                    since: previous.map_or(now.clone(), |f| f.since),
-                });
-            })
-            .await;
-            return false;
-        }
-    };
-    match outcome {
-        Ok(()) => true,
-        Err(e) => {
-            warn!(rollout = %r, error = %e, "notifier: recording in status failed, retrying");
+    match run(d, &api, &mut gr).await {
+        Ok(()) | Err(Stop::NotLeader) => true,
+        Err(Stop::Api(e)) => {
+            warn!(rollout = %r, error = %e, "notifier: the apiserver failed, retrying");
             false
         }
+        Err(Stop::Failed(reason, message)) => {
+            warn!(rollout = %r, %reason, %message, "notification failed, retrying");
+            report_failure(d, &api, &mut gr, reason, message).await;
+            false
+        }
+    }
+}
+
+/// Starts or removes the mark, reads the Secret, sends what is pending and records the
+/// spec generation as checked (the one read with the spec, not a later one).
+async fn run(d: &Delivery, api: &Api<GuardedRollout>, gr: &mut GuardedRollout) -> Result<(), Stop> {
+    let generation = gr.meta().generation;
+    let Some(spec) = gr.spec.notifications.clone() else {
+        // Turned off: the mark goes, so that turning them on again starts afresh.
+        return Ok(write(d, api, gr, |_| None).await?);
+    };
+    write(d, api, gr, |s| {
+        Some(
+            s.notifications
+                .clone()
+                .unwrap_or_else(|| notify::baseline(s)),
+        )
+    })
+    .await?;
+    let status = gr.status.clone().unwrap_or_default();
+    if !notify::wanted(&gr.spec, generation, &status) {
+        return Ok(());
+    }
+    let ns = gr.namespace().unwrap_or_default();
+    let url = url(d, &ns, &spec).await?;
+    send_pending(d, api, gr, &spec, &url).await?;
+    write(d, api, gr, |s| {
+        let mut n = s.notifications.clone()?;
+        n.checked_generation = generation;
+        n.failure = None;
+        Some(n)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Records a failure and publishes it as an Event, once per reason and message (the
+/// retries that fail the same way are logged only).
+async fn report_failure(
+    d: &Delivery,
+    api: &Api<GuardedRollout>,
+    gr: &mut GuardedRollout,
+    reason: NotifyCondition,
+    message: String,
+) {
+    let recorded = gr
+        .status
+        .as_ref()
+        .and_then(|s| s.notifications.as_ref())
+        .and_then(|n| n.failure.as_ref());
+    if recorded.is_some_and(|f| f.reason == reason && f.message == message) {
+        return;
+    }
+    let note = format!("{reason}: {message}");
+    super::super::events::publish(&d.ctx, gr, RolloutEvent::NotificationFailed, note).await;
+    let since = Time(Timestamp::now());
+    let failed = write(d, api, gr, |s| {
+        let mut n = s.notifications.clone()?;
+        n.failure = Some(NotificationFailure {
+            reason,
+            message: message.clone(),
+            since: since.clone(),
+        });
+        Some(n)
+    })
+    .await;
+    if let Err(e) = failed {
+        warn!(rollout = %gr.name_any(), error = %e, "notifier: recording the failure failed");
     }
 }
 
@@ -229,7 +286,7 @@ async fn send_pending(
     gr: &mut GuardedRollout,
     spec: &Notifications,
     url: &reqwest::Url,
-) -> Result<(), Failed> {
+) -> Result<(), Stop> {
     let status = gr.status.clone().unwrap_or_default();
     let entries: Vec<HistoryEntry> = notify::pending(&status).into_iter().cloned().collect();
     let (ns, name, uid) = (gr.namespace().unwrap_or_default(), gr.name_any(), gr.uid());
@@ -242,20 +299,21 @@ async fn send_pending(
     };
     for entry in &entries {
         if spec.outcomes.contains(&entry.outcome) {
+            if !d.ctx.leads() {
+                return Err(Stop::NotLeader);
+            }
             post(d, url, spec, &subject, entry).await?;
             info!(rollout = %name, outcome = %entry.outcome, revision = %entry.revision, "notified");
         }
         let key = notify::key(entry);
         // Taken by the receiver: whatever failed before is over.
-        record(&d.ctx.metrics, api, gr, |n| {
+        write(d, api, gr, |s| {
+            let mut n = s.notifications.clone()?;
             n.delivered_up_to = Some(key.clone());
             n.failure = None;
+            Some(n)
         })
-        .await
-        .map_err(|e| {
-            let message = format!("recording the delivery failed: {e}");
-            Failed(NotifyCondition::ReceiverFailed, message)
-        })?;
+        .await?;
     }
     Ok(())
 }
@@ -273,29 +331,26 @@ fn service(d: &Delivery, gr: &GuardedRollout) -> String {
 }
 
 /// The webhook URL from the Secret.
-async fn url(d: &Delivery, ns: &str, spec: &Notifications) -> Result<reqwest::Url, Failed> {
+async fn url(d: &Delivery, ns: &str, spec: &Notifications) -> Result<reqwest::Url, Stop> {
     let name = &spec.secret_ref.name;
     let secrets: Api<Secret> = Api::namespaced(d.ctx.client.clone(), ns);
     let secret = match secrets.get_opt(name).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             let message = format!("Secret {ns}/{name} not found");
-            return Err(Failed(NotifyCondition::SecretNotFound, message));
+            return Err(Stop::Failed(NotifyCondition::SecretNotFound, message));
         }
         Err(kube::Error::Api(e)) if e.code == 403 => {
             let message = format!(
                 "the operator may not read Secret {ns}/{name}: name it in the chart's notifications.secretNames"
             );
-            return Err(Failed(NotifyCondition::SecretNotFound, message));
+            return Err(Stop::Failed(NotifyCondition::SecretNotFound, message));
         }
-        Err(e) => {
-            let message = format!("reading Secret {ns}/{name}: {e}");
-            return Err(Failed(NotifyCondition::SecretNotFound, message));
-        }
+        Err(e) => return Err(Stop::Api(e)),
     };
     let invalid = |why: &str| {
         let message = format!("Secret {ns}/{name}: {why}");
-        Failed(NotifyCondition::SecretInvalid, message)
+        Stop::Failed(NotifyCondition::SecretInvalid, message)
     };
     let raw = secret
         .data
@@ -318,16 +373,17 @@ async fn post(
     spec: &Notifications,
     subject: &Subject<'_>,
     entry: &HistoryEntry,
-) -> Result<(), Failed> {
+) -> Result<(), Stop> {
     let body = notify::message(spec, subject, entry);
     let sent = d
         .http
         .post(url.clone())
+        .timeout(SEND_TIMEOUT)
         .header("Idempotency-Key", subject.idempotency_key(entry))
         .json(&body)
         .send()
         .await;
-    let failed = |message: String| Failed(NotifyCondition::ReceiverFailed, message);
+    let failed = |message: String| Stop::Failed(NotifyCondition::ReceiverFailed, message);
     match sent {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(failed(format!("the receiver answered {}", r.status()))),
@@ -338,30 +394,31 @@ async fn post(
     }
 }
 
-/// Changes the rollout's notifications status, on condition of the resourceVersion
-/// read; on a conflict reads the latest and changes that.
-async fn record(
-    metrics: &crate::telemetry::Metrics,
+/// Sets the rollout's `status.notifications` to what `change` makes of its status, on
+/// condition of the resourceVersion read; on a conflict, reads the latest and changes
+/// that. Nothing is written when nothing changes.
+async fn write(
+    d: &Delivery,
     api: &Api<GuardedRollout>,
     gr: &mut GuardedRollout,
-    change: impl Fn(&mut NotificationStatus),
+    change: impl Fn(&GuardedRolloutStatus) -> Option<NotificationStatus>,
 ) -> Result<(), kube::Error> {
     for _ in 0..5 {
-        let Some(mut n) = gr.status.as_ref().and_then(|s| s.notifications.clone()) else {
-            return Ok(());
-        };
-        let before = n.clone();
-        change(&mut n);
-        if n == before {
+        let status = gr.status.clone().unwrap_or_default();
+        let next = change(&status);
+        if next == status.notifications {
             return Ok(());
         }
-        let patch = json!({
-            "metadata": {"resourceVersion": gr.resource_version()},
-            "status": {"notifications": {
+        let value = next.map(|n| {
+            json!({
                 "deliveredUpTo": n.delivered_up_to,
                 "checkedGeneration": n.checked_generation,
                 "failure": n.failure,
-            }},
+            })
+        });
+        let patch = json!({
+            "metadata": {"resourceVersion": gr.resource_version()},
+            "status": {"notifications": value},
         });
         let params = PatchParams::default();
         match api
@@ -370,7 +427,7 @@ async fn record(
         {
             Ok(written) => {
                 *gr = written;
-                metrics.wrote("status");
+                d.ctx.metrics.wrote("status");
                 return Ok(());
             }
             Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&gr.name_any()).await? {
