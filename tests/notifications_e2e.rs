@@ -55,6 +55,21 @@ fn notifications_ready(gr: &GuardedRollout) -> Option<(String, String, String)> 
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// A new operator (documented rights, elected) for the story's namespace.
+async fn restart_operator(env: &mut Env) {
+    let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
+    let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    env.operator = start_operator(
+        Operator::elected(config),
+        &env.ns,
+        env.prom.url(),
+        &env.metrics,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollback_is_told_once_through_a_failing_receiver_and_a_killed_operator() {
     let mut env = env_with("notify-once", true).await;
@@ -102,17 +117,7 @@ async fn a_rollback_is_told_once_through_a_failing_receiver_and_a_killed_operato
     tokio::time::sleep(Duration::from_secs(2)).await;
     let refused = receiver.received().len();
     receiver.answer(200);
-    let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
-    let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    env.operator = start_operator(
-        Operator::elected(config),
-        &env.ns,
-        env.prom.url(),
-        &env.metrics,
-    );
+    restart_operator(&mut env).await;
     let told = env
         .wait_for("app", 60, "the rollback marked as told", |g| {
             status(g).notifications.and_then(|n| n.delivered_up_to) == Some(notify::key(&entry))
@@ -234,17 +239,7 @@ async fn a_message_the_operator_died_waiting_on_is_sent_again_with_its_key() {
         Some(notify::key(&entry)),
         "the operator died before recording it"
     );
-    let cp = guardrails_sandbox::ControlPlane::shared(&guardrails::api::crds()).unwrap();
-    let kc = kube::config::Kubeconfig::read_from(cp.restricted_kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    env.operator = start_operator(
-        Operator::elected(config),
-        &env.ns,
-        env.prom.url(),
-        &env.metrics,
-    );
+    restart_operator(&mut env).await;
     env.wait_for("app", 60, "the rollback marked as told", |g| {
         status(g).notifications.and_then(|n| n.delivered_up_to) == Some(notify::key(&entry))
     })
