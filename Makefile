@@ -71,3 +71,4 @@ bench: test-env
 	$(CARGO) bench --bench rollback
 	$(CARGO) bench --bench blast_radius
 	$(CARGO) bench --bench scale
+	$(CARGO) bench --bench memory

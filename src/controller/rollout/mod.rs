@@ -11,7 +11,7 @@ mod observe;
 mod stores;
 
 pub use checks::pods_regex;
-pub use stores::{Listed, Lists, Stores, trim};
+pub use stores::{Listed, Lists, Stores, trim, trim_to_version};
 
 use std::{sync::Arc, time::Duration};
 
