@@ -1,6 +1,6 @@
-//! Idle cost: 200 adopted GuardedRollouts with nothing to ship cost no API reads, no
-//! Prometheus queries and no reconciles over a minute, counted from the apiserver's and
-//! Prometheus' own metrics.
+//! Idle cost: 200 adopted GuardedRollouts with nothing to ship (half of them with
+//! notifications) cost no API reads, no Prometheus queries and no reconciles over a
+//! minute, counted from the apiserver's and Prometheus' own metrics.
 
 mod common;
 
@@ -35,6 +35,7 @@ async fn api_reads(env: &Env) -> f64 {
         "guardedrollouts",
         "slopolicies",
         "horizontalpodautoscalers",
+        "secrets",
     ]
     .iter()
     .map(|r| {
@@ -109,6 +110,7 @@ async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
         },
     )
     .await;
+    let receiver = notifications_on_every_other_rollout(&env).await;
     // Adoption's last requeues settle first; then a minute of nothing to do.
     env.reconciles_once_quiet(Duration::from_secs(5), Duration::ZERO)
         .await;
@@ -125,7 +127,57 @@ async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
         (0.0, 0.0, 0),
         "(GETs, Prometheus queries, reconciles) over a minute of {ROLLOUTS} idle rollouts"
     );
+    assert!(receiver.received().is_empty(), "nothing to tell");
     a_canary_reads_the_watch_stores(&env).await;
+}
+
+/// Half of the rollouts tell a webhook; once their Secret is read and their mark set
+/// (NotificationsReady), the notifier has nothing to do either.
+async fn notifications_on_every_other_rollout(env: &Env) -> guardrails_sandbox::Receiver {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let receiver = guardrails_sandbox::Receiver::start().await.unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "guardrails-notifications"},
+        "stringData": {"url": receiver.url()},
+    }))
+    .unwrap();
+    kube::Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let on =
+        json!({"spec": {"notifications": {"secretRef": {"name": "guardrails-notifications"}}}});
+    for i in (0..ROLLOUTS).step_by(2) {
+        env.rollouts()
+            .patch(
+                &format!("app-{i:03}"),
+                &PatchParams::default(),
+                &Patch::Merge(&on),
+            )
+            .await
+            .unwrap();
+    }
+    let ready = |g: &GuardedRollout| {
+        g.status.as_ref().is_some_and(|s| {
+            guardrails::conditions::get(
+                &s.conditions,
+                guardrails::conditions::ConditionType::NotificationsReady,
+            )
+            .is_some_and(|c| c.status == "True")
+        })
+    };
+    guardrails_sandbox::wait::eventually(
+        "NotificationsReady on every other rollout",
+        Duration::from_secs(120),
+        || async {
+            let list = env.rollouts().list(&Default::default()).await.unwrap();
+            let n = list.items.iter().filter(|g| ready(g)).count();
+            guardrails_sandbox::wait::reached(n == ROLLOUTS / 2, n)
+        },
+    )
+    .await;
+    receiver
 }
 
 /// One of them ships: its canary runs every step and is promoted, deciding on what the
