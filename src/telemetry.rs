@@ -67,6 +67,12 @@ pub struct RolloutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// Sent, or why an attempt failed (SecretNotFound, SecretInvalid, ReceiverFailed).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     /// status, deployment, annotations or event.
     pub kind: String,
@@ -90,6 +96,7 @@ pub struct Metrics {
     pub reconcile_seconds: Family<ControllerLabels, Histogram>,
     pub prometheus_queries: Counter,
     pub api_writes: Family<WriteLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
     pub rollout_phase: Family<PhaseLabels, Gauge>,
     pub rollout_outcomes: Family<OutcomeLabels, Counter>,
     pub canary_weight: Family<RolloutLabels, Gauge>,
@@ -150,6 +157,12 @@ impl Default for Metrics {
                 "Writes to the Kubernetes API by kind",
                 Family::<WriteLabels, Counter>::default(),
             ),
+            notifications: registered(
+                &mut registry,
+                "notifications",
+                "Webhook messages sent, and attempts failed by reason",
+                Family::<NotificationLabels, Counter>::default(),
+            ),
             rollout_phase: registered(
                 &mut registry,
                 "rollout_phase",
@@ -206,6 +219,24 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .inc();
+    }
+
+    /// A message sent (`Sent`) or an attempt failed (its reason).
+    pub fn notified(&self, result: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Messages sent or attempts failed with `result` so far.
+    pub fn notifications(&self, result: &str) -> u64 {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                result: result.to_string(),
+            })
+            .get()
     }
 
     /// Writes of `kind` counted so far.

@@ -133,6 +133,7 @@ fn every_family() -> String {
     m.reconcile_seconds.get_or_create(&controller).observe(0.1);
     m.prometheus_queries.inc();
     m.wrote("status");
+    m.notified("Sent");
     let phase = PhaseLabels {
         namespace: ns.clone(),
         name: name.clone(),

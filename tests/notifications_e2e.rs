@@ -138,6 +138,11 @@ async fn a_rollback_is_told_once_through_a_failing_receiver_and_a_killed_operato
         .map(|r| r.headers.get("idempotency-key").cloned())
         .collect();
     assert_eq!(keys.len(), 1, "every attempt has the same key: {keys:?}");
+    assert_eq!(env.metrics.notifications("Sent"), 1);
+    assert!(
+        env.metrics.notifications("ReceiverFailed") >= 2,
+        "every failed attempt counted"
+    );
     let body = &accepted[0].body;
     assert_eq!(body["outcome"], "RolledBack");
     assert_eq!(body["revision"], revision.as_str());

@@ -205,6 +205,7 @@ async fn attempt(d: &Delivery, r: &ObjectRef<GuardedRollout>) -> bool {
         }
         Err(Stop::Failed(reason, message)) => {
             warn!(rollout = %r, %reason, %message, "notification failed, retrying");
+            d.ctx.metrics.notified(reason.as_str());
             report_failure(d, &api, &mut gr, reason, message).await;
             false
         }
@@ -303,6 +304,7 @@ async fn send_pending(
                 return Err(Stop::NotLeader);
             }
             post(d, url, spec, &subject, entry).await?;
+            d.ctx.metrics.notified("Sent");
             info!(rollout = %name, outcome = %entry.outcome, revision = %entry.revision, "notified");
         }
         let key = notify::key(entry);
