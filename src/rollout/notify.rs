@@ -25,11 +25,16 @@ pub fn key(entry: &HistoryEntry) -> String {
     format!("{}/{}/{at}", entry.outcome, entry.revision)
 }
 
-/// Where the mark starts when notifications are first asked for: at the newest entry
-/// already there, so only what happens from then on is sent.
+/// Where the mark starts when notifications are first asked for: at the newest finished
+/// entry already there, so only what happens from then on is sent. (An entry still
+/// draining may have no time in its key yet, which its finishedAt would change.)
 pub fn baseline(status: &GuardedRolloutStatus) -> NotificationStatus {
     NotificationStatus {
-        delivered_up_to: status.history.first().map(key),
+        delivered_up_to: status
+            .history
+            .iter()
+            .find(|e| e.finished_at.is_some())
+            .map(key),
         ..Default::default()
     }
 }
@@ -232,6 +237,19 @@ mod tests {
         // A new rollout has no history: everything it will have is sent.
         let fresh = baseline(&GuardedRolloutStatus::default());
         assert_eq!(fresh.delivered_up_to, None);
+        // An entry still draining, with no time yet: the mark starts before it, and it
+        // is sent once finished (its key would change with its finishedAt).
+        let mut draining = entry(Outcome::Aborted, "b", 0, None);
+        draining.started_at = None;
+        let mut status = GuardedRolloutStatus {
+            history: vec![draining, old.clone()],
+            ..Default::default()
+        };
+        assert_eq!(baseline(&status).delivered_up_to, Some(key(&old)));
+        status.notifications = Some(baseline(&status));
+        status.history[0].finished_at = at(30);
+        assert_eq!(pending(&status).len(), 1);
+        assert_eq!(pending(&status)[0].revision, "b");
     }
 
     #[test]
