@@ -7,6 +7,9 @@
 //! `GUARDRAILS_BIN` the operator binary (default target/release/guardrails). Asserts
 //! nothing about size.
 
+mod services;
+
+use services::{deployment, policy, rollout};
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     process::{Command, Stdio},
@@ -25,7 +28,6 @@ use kube::{
     api::{ListParams, PartialObjectMeta, PostParams},
     runtime::{reflector, watcher},
 };
-use serde_json::json;
 
 /// Bytes allocated and not freed, by anything in this process.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -64,45 +66,6 @@ unsafe impl GlobalAlloc for Counting {
 static HEAP: Counting = Counting;
 
 const NS: &str = "memory";
-
-fn deployment(name: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name},
-                "annotations": {"sim.guardrails.dev/rps": "2"}},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
-    }))
-    .expect("deployment")
-}
-
-fn policy(name: &str) -> SloPolicy {
-    serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
-        "metadata": {"name": name},
-        "spec": {"service": name, "window": "28d", "interval": "1m", "objectives": [
-            {"name": "availability", "target": 99.9, "indicator": {"ratio": {
-                "errors": format!("http_requests_total{{service=\"{name}\",code=~\"5..\"}}"),
-                "total": format!("http_requests_total{{service=\"{name}\"}}")}}},
-            {"name": "latency", "target": 99.0, "indicator": {"latency": {
-                "histogram": format!("http_request_duration_seconds_bucket{{service=\"{name}\"}}"),
-                "threshold": "0.3"}}}
-        ]}
-    }))
-    .expect("policy")
-}
-
-fn rollout(name: &str) -> GuardedRollout {
-    serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
-        "metadata": {"name": name},
-        "spec": {"targetRef": {"name": name}, "sloPolicyRef": {"name": name},
-            "steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}],
-            "analysis": {"interval": "10s", "checks": [{"name": "burn", "sloBurnRate": {"objective": "availability", "window": "5m", "max": 10}}]}}
-    }))
-    .expect("rollout")
-}
 
 async fn create_all<K>(api: &Api<K>, objects: Vec<K>) -> anyhow::Result<()>
 where
@@ -248,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let empty = anonymous_kib(operator.0.id())? as isize * 1024;
     create_all(&deployments, names.iter().map(|n| deployment(n)).collect()).await?;
-    create_all(&policies, names.iter().map(|n| policy(n)).collect()).await?;
+    create_all(&policies, names.iter().map(|n| policy(NS, n)).collect()).await?;
     create_all(&rollouts, names.iter().map(|n| rollout(n)).collect()).await?;
     adopted(&client, n, Duration::from_secs(300)).await?;
     // Every policy evaluated a few times, every status written; then quiet.

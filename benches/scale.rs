@@ -5,6 +5,9 @@
 //! loaded. Measures the cold start, a minute of idle and a wave of 100 canaries, for
 //! 100 and 1,000 services (`GUARDRAILS_SCALE=100,1000`). Run with `make bench`.
 
+mod services;
+
+use services::{deployment, policy, rollout};
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -38,45 +41,6 @@ fn names(n: usize) -> Vec<(String, String)> {
     (0..n)
         .map(|i| (format!("scale-{}", i % NAMESPACES), format!("svc-{i:04}")))
         .collect()
-}
-
-fn deployment(name: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name},
-                "annotations": {"sim.guardrails.dev/rps": "2"}},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
-    }))
-    .expect("deployment")
-}
-
-fn policy(ns: &str, name: &str) -> SloPolicy {
-    serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "SloPolicy",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"service": name, "window": "28d", "interval": "1m", "objectives": [
-            {"name": "availability", "target": 99.9, "indicator": {"ratio": {
-                "errors": format!("http_requests_total{{service=\"{name}\",code=~\"5..\"}}"),
-                "total": format!("http_requests_total{{service=\"{name}\"}}")}}},
-            {"name": "latency", "target": 99.0, "indicator": {"latency": {
-                "histogram": format!("http_request_duration_seconds_bucket{{service=\"{name}\"}}"),
-                "threshold": "0.3"}}}
-        ]}
-    }))
-    .expect("policy")
-}
-
-fn rollout(name: &str) -> GuardedRollout {
-    serde_json::from_value(json!({
-        "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
-        "metadata": {"name": name},
-        "spec": {"targetRef": {"name": name}, "sloPolicyRef": {"name": name},
-            "steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}],
-            "analysis": {"interval": "10s", "checks": [{"name": "burn", "sloBurnRate": {"objective": "availability", "window": "5m", "max": 10}}]}}
-    }))
-    .expect("rollout")
 }
 
 /// Creates every item, 16 at a time.
