@@ -9,7 +9,7 @@
 
 mod services;
 
-use services::{deployment, policy, rollout};
+use services::{KillOnDrop, deployment, policy, rollout};
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     process::{Command, Stdio},
@@ -133,15 +133,6 @@ fn anonymous_kib(pid: u32) -> anyhow::Result<u64> {
         .unwrap_or("0")
         .parse()
         .unwrap_or(0))
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Waits until every GuardedRollout is Idle.

@@ -7,7 +7,7 @@
 
 mod services;
 
-use services::{deployment, policy, rollout};
+use services::{KillOnDrop, deployment, policy, rollout};
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -274,16 +274,6 @@ fn writes_by_kind(before: &str, after: &str) -> String {
 
 fn pct(times: &[f64], p: f64) -> f64 {
     times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1]
-}
-
-/// The operator process, stopped however a run ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One run with `n` services: the table's column.

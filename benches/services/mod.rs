@@ -43,3 +43,13 @@ pub fn rollout(name: &str) -> GuardedRollout {
     }))
     .expect("rollout")
 }
+
+/// The operator process a bench started; killed (and reaped) when dropped, on every path.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
