@@ -24,29 +24,32 @@ fn counter(text: &str, family: &str, labels: &[&str]) -> f64 {
 
 /// GETs of the objects a rollout reads, as the apiserver counted them.
 async fn api_reads(env: &Env) -> f64 {
+    let resources = [
+        "deployments",
+        "guardedrollouts",
+        "slopolicies",
+        "horizontalpodautoscalers",
+        "secrets",
+    ];
+    requests(env, "GET", &resources).await
+}
+
+/// Requests with `verb` on any of `resources`, as the apiserver counted them.
+async fn requests(env: &Env, verb: &str, resources: &[&str]) -> f64 {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = env
         .client
         .request_text(req)
         .await
         .expect("apiserver /metrics");
-    [
-        "deployments",
-        "guardedrollouts",
-        "slopolicies",
-        "horizontalpodautoscalers",
-        "secrets",
-    ]
-    .iter()
-    .map(|r| {
-        let resource = format!("resource=\"{r}\"");
-        counter(
-            &text,
-            "apiserver_request_total",
-            &["verb=\"GET\"", &resource],
-        )
-    })
-    .sum()
+    let verb = format!("verb=\"{verb}\"");
+    resources
+        .iter()
+        .map(|r| {
+            let resource = format!("resource=\"{r}\"");
+            counter(&text, "apiserver_request_total", &[&verb, &resource])
+        })
+        .sum()
 }
 
 /// Instant queries Prometheus answered.
@@ -190,7 +193,9 @@ async fn a_canary_reads_the_watch_stores(env: &Env) {
             .map(|k| env.metrics.writes(k))
             .sum::<u64>()
     };
+    let lists = || requests(env, "LIST", &["horizontalpodautoscalers"]);
     let (reads, wrote, reconciles) = (api_reads(env).await, writes(), env.reconciles());
+    let listed = lists().await;
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
     env.deployments()
         .patch(
@@ -205,7 +210,15 @@ async fn a_canary_reads_the_watch_stores(env: &Env) {
     let reads = api_reads(env).await - reads;
     let wrote = writes() - wrote;
     let reconciles = env.reconciles() - reconciles;
-    eprintln!("one canary to promotion: {reconciles} reconciles, {wrote} writes, {reads} GETs");
+    let listed = lists().await - listed;
+    eprintln!(
+        "one canary to promotion: {reconciles} reconciles, {wrote} writes, {reads} GETs, \
+         {listed} autoscaler LISTs"
+    );
+    assert_eq!(
+        listed, 0.0,
+        "autoscalers come from a watch, not a LIST per reconcile"
+    );
     assert!(reconciles >= 8, "{reconciles} reconciles: the canary ran");
     assert!(
         reads <= wrote as f64,

@@ -2,13 +2,20 @@
 //! autoscaler sizes the primary (the target, at 0 replicas, is not scaled by it). Spoken
 //! as untyped objects so that autoscaling/v2 and, on older clusters, v2beta2 both work.
 
+use futures::{StreamExt, TryStreamExt};
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
+    runtime::{
+        WatchStreamExt,
+        reflector::{Store, store::Writer},
+        watcher,
+    },
 };
 use serde_json::{Value, json};
 
-use super::super::{Context, Error, FIELD_MANAGER};
+use super::super::{Aborting, Context, Error, FIELD_MANAGER};
+use super::stores::{Listed, trim};
 use crate::{
     api::{GuardedRollout, LABEL_ROLE, LABEL_ROLLOUT},
     rollout::workloads::Role,
@@ -17,40 +24,103 @@ use crate::{
 /// autoscaling/v2 where served (Kubernetes 1.23+), else v2beta2.
 const VERSIONS: [&str; 2] = ["v2", "v2beta2"];
 
-fn api(ctx: &Context, ns: &str, version: &str) -> Api<DynamicObject> {
+fn resource(version: &str) -> ApiResource {
     let gvk = GroupVersionKind::gvk("autoscaling", version, "HorizontalPodAutoscaler");
-    let resource = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
-    Api::namespaced_with(ctx.client.clone(), ns, &resource)
+    ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers")
 }
 
-/// The autoscaling version this cluster serves, found once.
-static VERSION: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+fn scoped(client: &Client, namespace: Option<&str>, r: &ApiResource) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, r),
+        None => Api::all_with(client.clone(), r),
+    }
+}
 
-/// The served version's API and the autoscalers of the namespace.
-async fn list(
-    ctx: &Context,
-    ns: &str,
-) -> Result<(Api<DynamicObject>, &'static str, Vec<DynamicObject>), Error> {
-    let known = VERSION.get().map(std::slice::from_ref);
-    let mut last = None;
-    for version in known.unwrap_or(&VERSIONS) {
-        let api = api(ctx, ns, version);
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                let _ = VERSION.set(version);
-                return Ok((api, version, list.items));
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => last = Some(kube::Error::Api(e)),
-            // Installed with rights from before autoscalers were copied: carry on
-            // without them rather than stop every rollout.
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                tracing::warn!(%e, "no right to list HorizontalPodAutoscalers: not copied");
-                return Ok((api, version, Vec::new()));
-            }
-            Err(e) => return Err(e.into()),
+/// The HorizontalPodAutoscalers reconciles read, from a watch of the served version.
+/// Without the right to list them (rights from before autoscalers were copied) there is
+/// no store, and none is copied.
+#[derive(Clone)]
+pub struct Watched {
+    store: Option<Store<DynamicObject>>,
+    resource: ApiResource,
+}
+
+impl Watched {
+    /// No autoscalers (tests of one write).
+    #[cfg(test)]
+    pub fn none() -> Self {
+        Watched {
+            store: None,
+            resource: resource(VERSIONS[0]),
         }
     }
-    Err(last.map_or(Error::NoNamespace, Error::from))
+}
+
+/// Which version is served and may be listed: None when none may (403 or not served).
+/// Retried while the apiserver cannot say.
+async fn served(client: &Client, namespace: Option<&str>) -> Option<ApiResource> {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        let mut last = None;
+        for version in VERSIONS {
+            let r = resource(version);
+            match scoped(client, namespace, &r)
+                .list(&ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => return Some(r),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    tracing::warn!(%e, "no right to list HorizontalPodAutoscalers: not copied");
+                    return None;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(e) = last else {
+            tracing::warn!("autoscaling/v2 and v2beta2 not served: autoscalers not copied");
+            return None;
+        };
+        tracing::warn!(error = %e, "cannot tell which autoscaling version is served; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+/// Watches the autoscalers of `namespace` (or all) in a task of its own; `listed` is
+/// marked once the store has its first list, or at once when there is none to watch.
+pub async fn watch(
+    client: &Client,
+    namespace: Option<&str>,
+    listed: &Listed,
+) -> (Watched, Option<Aborting>) {
+    let Some(r) = served(client, namespace).await else {
+        listed.set_done();
+        return (
+            Watched {
+                store: None,
+                resource: resource(VERSIONS[0]),
+            },
+            None,
+        );
+    };
+    let writer = Writer::new(r.clone());
+    let store = writer.as_reader();
+    let stream = watcher::watcher(scoped(client, namespace, &r), watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect_ok(listed.mark());
+    let task = tokio::spawn(stream.for_each(|item| async move {
+        if let Err(e) = item {
+            tracing::warn!(watch = "HorizontalPodAutoscalers", error = %e, "watch failed, retrying");
+        }
+    }));
+    let watched = Watched {
+        store: Some(store),
+        resource: r,
+    };
+    (watched, Some(Aborting(task)))
 }
 
 fn scales(hpa: &DynamicObject, deployment: &str) -> bool {
@@ -67,21 +137,25 @@ pub struct Autoscalers {
     pub primary: Option<DynamicObject>,
 }
 
-pub async fn read(ctx: &Context, ns: &str, target: &str) -> Result<Autoscalers, Error> {
-    let (api, version, items) = list(ctx, ns).await?;
+/// The target's autoscalers, from the watch's store.
+pub fn read(ctx: &Context, watched: &Watched, ns: &str, target: &str) -> Autoscalers {
     let primary_name = Role::Primary.name(target);
     let find = |name: &str, ours: bool| {
-        items
-            .iter()
-            .find(|h| scales(h, name) && h.labels().contains_key(LABEL_ROLLOUT) == ours)
-            .cloned()
+        let store = watched.store.as_ref()?;
+        let found = store.find(|h| {
+            h.namespace().as_deref() == Some(ns)
+                && scales(h, name)
+                && h.labels().contains_key(LABEL_ROLLOUT) == ours
+        });
+        found.map(|h| h.as_ref().clone())
     };
-    Ok(Autoscalers {
+    let r = &watched.resource;
+    Autoscalers {
         user: find(target, false),
         primary: find(&primary_name, true),
-        api,
-        api_version: format!("autoscaling/{version}"),
-    })
+        api: Api::namespaced_with(ctx.client.clone(), ns, r),
+        api_version: r.api_version.clone(),
+    }
 }
 
 /// The user's autoscaler pointed at the primary (pure).
@@ -113,7 +187,7 @@ pub async fn ensure(ctx: &Context, gr: &GuardedRollout, a: &Autoscalers) -> Resu
     let name = Role::Primary.name(target);
     let Some(user) = &a.user else {
         if a.primary.is_some() {
-            a.api.delete(&name, &Default::default()).await?;
+            super::delete_if_present(&a.api, &name).await?;
             ctx.metrics.wrote("autoscaler");
         }
         return Ok(());
@@ -142,11 +216,16 @@ pub async fn ensure(ctx: &Context, gr: &GuardedRollout, a: &Autoscalers) -> Resu
 }
 
 /// Deletion: our copy goes (the user's own autoscaler takes the target again).
-pub async fn remove(ctx: &Context, gr: &GuardedRollout, ns: &str) -> Result<(), Error> {
-    let a = read(ctx, ns, &gr.spec.target_ref.name).await?;
+pub async fn remove(
+    ctx: &Context,
+    watched: &Watched,
+    gr: &GuardedRollout,
+    ns: &str,
+) -> Result<(), Error> {
+    let a = read(ctx, watched, ns, &gr.spec.target_ref.name);
     if a.primary.is_some() {
         let name = Role::Primary.name(&gr.spec.target_ref.name);
-        a.api.delete(&name, &Default::default()).await?;
+        super::delete_if_present(&a.api, &name).await?;
     }
     Ok(())
 }

@@ -13,8 +13,8 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    super::{Context, Error, FIELD_MANAGER},
-    autoscaler, observe,
+    super::{Error, FIELD_MANAGER},
+    Shared, autoscaler, observe,
 };
 use crate::{
     api::{GuardedRollout, LABEL_ROLLOUT, Phase},
@@ -45,7 +45,7 @@ async fn ours(api: &Api<Deployment>, gr: &GuardedRollout) -> Result<Vec<Deployme
 /// the managed objects may go.
 pub async fn hand_back(
     gr: &GuardedRollout,
-    ctx: &Context,
+    ctx: &Shared,
     ns: &str,
 ) -> Result<Option<Action>, Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
@@ -68,7 +68,9 @@ pub async fn hand_back(
         workload: observe::workload(&target),
     };
     let status = gr.status.clone().unwrap_or_default();
-    let autoscaled = autoscaler::read(ctx, ns, target_name).await?.user.is_some();
+    let autoscaled = autoscaler::read(ctx, &ctx.stores.autoscalers, ns, target_name)
+        .user
+        .is_some();
     let primary_size = primary
         .and_then(|p| p.spec.as_ref()?.replicas)
         .or(status.replicas);
@@ -97,13 +99,13 @@ pub async fn hand_back(
 }
 
 /// Phase two, once the target serves: route weights back, then our objects go.
-pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Context, ns: &str) -> Result<Action, Error> {
+pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Shared, ns: &str) -> Result<Action, Error> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let managed = ours(&api, &gr).await?;
     if !managed.is_empty() {
         let router = crate::traffic::router(&gr.spec);
         router.restore(&super::io(ctx, &gr, ns)).await?;
-        autoscaler::remove(ctx, &gr, ns).await?;
+        autoscaler::remove(ctx, &ctx.stores.autoscalers, &gr, ns).await?;
     }
     for d in managed {
         super::delete_if_present(&api, &d.name_any()).await?;

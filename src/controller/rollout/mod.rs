@@ -123,6 +123,8 @@ pub async fn run(
             .inspect_ok(listed.versions.mark())
             .touched_objects(),
     );
+    let (autoscalers, _autoscalers_task) =
+        autoscaler::watch(&client, namespace.as_deref(), &listed.autoscalers).await;
     let (notifier, _notifier_task) = notifier::Notifier::start(ctx.clone(), slo_policies.clone());
     let shared = Arc::new(Shared {
         ctx,
@@ -132,6 +134,7 @@ pub async fn run(
             owned_store,
             version_store,
             slo_policies,
+            autoscalers,
             listed.clone(),
         ),
     });

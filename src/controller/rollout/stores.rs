@@ -80,6 +80,7 @@ pub struct Stores {
     /// Every Deployment's name and version.
     pub versions: Store<PartialObjectMeta<Deployment>>,
     pub slo_policies: Store<SloPolicy>,
+    pub autoscalers: super::autoscaler::Watched,
     listed: Lists,
     written: Arc<Written>,
 }
@@ -107,6 +108,11 @@ impl Listed {
         }
     }
 
+    /// Marks the first list done (a watch that will never run has nothing to list).
+    pub fn set_done(&self) {
+        self.0.send_replace(true);
+    }
+
     pub fn is_done(&self) -> bool {
         *self.0.borrow()
     }
@@ -124,6 +130,7 @@ pub struct Lists {
     pub owned: Listed,
     pub versions: Listed,
     pub slo_policies: Listed,
+    pub autoscalers: Listed,
 }
 
 #[derive(Default)]
@@ -151,6 +158,7 @@ impl Stores {
         owned: Store<Deployment>,
         versions: Store<PartialObjectMeta<Deployment>>,
         slo_policies: Store<SloPolicy>,
+        autoscalers: super::autoscaler::Watched,
         listed: Lists,
     ) -> Self {
         Stores {
@@ -158,6 +166,7 @@ impl Stores {
             owned,
             versions,
             slo_policies,
+            autoscalers,
             listed,
             written: Default::default(),
         }
@@ -167,7 +176,15 @@ impl Stores {
     #[cfg(test)]
     pub fn empty() -> Self {
         use kube::runtime::reflector::store;
-        Self::new(store().0, store().0, store().0, store().0, Lists::default())
+        let none = super::autoscaler::Watched::none();
+        Self::new(
+            store().0,
+            store().0,
+            store().0,
+            store().0,
+            none,
+            Lists::default(),
+        )
     }
 
     /// Waits for the first list of the stores other than the rollouts' own (which the
@@ -178,6 +195,7 @@ impl Stores {
             ("managed Deployments", &l.owned),
             ("Deployment metadata", &l.versions),
             ("SloPolicies", &l.slo_policies),
+            ("HorizontalPodAutoscalers", &l.autoscalers),
         ];
         for (watch, listed) in watches {
             let wait = std::time::Duration::from_secs(30);
@@ -191,9 +209,15 @@ impl Stores {
     /// controller feeds the rollouts' store only while its reconciles make progress.
     pub fn ready(&self) -> bool {
         let l = &self.listed;
-        [&l.rollouts, &l.owned, &l.versions, &l.slo_policies]
-            .iter()
-            .all(|l| l.is_done())
+        [
+            &l.rollouts,
+            &l.owned,
+            &l.versions,
+            &l.slo_policies,
+            &l.autoscalers,
+        ]
+        .iter()
+        .all(|l| l.is_done())
     }
 
     /// The latest rollout: the cached one unless this process has seen a version the
