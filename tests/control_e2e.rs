@@ -171,6 +171,20 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
             .iter()
             .any(|e| e.0 == "TargetNotFound")
     );
+    // Nothing of its own exists: it holds no finalizer, and a deletion takes it at once.
+    let finalizers = env
+        .rollouts()
+        .get("orphan")
+        .await
+        .unwrap()
+        .metadata
+        .finalizers;
+    assert!(finalizers.unwrap_or_default().is_empty());
+    env.rollouts()
+        .delete("orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(env.rollouts().get_opt("orphan").await.unwrap().is_none());
     // The valid one in the same namespace still ships.
     env.ship("app:2", 0.0).await;
     env.wait_phase("app", Phase::Succeeded, 90).await;

@@ -223,14 +223,6 @@ pub async fn reconcile(gr: Arc<GuardedRollout>, ctx: Arc<Shared>) -> Result<Acti
         super::set_finalizer(&ctx, gr.as_ref(), FINALIZER, false).await?;
         return Ok(action);
     }
-    // The finalizer comes before anything of ours exists. Its watch event brings the
-    // rollout back: going on in the same reconcile was measured no faster at 1,000
-    // rollouts (the apiserver's writes bound a cold start either way).
-    if !has_finalizer {
-        let written = super::set_finalizer(&ctx, gr.as_ref(), FINALIZER, true).await?;
-        ctx.stores.wrote_rollout(&written);
-        return Ok(Action::await_change());
-    }
     apply(gr, &ctx, &ns).await
 }
 
@@ -256,6 +248,10 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Shared, ns: &str) -> Result<Ac
     let decision = decision(&gr, &previous, &obs, &now);
     let acted = carry_out(ctx, gr, ns, previous, &world, decision, &now).await?;
     timer.ok();
+    if acted.finalizer_added {
+        // Its watch event brings the rollout back to act.
+        return Ok(Action::await_change());
+    }
     Ok(Action::requeue(requeue(&acted, &world)))
 }
 
@@ -365,6 +361,8 @@ struct Acted {
     gr: GuardedRollout,
     decision: rollout::Decision,
     route_failed: bool,
+    /// The finalizer was written instead of carrying out the plan.
+    finalizer_added: bool,
 }
 
 /// Status first: what was decided (e.g. the target's recorded size) survives a crash
@@ -395,6 +393,19 @@ async fn carry_out(
         ctx.stores.wrote_rollout(&consumed);
         gr.metadata.resource_version = consumed.metadata.resource_version;
     }
+    // Nothing of ours exists before the finalizer does. Written after the first status
+    // and acted on in the next reconcile, so that a cold start writes every rollout's
+    // first status before the other writes of any adoption.
+    if decision.plan.is_some() && !gr.finalizers().iter().any(|f| f == FINALIZER) {
+        let written = super::set_finalizer(ctx, &gr, FINALIZER, true).await?;
+        ctx.stores.wrote_rollout(&written);
+        return Ok(Acted {
+            gr: written,
+            decision,
+            route_failed: false,
+            finalizer_added: true,
+        });
+    }
     let mut route_failed = false;
     if let Some(plan) = &decision.plan {
         let failure = act::apply_plan(ctx, &ctx.stores, &gr, ns, world, plan).await?;
@@ -412,6 +423,7 @@ async fn carry_out(
         gr,
         decision,
         route_failed,
+        finalizer_added: false,
     })
 }
 
