@@ -216,7 +216,8 @@ pub async fn consume(
     Ok(Some(written))
 }
 
-/// Events for the decision's notes and for a phase change.
+/// Events for the decision's notes and for a phase change (the first phase is the
+/// adoption's, which its own Event tells).
 pub async fn announce(
     ctx: &Context,
     gr: &GuardedRollout,
@@ -227,12 +228,8 @@ pub async fn announce(
         events::publish(ctx, gr, note.reason, note.message.clone()).await;
     }
     if previous.phase != decision.status.phase
-        && let Some(phase) = decision.status.phase
+        && let (Some(from), Some(phase)) = (previous.phase, decision.status.phase)
     {
-        let from = previous
-            .phase
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "none".into());
         let message = format!(
             "{from} -> {phase}: {}",
             decision.status.message.clone().unwrap_or_default()
