@@ -216,6 +216,27 @@ async fn an_autoscaled_service_ships_without_the_operator_reverting_the_autoscal
     .await;
     assert_eq!(copy.data["spec"]["scaleTargetRef"]["name"], "app-primary");
     assert_eq!(copy.data["spec"]["maxReplicas"], 10);
+    // Idle, the user edits their autoscaler: its watch event wakes the rollout, and the
+    // copy follows (no reconcile would come otherwise for minutes).
+    env.wait_phase("app", Phase::Idle, 30).await;
+    env.reconciles_once_quiet(Duration::from_secs(3), Duration::ZERO)
+        .await;
+    autoscalers(&env)
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxReplicas": 12}})),
+        )
+        .await
+        .unwrap();
+    common::wait_for(
+        &autoscalers(&env),
+        "app-primary",
+        10,
+        "the copy at maxReplicas 12",
+        |c| c.data["spec"]["maxReplicas"] == 12,
+    )
+    .await;
 
     // The test plays the autoscaler: the primary grows to 5.
     let scale = |n: i32| Patch::Merge(json!({"spec": {"replicas": n}}));

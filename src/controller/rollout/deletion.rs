@@ -69,6 +69,7 @@ pub async fn hand_back(
     };
     let status = gr.status.clone().unwrap_or_default();
     let autoscaled = autoscaler::read(ctx, &ctx.stores.autoscalers, ns, target_name)
+        .await?
         .user
         .is_some();
     let primary_size = primary

@@ -3,6 +3,7 @@
 
 mod act;
 mod autoscaler;
+mod autoscaler_watch;
 mod checks;
 mod deletion;
 mod metrics;
@@ -123,8 +124,13 @@ pub async fn run(
             .inspect_ok(listed.versions.mark())
             .touched_objects(),
     );
-    let (autoscalers, _autoscalers_task) =
-        autoscaler::watch(&client, namespace.as_deref(), &listed.autoscalers).await;
+    let (autoscalers, autoscaler_changes, _autoscalers_task) = autoscaler_watch::watch(
+        ctx.client.clone(),
+        client.clone(),
+        namespace.clone(),
+        listed.autoscalers.clone(),
+        started.clone(),
+    );
     let (notifier, _notifier_task) = notifier::Notifier::start(ctx.clone(), slo_policies.clone());
     let shared = Arc::new(Shared {
         ctx,
@@ -143,6 +149,7 @@ pub async fn run(
     shared.stores.others_ready().await;
     started.store(true, std::sync::atomic::Ordering::Release);
     let store = rollout_store.clone();
+    let scaled_store = rollout_store.clone();
     Controller::for_stream(trigger, rollout_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(owned)
@@ -155,6 +162,27 @@ pub async fn run(
                 .map(|gr| ObjectRef::from_obj(gr.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // An autoscaler's spec changed or it went: the rollout of its Deployment (the
+        // user's target, or our primary) copies it again or removes the copy.
+        .watches_stream_with(
+            autoscaler_changes,
+            move |h| {
+                let ns = h.namespace();
+                let scaled = autoscaler::scaled(&h).unwrap_or_default().to_string();
+                scaled_store
+                    .state()
+                    .iter()
+                    .filter(|gr| gr.namespace() == ns)
+                    .filter(|gr| {
+                        let target = &gr.spec.target_ref.name;
+                        *target == scaled
+                            || rollout::workloads::Role::Primary.name(target) == scaled
+                    })
+                    .map(|gr| ObjectRef::from_obj(gr.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+            autoscaler_watch::default_resource(),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, shared)
         .for_each(|r| async move {

@@ -55,7 +55,7 @@ pub async fn read(
     };
     let router = crate::traffic::router(&gr.spec);
     let traffic = router.observe(&super::io(ctx, gr, ns)).await?;
-    let autoscalers = super::autoscaler::read(ctx, &stores.autoscalers, ns, target_name);
+    let autoscalers = super::autoscaler::read(ctx, &stores.autoscalers, ns, target_name).await?;
     let phase = gr.status.as_ref().and_then(|s| s.phase);
     let evidence_every = match phase {
         Some(crate::api::Phase::Progressing | crate::api::Phase::Paused) => {

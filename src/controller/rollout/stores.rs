@@ -80,7 +80,7 @@ pub struct Stores {
     /// Every Deployment's name and version.
     pub versions: Store<PartialObjectMeta<Deployment>>,
     pub slo_policies: Store<SloPolicy>,
-    pub autoscalers: super::autoscaler::Watched,
+    pub autoscalers: super::autoscaler_watch::Watched,
     listed: Lists,
     written: Arc<Written>,
 }
@@ -158,7 +158,7 @@ impl Stores {
         owned: Store<Deployment>,
         versions: Store<PartialObjectMeta<Deployment>>,
         slo_policies: Store<SloPolicy>,
-        autoscalers: super::autoscaler::Watched,
+        autoscalers: super::autoscaler_watch::Watched,
         listed: Lists,
     ) -> Self {
         Stores {
@@ -176,7 +176,7 @@ impl Stores {
     #[cfg(test)]
     pub fn empty() -> Self {
         use kube::runtime::reflector::store;
-        let none = super::autoscaler::Watched::none();
+        let none = super::autoscaler_watch::Watched::none();
         Self::new(
             store().0,
             store().0,
