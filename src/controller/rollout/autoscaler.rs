@@ -15,15 +15,14 @@ use crate::{
     rollout::workloads::Role,
 };
 
-fn scales(hpa: &DynamicObject, deployment: &str) -> bool {
-    let r = &hpa.data["spec"]["scaleTargetRef"];
-    r["kind"] == "Deployment" && r["name"] == deployment
-}
-
 /// The Deployment an autoscaler scales.
 pub fn scaled(hpa: &DynamicObject) -> Option<&str> {
     let r = &hpa.data["spec"]["scaleTargetRef"];
     (r["kind"] == "Deployment").then(|| r["name"].as_str())?
+}
+
+fn scales(hpa: &DynamicObject, deployment: &str) -> bool {
+    scaled(hpa) == Some(deployment)
 }
 
 /// The user's autoscaler of the target, and ours of the primary.
