@@ -96,8 +96,22 @@ where
             };
             return Box::pin(async move { Err(refused.into()) });
         }
-        let response = self.inner.call(req);
-        Box::pin(async move { response.await.map_err(Into::into) })
+        // Checked again at every poll: a write handed over just before the process was
+        // stopped is dropped on resume (the client skips a request given up before it
+        // leaves) rather than sent after the deadline.
+        let leadership = self.leadership.clone();
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        let mut response = Box::pin(self.inner.call(req));
+        Box::pin(std::future::poll_fn(move |cx| {
+            if !read && !leadership.valid() {
+                let refused = NotLeader {
+                    method: method.clone(),
+                    path: path.clone(),
+                };
+                return Poll::Ready(Err(refused.into()));
+            }
+            response.as_mut().poll(cx).map_err(Into::into)
+        }))
     }
 }
 
