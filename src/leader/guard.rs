@@ -50,6 +50,11 @@ pub struct NotLeader {
     path: String,
 }
 
+/// A request that changes nothing, let through outside leadership.
+pub fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 #[derive(Clone)]
 pub struct GuardLayer(Leadership);
 
@@ -88,7 +93,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let read = is_read(req.method());
         if !read && !self.leadership.valid() {
             let refused = NotLeader {
                 method: req.method().clone(),

@@ -10,6 +10,7 @@
 
 pub mod guard;
 pub mod lease;
+pub mod wire;
 
 pub use guard::Leadership;
 
