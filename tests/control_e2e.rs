@@ -366,3 +366,55 @@ async fn the_documented_rbac_is_enough_for_a_whole_delivery() {
     env.wait_gone("app", 30).await;
     assert!(env.rollouts().get_opt("app").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_start_gives_every_rollout_a_status_before_adopting_any() {
+    use guardrails_sandbox::ControlPlane;
+    use k8s_openapi::jiff::Timestamp;
+    const ROLLOUTS: usize = 24;
+    let mut env = env("cold-start").await;
+    env.operator.abort();
+    env.create_rollouts((0..ROLLOUTS).map(|i| format!("app-{i:02}")))
+        .await;
+    let cp = ControlPlane::shared(&guardrails::api::crds()).unwrap();
+    let started = Timestamp::now();
+    let operator = Operator::unelected(cp.config().clone());
+    env.operator = start_operator(operator, &env.ns, env.prom.url(), &env.metrics);
+    for i in 0..ROLLOUTS {
+        env.wait_phase(&format!("app-{i:02}"), Phase::Idle, 120)
+            .await;
+    }
+
+    let writes: Vec<_> = cp
+        .audited_writes()
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.at() > started)
+        .filter_map(|w| {
+            let r = w.object_ref.clone()?;
+            (r.namespace.as_deref() == Some(env.ns.as_str())).then_some((w, r))
+        })
+        .collect();
+    let mut first_status = std::collections::BTreeMap::new();
+    for (w, r) in &writes {
+        if r.resource == "guardedrollouts" && r.subresource.as_deref() == Some("status") {
+            let name = r.name.clone().unwrap_or_default();
+            first_status.entry(name).or_insert(w.at());
+        }
+    }
+    // The finalizer, the managed Deployments, the target's scale: any adoption write.
+    let first_adoption = writes
+        .iter()
+        .filter(|(_, r)| r.subresource.is_none())
+        .filter(|(_, r)| ["guardedrollouts", "deployments"].contains(&r.resource.as_str()))
+        .map(|(w, _)| w)
+        .min_by_key(|w| w.at())
+        .expect("adoption writes");
+    assert_eq!(first_status.len(), ROLLOUTS, "every rollout got a status");
+    let (last, at) = first_status.iter().max_by_key(|(_, at)| **at).unwrap();
+    assert!(
+        *at < first_adoption.at(),
+        "the first status of {last} ({at}) came after an adoption write: {}",
+        first_adoption.describe()
+    );
+}

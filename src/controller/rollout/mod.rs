@@ -6,6 +6,7 @@ mod autoscaler;
 mod autoscaler_watch;
 mod checks;
 mod deletion;
+mod first_pass;
 mod metrics;
 mod notifier;
 mod observe;
@@ -53,6 +54,7 @@ pub struct Shared {
     ctx: Arc<Context>,
     stores: Stores,
     notifier: notifier::Notifier,
+    first_passes: first_pass::FirstPasses,
 }
 
 impl std::ops::Deref for Shared {
@@ -135,6 +137,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         ctx,
         notifier,
+        first_passes: first_pass::FirstPasses::new(),
         stores: Stores::new(
             rollout_store.clone(),
             owned_store,
@@ -276,11 +279,10 @@ async fn apply(cached: Arc<GuardedRollout>, ctx: &Shared, ns: &str) -> Result<Ac
     let decision = decision(&gr, &previous, &obs, &now);
     let acted = carry_out(ctx, gr, ns, previous, &world, decision, &now).await?;
     timer.ok();
-    if acted.finalizer_added {
-        // Its watch event brings the rollout back to act.
-        return Ok(Action::await_change());
-    }
-    Ok(Action::requeue(requeue(&acted, &world)))
+    Ok(acted
+        .instead
+        .clone()
+        .unwrap_or_else(|| Action::requeue(requeue(&acted, &world))))
 }
 
 /// What decide() needs; Err(action) when a problem stops the reconcile before any
@@ -389,8 +391,8 @@ struct Acted {
     gr: GuardedRollout,
     decision: rollout::Decision,
     route_failed: bool,
-    /// The finalizer was written instead of carrying out the plan.
-    finalizer_added: bool,
+    /// The plan waits: what the reconcile returns instead of its usual requeue.
+    instead: Option<Action>,
 }
 
 /// Status first: what was decided (e.g. the target's recorded size) survives a crash
@@ -422,16 +424,22 @@ async fn carry_out(
         gr.metadata.resource_version = consumed.metadata.resource_version;
     }
     // Nothing of ours exists before the finalizer does. Written after the first status
-    // and acted on in the next reconcile, so that a cold start writes every rollout's
-    // first status before the other writes of any adoption.
+    // (and, on a cold start, after every rollout's first status) and acted on in the
+    // next reconcile.
     if decision.plan.is_some() && !gr.finalizers().iter().any(|f| f == FINALIZER) {
-        let written = super::set_finalizer(ctx, &gr, FINALIZER, true).await?;
-        ctx.stores.wrote_rollout(&written);
+        let (gr, instead) = if ctx.first_passes.hold(&gr, &ctx.stores.rollouts.state()) {
+            (gr, Action::requeue(first_pass::RECHECK))
+        } else {
+            let written = super::set_finalizer(ctx, &gr, FINALIZER, true).await?;
+            ctx.stores.wrote_rollout(&written);
+            // Its watch event brings the rollout back to act.
+            (written, Action::await_change())
+        };
         return Ok(Acted {
-            gr: written,
+            gr,
             decision,
             route_failed: false,
-            finalizer_added: true,
+            instead: Some(instead),
         });
     }
     let mut route_failed = false;
@@ -451,7 +459,7 @@ async fn carry_out(
         gr,
         decision,
         route_failed,
-        finalizer_added: false,
+        instead: None,
     })
 }
 

@@ -1,0 +1,97 @@
+//! A cold start looks at every rollout before it adopts any. Adopting a rollout takes
+//! several writes and as many reconciles, and the controller's queue runs due
+//! reconciles in no particular order: without a rule, the last rollouts to get a status
+//! would wait behind the adoption of the first ones. So, for a while after the
+//! controller starts, a rollout that has its status but nothing of ours yet (no
+//! finalizer) waits while other rollouts still have no status at all.
+//!
+//! The wait is bounded: a rollout whose status cannot be written (a rejected write, a
+//! failing webhook) holds the others back for at most [`WINDOW`] after the start.
+//! Rollouts already adopted (a canary in flight included) never wait.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use tokio::time::Instant;
+
+use super::FINALIZER;
+use crate::api::GuardedRollout;
+
+/// How long after the start adoptions may wait for other rollouts' first status.
+pub const WINDOW: Duration = Duration::from_secs(30);
+/// How soon a rollout whose adoption waits looks again.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+pub struct FirstPasses {
+    started: Instant,
+}
+
+impl FirstPasses {
+    pub fn new() -> Self {
+        FirstPasses {
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether adopting `gr` waits for the first status of the rollouts in `all`.
+    pub fn hold(&self, gr: &GuardedRollout, all: &[std::sync::Arc<GuardedRollout>]) -> bool {
+        hold(self.started.elapsed(), gr, all.iter().map(|o| o.as_ref()))
+    }
+}
+
+fn hold<'a>(
+    elapsed: Duration,
+    gr: &GuardedRollout,
+    mut all: impl Iterator<Item = &'a GuardedRollout>,
+) -> bool {
+    let adopting = !gr.finalizers().iter().any(|f| f == FINALIZER);
+    let unseen = |o: &GuardedRollout| o.status.is_none() && o.metadata.deletion_timestamp.is_none();
+    elapsed < WINDOW && adopting && all.any(unseen)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+
+    fn rollout(name: &str, status: bool, finalizer: bool) -> GuardedRollout {
+        let mut gr: GuardedRollout = serde_json::from_value(json!({
+            "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"targetRef": {"name": name}, "steps": [{"setWeight": 50}]}
+        }))
+        .unwrap();
+        gr.status = status.then(Default::default);
+        if finalizer {
+            gr.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+        }
+        gr
+    }
+
+    #[test]
+    fn adoption_waits_only_for_rollouts_without_a_status_and_only_a_while() {
+        let seen = rollout("a", true, false);
+        let unseen = rollout("b", false, false);
+        let mut leaving = rollout("c", false, true);
+        leaving.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        let early = Duration::from_secs(2);
+
+        assert!(hold(early, &seen, [&seen, &unseen].into_iter()));
+        assert!(!hold(early, &seen, [&seen].into_iter()), "all seen: adopt");
+        assert!(
+            !hold(early, &seen, [&seen, &leaving].into_iter()),
+            "a rollout being deleted gets no first status to wait for"
+        );
+        assert!(
+            !hold(WINDOW, &seen, [&seen, &unseen].into_iter()),
+            "the wait is bounded"
+        );
+        let adopted = rollout("d", true, true);
+        assert!(
+            !hold(early, &adopted, [&adopted, &unseen].into_iter()),
+            "a rollout already adopted never waits"
+        );
+    }
+}
