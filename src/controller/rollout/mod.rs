@@ -5,6 +5,7 @@ mod act;
 mod autoscaler;
 mod autoscaler_watch;
 mod checks;
+mod compact;
 mod deletion;
 mod first_pass;
 mod metrics;
@@ -13,6 +14,7 @@ mod observe;
 mod stores;
 
 pub use checks::pods_regex;
+pub use compact::Compact;
 pub use stores::{Listed, Lists, Stores, trim, trim_to_version};
 
 use std::{sync::Arc, time::Duration};
@@ -85,7 +87,7 @@ pub async fn run(
         }
     }
     let rollouts: Api<GuardedRollout> = scoped(&client, &namespace);
-    let deployments: Api<Deployment> = scoped(&client, &namespace);
+    let deployments: Api<Compact<Deployment>> = scoped(&client, &namespace);
     let metadata: Api<PartialObjectMeta<Deployment>> = scoped(&client, &namespace);
     let (rollout_store, rollout_writer) = reflector::store();
     let listed = Lists {
@@ -109,17 +111,18 @@ pub async fn run(
             watcher::Config::default().labels(LABEL_ROLLOUT),
         )
         .default_backoff()
-        .modify(trim)
         .reflect(owned_writer)
         .inspect_ok(listed.owned.mark())
         .touched_objects(),
     );
     // Targets are not ours to label: watch Deployment metadata only (a template change
-    // bumps the generation) and map a target to the rollouts that name it.
+    // bumps the generation) and map a target to the rollouts that name it. Our own
+    // Deployments (labelled) are watched above, in full.
+    let not_ours = format!("!{LABEL_ROLLOUT}");
     let (targets, _targets_task) = detached(
         "Deployment metadata",
         started.clone(),
-        watcher::watcher(metadata, watcher::Config::default())
+        watcher::watcher(metadata, watcher::Config::default().labels(&not_ours))
             .default_backoff()
             .modify(stores::trim_to_version)
             .reflect(version_writer)

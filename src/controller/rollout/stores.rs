@@ -21,7 +21,7 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::super::Error;
+use super::{super::Error, compact::Compact};
 use crate::api::{GuardedRollout, SloPolicy};
 
 /// The annotation `kubectl apply` leaves: a second copy of the object, never read.
@@ -71,12 +71,18 @@ fn trim_target(d: &mut Deployment) {
     }
 }
 
+/// A cached Deployment, decoded.
+fn decoded(cached: Option<&Compact<Deployment>>) -> Result<Option<Deployment>, Error> {
+    let decode = |c: &Compact<Deployment>| c.get().map_err(kube::Error::SerdeError);
+    Ok(cached.map(decode).transpose()?)
+}
+
 /// The watch stores a rollout reads, and what this process last wrote.
 #[derive(Clone)]
 pub struct Stores {
     pub rollouts: Store<GuardedRollout>,
-    /// Primaries and canaries (label-selected).
-    pub owned: Store<Deployment>,
+    /// Primaries and canaries (label-selected), as JSON.
+    pub owned: Store<Compact<Deployment>>,
     /// Every Deployment's name and version.
     pub versions: Store<PartialObjectMeta<Deployment>>,
     pub slo_policies: Store<SloPolicy>,
@@ -140,8 +146,8 @@ struct Written {
     /// Managed Deployment (namespace/name) -> the generation last written, until the
     /// store has it.
     generations: Mutex<HashMap<String, i64>>,
-    /// Target (namespace/name) -> the target as last read in full.
-    targets: Mutex<HashMap<String, Arc<Deployment>>>,
+    /// Target (namespace/name) -> the target as last read in full, as JSON.
+    targets: Mutex<HashMap<String, Arc<Compact<Deployment>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,7 +161,7 @@ fn key(ns: &str, name: &str) -> String {
 impl Stores {
     pub fn new(
         rollouts: Store<GuardedRollout>,
-        owned: Store<Deployment>,
+        owned: Store<Compact<Deployment>>,
         versions: Store<PartialObjectMeta<Deployment>>,
         slo_policies: Store<SloPolicy>,
         autoscalers: super::autoscaler_watch::Watched,
@@ -268,15 +274,15 @@ impl Stores {
         let k = key(ns, name);
         let wrote = lock(&self.written.generations).get(&k).copied();
         let Some(wrote) = wrote else {
-            return Ok(cached.map(|d| d.as_ref().clone()));
+            return decoded(cached.as_deref());
         };
         let behind = cached
             .as_ref()
-            .is_none_or(|d| d.metadata.generation < Some(wrote));
+            .is_none_or(|d| d.meta().generation < Some(wrote));
         if !behind {
             // The store has caught up: no need to remember.
             lock(&self.written.generations).remove(&k);
-            return Ok(cached.map(|d| d.as_ref().clone()));
+            return decoded(cached.as_deref());
         }
         // Read until the store has our write; forget it once the object is gone or was
         // recreated by someone else (a lower generation than ours).
@@ -314,15 +320,17 @@ impl Stores {
         };
         let known = lock(&self.written.targets).get(&k).cloned();
         if let Some(known) = known.filter(|t| t.uid() == version.uid()) {
-            let (ours, theirs) = (known.metadata.generation, version.metadata.generation);
+            let (ours, theirs) = (known.meta().generation, version.metadata.generation);
             if ours > theirs {
-                return Ok(Some(known.as_ref().clone()));
+                return decoded(Some(&known));
             }
             if ours == theirs {
                 // The same spec; only its status (unread) or metadata moved on.
-                let mut d = known.as_ref().clone();
-                d.metadata.resource_version = version.resource_version();
-                return Ok(Some(d));
+                let mut d = decoded(Some(&known))?;
+                if let Some(d) = d.as_mut() {
+                    d.metadata.resource_version = version.resource_version();
+                }
+                return Ok(d);
             }
         }
         let read = api.get_opt(name).await?;
@@ -345,7 +353,7 @@ impl Stores {
         };
         let mut d = d.clone();
         trim_target(&mut d);
-        lock(&self.written.targets).insert(key(ns, name), Arc::new(d));
+        lock(&self.written.targets).insert(key(ns, name), Arc::new(Compact::new(&d)));
     }
 
     pub fn slo_policy(&self, ns: &str, name: &str) -> Option<SloPolicy> {
