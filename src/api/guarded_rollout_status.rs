@@ -149,7 +149,7 @@ pub struct RevisionTemplate {
     pub revision: String,
     /// The pod template, as the target had it.
     #[schemars(schema_with = "super::schema::embedded_object")]
-    pub template: k8s_openapi::api::core::v1::PodTemplateSpec,
+    pub template: super::PodTemplate,
 }
 
 /// The budget gate's decision for a revision.

@@ -8,6 +8,7 @@ mod duration;
 mod guarded_rollout;
 mod guarded_rollout_status;
 mod notifications;
+mod pod_template;
 pub mod reference;
 mod schema;
 #[allow(clippy::duplicated_attributes)]
@@ -19,6 +20,7 @@ pub use duration::{DURATION_PATTERN, DurationError, PromDuration};
 pub use guarded_rollout::*;
 pub use guarded_rollout_status::*;
 pub use notifications::*;
+pub use pod_template::PodTemplate;
 pub use slo_policy::*;
 
 use kube::CustomResourceExt;

@@ -23,7 +23,7 @@ impl Machine<'_> {
         if let Some(template) = found {
             self.s.stable_template = Some(RevisionTemplate {
                 revision: stable,
-                template,
+                template: template.into(),
             });
         }
     }
@@ -34,11 +34,11 @@ impl Machine<'_> {
         let stored = self
             .s
             .stable_template
-            .clone()
+            .as_ref()
             .filter(|t| t.revision == rev)?;
         Some(Desired {
             revision: rev,
-            template: stored.template,
+            template: stored.template.get()?,
             replicas: self.primary_replicas(),
         })
     }
