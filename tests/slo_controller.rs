@@ -127,6 +127,14 @@ async fn status_follows_the_data_and_prometheus_outages() {
         p.status.as_ref().unwrap().observed_generation,
         p.metadata.generation
     );
+    // A new policy that is evaluated and Open is what was expected: no Event says so
+    // (its Events follow its status write within milliseconds).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let told = event_reasons(&client, &ns, "live").await;
+    assert!(
+        told.is_empty(),
+        "Events about a healthy new policy: {told:?}"
+    );
 
     // A third of the requests fail: the budget of a 99% target is gone, the page tier fires.
     exporter.set_rate(r#"http_requests_total{service="live",code="500"}"#, 50.0);
@@ -192,6 +200,7 @@ async fn status_follows_the_data_and_prometheus_outages() {
     )
     .await;
     assert!(p.status.unwrap().objectives[0].observed_time > down.objectives[0].observed_time);
+    event_seen(&client, &ns, "live", SloCondition::Evaluated.as_str()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -187,7 +187,12 @@ async fn announce(
     previous: &SloPolicyStatus,
     next: &SloPolicyStatus,
 ) {
-    if let Some((from, to)) = slo::gate_transition(previous, next) {
+    // A first evaluation tells only of a problem: a new policy that is Open and
+    // evaluated is what is expected (and a cold start of many policies would otherwise
+    // write two Events for each).
+    if let Some((from, to)) = slo::gate_transition(previous, next)
+        && (from.is_some() || to != Gate::Open)
+    {
         let from = from.map(|g| g.to_string()).unwrap_or_else(|| "none".into());
         let reason = next.gate_reason.clone().unwrap_or_default();
         info!(%from, to = ?to, %reason, "gate changed");
@@ -203,7 +208,10 @@ async fn announce(
     if let Some((reason, message)) = &after
         && let Ok(condition) = reason.parse::<SloCondition>()
     {
-        let reason_changed = before.as_ref().map(|b| &b.0) != Some(reason);
+        let reason_changed = match &before {
+            Some(before) => &before.0 != reason,
+            None => condition != SloCondition::Evaluated,
+        };
         let invalid_changed =
             condition == SloCondition::InvalidSpec && before.as_ref() != after.as_ref();
         if reason_changed || invalid_changed {
