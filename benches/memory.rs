@@ -218,9 +218,8 @@ async fn main() -> anyhow::Result<()> {
 
     // The objects as the watches deliver them.
     let all_deployments = deployments.list(&ListParams::default()).await?.items;
-    let not_ours = format!("!{}", guardrails::api::LABEL_ROLLOUT);
     let versions: Vec<PartialObjectMeta<Deployment>> = deployments
-        .list_metadata(&ListParams::default().labels(&not_ours))
+        .list_metadata(&ListParams::default())
         .await?
         .items;
     let managed: Vec<Deployment> = all_deployments
@@ -280,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
             store_cost(&targets, |_| ()),
         ),
         (
-            "targets' metadata (name, uid, generation, version)",
+            "Deployment metadata (name, uid, generation, version)",
             versions.len(),
             store_cost(&versions, guardrails::controller::rollout::trim_to_version),
         ),

@@ -4,7 +4,9 @@
 //! that task may run before the request's future is polled again and send a request that
 //! was queued before the pause. The operator's writes therefore travel on connections of
 //! their own whose every write to the socket checks the leadership first: once the renew
-//! deadline has passed, not one byte leaves, whichever task runs first.
+//! deadline has passed, nothing more is handed to the socket, whichever task runs first.
+//! (Bytes the kernel accepted before the deadline may still leave after it; and a pause
+//! that falls between the check and the write call itself resumes into that call.)
 
 use std::{
     future::Future,

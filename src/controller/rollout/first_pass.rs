@@ -3,13 +3,14 @@
 //! reconciles in no particular order: without a rule, the last rollouts to get a status
 //! would wait behind the adoption of the first ones. So, for a while after the
 //! controller starts, a rollout that has its status but nothing of ours yet (no
-//! finalizer) waits while other rollouts still have no status at all.
+//! finalizer, no managed Deployment) waits while other rollouts still have no status.
 //!
 //! The wait is bounded: a rollout whose status cannot be written (a rejected write, a
-//! failing webhook) holds the others back for at most [`WINDOW`] after the start.
-//! Rollouts already adopted (a canary in flight included) never wait.
+//! failing webhook) holds the others back for at most [`WINDOW`] after the first
+//! reconcile. Rollouts already adopted (a canary in flight included) never wait, nor
+//! does one whose managed Deployments exist although its finalizer was removed.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use kube::ResourceExt;
 use tokio::time::Instant;
@@ -22,20 +23,19 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 /// How soon a rollout whose adoption waits looks again.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
+/// The window opens at the first question, i.e. at the first reconcile that has
+/// something to adopt (after the watch stores' first lists, however long they took).
+#[derive(Default)]
 pub struct FirstPasses {
-    started: Instant,
+    started: OnceLock<Instant>,
 }
 
 impl FirstPasses {
-    pub fn new() -> Self {
-        FirstPasses {
-            started: Instant::now(),
-        }
-    }
-
-    /// Whether adopting `gr` waits for the first status of the rollouts in `all`.
+    /// Whether adopting `gr` (nothing of ours exists yet) waits for the first status of
+    /// the rollouts in `all`.
     pub fn hold(&self, gr: &GuardedRollout, all: &[std::sync::Arc<GuardedRollout>]) -> bool {
-        hold(self.started.elapsed(), gr, all.iter().map(|o| o.as_ref()))
+        let started = self.started.get_or_init(Instant::now);
+        hold(started.elapsed(), gr, all.iter().map(|o| o.as_ref()))
     }
 }
 
@@ -45,7 +45,10 @@ fn hold<'a>(
     mut all: impl Iterator<Item = &'a GuardedRollout>,
 ) -> bool {
     let adopting = !gr.finalizers().iter().any(|f| f == FINALIZER);
-    let unseen = |o: &GuardedRollout| o.status.is_none() && o.metadata.deletion_timestamp.is_none();
+    // Not itself: the store may not have its own first status yet.
+    let unseen = |o: &GuardedRollout| {
+        o.status.is_none() && o.metadata.deletion_timestamp.is_none() && o.uid() != gr.uid()
+    };
     elapsed < WINDOW && adopting && all.any(unseen)
 }
 
@@ -59,7 +62,7 @@ mod tests {
     fn rollout(name: &str, status: bool, finalizer: bool) -> GuardedRollout {
         let mut gr: GuardedRollout = serde_json::from_value(json!({
             "apiVersion": "guardrails.dev/v1alpha1", "kind": "GuardedRollout",
-            "metadata": {"name": name, "namespace": "ns"},
+            "metadata": {"name": name, "namespace": "ns", "uid": name},
             "spec": {"targetRef": {"name": name}, "steps": [{"setWeight": 50}]}
         }))
         .unwrap();
@@ -80,6 +83,12 @@ mod tests {
 
         assert!(hold(early, &seen, [&seen, &unseen].into_iter()));
         assert!(!hold(early, &seen, [&seen].into_iter()), "all seen: adopt");
+        let mut lagging = seen.clone();
+        lagging.status = None;
+        assert!(
+            !hold(early, &seen, [&lagging].into_iter()),
+            "its own entry, behind its own status write, is not waited for"
+        );
         assert!(
             !hold(early, &seen, [&seen, &leaving].into_iter()),
             "a rollout being deleted gets no first status to wait for"

@@ -116,13 +116,12 @@ pub async fn run(
         .touched_objects(),
     );
     // Targets are not ours to label: watch Deployment metadata only (a template change
-    // bumps the generation) and map a target to the rollouts that name it. Our own
-    // Deployments (labelled) are watched above, in full.
-    let not_ours = format!("!{LABEL_ROLLOUT}");
+    // bumps the generation) and map a target to the rollouts that name it. (Every
+    // Deployment: a target that carries our label is still a target.)
     let (targets, _targets_task) = detached(
         "Deployment metadata",
         started.clone(),
-        watcher::watcher(metadata, watcher::Config::default().labels(&not_ours))
+        watcher::watcher(metadata, watcher::Config::default())
             .default_backoff()
             .modify(stores::trim_to_version)
             .reflect(version_writer)
@@ -140,7 +139,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         ctx,
         notifier,
-        first_passes: first_pass::FirstPasses::new(),
+        first_passes: Default::default(),
         stores: Stores::new(
             rollout_store.clone(),
             owned_store,
@@ -430,7 +429,8 @@ async fn carry_out(
     // (and, on a cold start, after every rollout's first status) and acted on in the
     // next reconcile.
     if decision.plan.is_some() && !gr.finalizers().iter().any(|f| f == FINALIZER) {
-        let (gr, instead) = if ctx.first_passes.hold(&gr, &ctx.stores.rollouts.state()) {
+        let ours = world.primary.is_some() || world.canary.is_some();
+        let (gr, instead) = if !ours && ctx.first_passes.hold(&gr, &ctx.stores.rollouts.state()) {
             (gr, Action::requeue(first_pass::RECHECK))
         } else {
             let written = super::set_finalizer(ctx, &gr, FINALIZER, true).await?;
