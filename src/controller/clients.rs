@@ -1,8 +1,8 @@
 //! The operator's API clients. Request/response calls have connect, read and write
 //! timeouts (a hung apiserver becomes an error, never a stuck reconcile) and, with leader
 //! election, refuse writes outside leadership: writes travel on connections of their own
-//! that write no byte once the renew deadline has passed. Watches keep kube's long-lived
-//! streams.
+//! that hand nothing more to the socket once the renew deadline has passed. Watches keep
+//! kube's long-lived streams.
 
 use std::{future::Future, pin::Pin, task::Poll, time::Duration};
 
