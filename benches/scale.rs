@@ -100,6 +100,73 @@ async fn api_reads(client: &Client) -> anyhow::Result<f64> {
     Ok(total)
 }
 
+/// The apiserver's time by request kind ("VERB resource[/subresource]"): (requests,
+/// seconds spent answering them), from its request-duration histogram.
+fn request_time(text: &str) -> HashMap<String, (f64, f64)> {
+    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_string())
+    };
+    for line in text.lines() {
+        let (count, family) = if line.starts_with("apiserver_request_duration_seconds_sum{") {
+            (false, true)
+        } else if line.starts_with("apiserver_request_duration_seconds_count{") {
+            (true, true)
+        } else {
+            (false, false)
+        };
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        let (Some(verb), Some(resource), Some(value), true) =
+            (label(line, "verb"), label(line, "resource"), value, family)
+        else {
+            continue;
+        };
+        if verb == "WATCH" {
+            continue;
+        }
+        let sub = label(line, "subresource").filter(|s| !s.is_empty());
+        let kind = match sub {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        let entry = out.entry(kind).or_default();
+        if count {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    out
+}
+
+async fn apiserver_metrics(client: &Client) -> anyhow::Result<String> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    Ok(client.request_text(req).await?)
+}
+
+/// "N CPU-s; kind count (seconds), ..." of the apiserver between two metric texts: its
+/// CPU and the request kinds it spent most time answering.
+fn apiserver_load(cpu_seconds: f64, before: &str, after: &str) -> String {
+    let (before, after) = (request_time(before), request_time(after));
+    let mut kinds: Vec<(String, f64, f64)> = after
+        .into_iter()
+        .map(|(kind, (n, secs))| {
+            let (n0, s0) = before.get(&kind).copied().unwrap_or_default();
+            (kind, n - n0, secs - s0)
+        })
+        .filter(|(_, n, _)| *n > 0.0)
+        .collect();
+    kinds.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let top: Vec<String> = kinds
+        .iter()
+        .take(6)
+        .map(|(kind, n, secs)| format!("{kind} {n:.0} ({secs:.1} s)"))
+        .collect();
+    format!("{cpu_seconds:.0} CPU-s; {}", top.join(", "))
+}
+
 /// The operator's figures at one moment.
 struct Sample {
     cpu_ticks: u64,
@@ -327,6 +394,8 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
 
     let port = free_port()?;
     let metrics = format!("127.0.0.1:{port}");
+    let apiserver_pid = cp.pids()[1];
+    let (cold_cpu, cold_text) = (cpu_ticks(apiserver_pid), apiserver_metrics(&client).await?);
     // GUARDRAILS_SCALE_LOG=DIR keeps the operator's info log of each run there.
     let (log, level) = match std::env::var("GUARDRAILS_SCALE_LOG") {
         Ok(dir) => {
@@ -359,12 +428,37 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     };
     let idle = |g: &GuardedRollout| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle);
     // Watched side by side: each object's first time is when a poll first saw it.
-    let (first, evaluations, adopted) = tokio::join!(
-        first_times(&client, start, n, limit, reconciled),
+    let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<u64>>();
+    let pids = [apiserver_pid, cp.pids()[0], prom.pid().unwrap_or(0), pid];
+    let cold_ticks = cpu_of(&pids);
+    // Who had the two cores until every rollout had its first status.
+    let first_window = async {
+        let times = first_times(&client, start, n, limit, reconciled).await;
+        let (ticks, text) = (cpu_of(&pids), apiserver_metrics(&client).await);
+        let secs = |i: usize| (ticks[i] - cold_ticks[i]) as f64 / 100.0;
+        let load = text.map(|t| {
+            format!(
+                "apiserver {}; etcd {:.0}, Prometheus {:.0}, operator {:.0} CPU-s",
+                apiserver_load(secs(0), &cold_text, &t),
+                secs(1),
+                secs(2),
+                secs(3)
+            )
+        });
+        (times, load)
+    };
+    let ((first, first_load), evaluations, adopted) = tokio::join!(
+        first_window,
         first_times(&client, start, n, limit, evaluated),
         first_times(&client, start, n, limit, idle),
     );
+    let cold_start = apiserver_load(
+        (cpu_ticks(apiserver_pid) - cold_cpu) as f64 / 100.0,
+        &cold_text,
+        &apiserver_metrics(&client).await?,
+    );
     let first = first.map_err(|e| e.context("GuardedRollouts reconciled"))?;
+    let first_load = first_load?;
     let evaluations = evaluations.map_err(|e| e.context("SloPolicies evaluated"))?;
     let adopted = match adopted {
         Ok(t) => t,
@@ -559,6 +653,15 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
                 pct(&adopted, 1.0),
                 pct(&adopted_own, 1.0)
             ),
+        ),
+        (
+            "until every first status: CPU of each server; the apiserver's slowest request kinds"
+                .into(),
+            first_load,
+        ),
+        (
+            "apiserver until all adopted (CPU; slowest request kinds)".into(),
+            cold_start,
         ),
         (
             "API writes per minute, idle".into(),
