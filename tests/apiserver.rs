@@ -503,9 +503,11 @@ async fn a_status_decided_on_a_stale_read_never_lands() {
         ..Default::default()
     };
     // One writer decides a rollback on what it read...
-    let written = write_status(&ctx, &read, &phase(Phase::RolledBack))
-        .await
-        .unwrap();
+    let rolled_back = GuardedRolloutStatus {
+        message: Some("rolled back".into()),
+        ..phase(Phase::RolledBack)
+    };
+    let written = write_status(&ctx, &read, &rolled_back).await.unwrap();
     // ...another, still holding the older read, decides Progressing: refused.
     let stale = write_status(&ctx, &read, &phase(Phase::Progressing)).await;
     assert!(
@@ -519,8 +521,10 @@ async fn a_status_decided_on_a_stale_read_never_lands() {
     write_status(&ctx, &written, &phase(Phase::Progressing))
         .await
         .unwrap();
+    // The status is replaced whole: the message it leaves out is gone.
+    let status = api.get("app").await.unwrap().status.unwrap();
     assert_eq!(
-        api.get("app").await.unwrap().status.unwrap().phase,
-        Some(Phase::Progressing)
+        (status.phase, status.message),
+        (Some(Phase::Progressing), None)
     );
 }
