@@ -148,7 +148,7 @@ impl Default for Metrics {
             prometheus_queries: registered(
                 &mut registry,
                 "prometheus_queries",
-                "Queries sent to Prometheus",
+                "Requests sent to Prometheus (each a query, or several joined by or)",
                 Counter::default(),
             ),
             api_writes: registered(

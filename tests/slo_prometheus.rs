@@ -254,9 +254,8 @@ async fn evaluate(
     let indicators = slo::parse_all(&policy.spec.objectives).unwrap();
     let (observation, sent) = observe(source, &policy.spec, &indicators, at).await;
     assert_eq!(
-        sent as usize,
-        7 * policy.spec.objectives.len(),
-        "one query per objective and window, one for coverage"
+        sent, 1,
+        "one request for every objective and window, and coverage"
     );
     assert!(
         matches!(observation, slo::Observation::Read(_)),
@@ -704,4 +703,57 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
     changed.spec.objectives[0].target = 99.5;
     let (none, _) = recorded(source.clone(), changed).await;
     assert_eq!(none, Ok(None), "rules of an earlier target are not read");
+}
+
+/// A Prometheus that refuses any query loading more than 2,000 samples holds the same
+/// history: the policy's heaviest query (coverage, a subquery over 28 days) is refused,
+/// the short windows are not. The policy's one request for all is refused as a whole;
+/// its windows are then read one by one, and only the heavy ones are lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_prometheus_refuses_does_not_lose_the_others() {
+    let shared = shared();
+    let end = shared.end;
+    let strict = Prometheus::start(PrometheusConfig {
+        backfill: Some(history(end)),
+        flags: vec!["--query.max-samples=2000".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let at = Timestamp::from_second(end).unwrap();
+    let healthy = scenarios()
+        .into_iter()
+        .find(|s| s.name == "healthy")
+        .unwrap();
+    let policy = policy(&healthy);
+    let indicators = slo::parse_all(&policy.spec.objectives).unwrap();
+    let source = PrometheusSource::new(&strict.url()).unwrap();
+    let (observation, sent) = observe(&source, &policy.spec, &indicators, at).await;
+    assert_eq!(
+        sent,
+        1 + 7,
+        "the refused request, then one per window and coverage"
+    );
+    let slo::Observation::Partial(readings, failed) = observation else {
+        panic!("expected some windows read and some refused: {observation:?}");
+    };
+    let lost: Vec<&str> = failed.iter().map(|f| f.window.as_str()).collect();
+    assert!(lost.contains(&slo::COVERAGE), "{failed:?}");
+    assert!(
+        failed.iter().all(|f| f.error.contains("too many samples")),
+        "{failed:?}"
+    );
+    // What was read equals what the unrestricted Prometheus reads.
+    let full = PrometheusSource::new(&shared.prom.url()).unwrap();
+    let (all, _) = observe(&full, &policy.spec, &indicators, at).await;
+    let slo::Observation::Read(all) = all else {
+        panic!("{all:?}");
+    };
+    for window in ["5m", "1h"] {
+        assert!(!lost.contains(&window), "{window} lost: {failed:?}");
+        assert!(readings[0][window].is_some(), "{window} has data");
+    }
+    for (window, value) in &readings[0] {
+        assert_eq!(*value, all[0][window], "{window}");
+    }
 }

@@ -18,6 +18,8 @@ pub struct PrometheusConfig {
     pub backfill: Option<String>,
     /// Extra YAML appended to the config file (e.g. `rule_files:`).
     pub extra_config: Option<String>,
+    /// Extra command-line flags (e.g. `--query.max-samples=1000`).
+    pub flags: Vec<String>,
 }
 
 /// A running Prometheus. Killed on drop; `stop` and `restart` keep its data and port.
@@ -27,6 +29,7 @@ pub struct Prometheus {
     data: PathBuf,
     config_file: PathBuf,
     bin: Binaries,
+    flags: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -61,6 +64,7 @@ impl Prometheus {
             data,
             config_file,
             bin,
+            flags: config.flags.clone(),
             dir,
         };
         prom.restart().await?;
@@ -128,7 +132,8 @@ impl Prometheus {
             .arg(format!("--web.listen-address={}", self.addr()))
             // Backfilled history may be weeks old: keep it.
             .arg("--storage.tsdb.retention.time=10y")
-            .arg("--log.level=warn");
+            .arg("--log.level=warn")
+            .args(&self.flags);
         let log = self.dir.path().join("prometheus.log");
         let mut server = Server::start("prometheus", cmd, &log)?;
         let addr = self.addr();

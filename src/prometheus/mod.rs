@@ -41,6 +41,53 @@ pub trait MetricSource: Send + Sync {
         query: &str,
         at: Timestamp,
     ) -> impl std::future::Future<Output = Result<Option<f64>, SourceError>> + Send;
+
+    /// The value of each query at `at`, in order, each as [`MetricSource::scalar`] gives
+    /// it, and the number of requests sent.
+    fn scalars(&self, queries: &[String], at: Timestamp) -> impl Future<Output = Scalars> + Send {
+        async move {
+            let each = queries.iter().map(|q| self.scalar(q, at));
+            (futures::future::join_all(each).await, queries.len() as u64)
+        }
+    }
+}
+
+/// What [`MetricSource::scalars`] answers: a value per query, and the requests sent.
+pub type Scalars = (Vec<Result<Option<f64>, SourceError>>, u64);
+
+/// The label that tells apart the queries [`combined`] joins.
+const PART: &str = "guardrails_part";
+
+/// One query answering every query of `queries`: each result labelled with its index.
+/// Each must return at most one series (`sum(...)`, a ratio of sums), as `scalar` asks.
+fn combined(queries: &[String]) -> String {
+    queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| format!("label_replace({q}, \"{PART}\", \"{i}\", \"\", \"\")"))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The combined query's result split back per query, as `scalar` would give each.
+fn split(count: usize, data: &Data) -> Vec<Result<Option<f64>, SourceError>> {
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); count];
+    if let Data::Vector(v) = data {
+        for s in v {
+            let part = s.metric().get(PART).and_then(|p| p.parse::<usize>().ok());
+            if let Some(values) = part.and_then(|i| values.get_mut(i)) {
+                values.push(s.sample().value());
+            }
+        }
+    }
+    values
+        .into_iter()
+        .map(|v| match v.as_slice() {
+            [] => Ok(None),
+            [x] => Ok(Some(*x).filter(|x| !x.is_nan())),
+            more => Err(SourceError::NotSingle(more.len())),
+        })
+        .collect()
 }
 
 /// A Prometheus server.
@@ -253,6 +300,29 @@ impl PrometheusSource {
 }
 
 impl MetricSource for PrometheusSource {
+    /// One request for all (`or` of the queries, each labelled with its index): a
+    /// policy's dozen windows cost Prometheus one request and one parse. When Prometheus
+    /// refuses it (a window too slow or too heavy: its own timeout ends before the
+    /// wire's), each query is sent alone, so that one window does not lose the others.
+    /// When Prometheus cannot be reached, every query has that error.
+    async fn scalars(&self, queries: &[String], at: Timestamp) -> Scalars {
+        let one_by_one = |sent: u64| async move {
+            let each = queries.iter().map(|q| self.scalar(q, at));
+            (
+                futures::future::join_all(each).await,
+                sent + queries.len() as u64,
+            )
+        };
+        if queries.len() < 2 {
+            return one_by_one(0).await;
+        }
+        match self.instant(&combined(queries), at).await {
+            Ok(result) => (split(queries.len(), result.data()), 1),
+            Err(SourceError::Query { .. }) => one_by_one(1).await,
+            Err(e) => (vec![Err(e); queries.len()], 1),
+        }
+    }
+
     async fn scalar(&self, query: &str, at: Timestamp) -> Result<Option<f64>, SourceError> {
         let result = self.instant(query, at).await?;
         let value = match result.data() {
@@ -323,5 +393,46 @@ impl Sources {
     pub fn queries_sent(&self) -> u64 {
         let map = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
         map.values().map(PrometheusSource::queries_sent).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_queries_are_labelled_by_index_and_split_back() {
+        let queries = vec!["sum(a)".to_string(), "sum(b)".into(), "sum(c)".into()];
+        assert_eq!(
+            combined(&queries),
+            "label_replace(sum(a), \"guardrails_part\", \"0\", \"\", \"\") or \
+             label_replace(sum(b), \"guardrails_part\", \"1\", \"\", \"\") or \
+             label_replace(sum(c), \"guardrails_part\", \"2\", \"\", \"\")"
+        );
+        // Part 0 answered, part 1 had no data, part 2 is NaN; a part 3 does not exist.
+        let data: Data = serde_json::from_value(serde_json::json!({
+            "resultType": "vector",
+            "result": [
+                {"metric": {"guardrails_part": "2"}, "value": [1, "NaN"]},
+                {"metric": {"guardrails_part": "0"}, "value": [1, "0.25"]},
+                {"metric": {"guardrails_part": "3"}, "value": [1, "1"]},
+            ]
+        }))
+        .unwrap();
+        assert_eq!(split(3, &data), vec![Ok(Some(0.25)), Ok(None), Ok(None)]);
+        // A part with two series is an error of that part only, as `scalar` says it.
+        let data: Data = serde_json::from_value(serde_json::json!({
+            "resultType": "vector",
+            "result": [
+                {"metric": {"guardrails_part": "1", "x": "a"}, "value": [1, "1"]},
+                {"metric": {"guardrails_part": "1", "x": "b"}, "value": [1, "2"]},
+                {"metric": {"guardrails_part": "0"}, "value": [1, "3"]},
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            split(2, &data),
+            vec![Ok(Some(3.0)), Err(SourceError::NotSingle(2))]
+        );
     }
 }

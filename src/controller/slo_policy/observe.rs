@@ -9,10 +9,10 @@ use crate::{
     slo::{COVERAGE, FailedReading, Indicators, Observation, Readings, windows},
 };
 
-/// Queries the error ratio of every objective over every window the policy needs, all
-/// at time `at`, concurrently: one query per objective and window, and one for how much
-/// of the compliance window has data. Returns the
-/// observation and the number of queries sent.
+/// Reads the error ratio of every objective over every window the policy needs, and how
+/// much of the compliance window has data, all at time `at`: one query each, sent as
+/// the source sees fit (Prometheus: one request for all). Returns the observation and
+/// the number of requests sent.
 pub async fn observe<S: MetricSource>(
     source: &S,
     spec: &SloPolicySpec,
@@ -20,21 +20,20 @@ pub async fn observe<S: MetricSource>(
     at: Timestamp,
 ) -> (Observation, u64) {
     let windows = windows(spec);
-    let queries: Vec<(usize, &str, String)> = indicators
+    let (keys, queries): (Vec<(usize, &str)>, Vec<String>) = indicators
         .iter()
         .enumerate()
         .flat_map(|(i, ind)| {
             windows
                 .iter()
-                .map(move |w| (i, w.as_str(), ind.error_ratio_query(w)))
-                .chain([(i, COVERAGE, ind.coverage_query(&spec.window))])
+                .map(move |w| ((i, w.as_str()), ind.error_ratio_query(w)))
+                .chain([((i, COVERAGE), ind.coverage_query(&spec.window))])
         })
-        .collect();
-    let results = join_all(queries.iter().map(|(_, _, q)| source.scalar(q, at))).await;
-    let sent = queries.len() as u64;
+        .unzip();
+    let (results, sent) = source.scalars(&queries, at).await;
     let mut readings = vec![Readings::new(); indicators.len()];
     let mut failed = Vec::new();
-    for ((i, window, _), result) in queries.iter().zip(results) {
+    for ((i, window), result) in keys.iter().zip(results) {
         match result {
             Ok(value) => {
                 readings[*i].insert(window.to_string(), value);
