@@ -708,7 +708,8 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
 /// A Prometheus that refuses any query loading more than 2,000 samples holds the same
 /// history: the policy's heaviest query (coverage, a subquery over 28 days) is refused,
 /// the short windows are not. The policy's one request for all is refused as a whole;
-/// its windows are then read one by one, and only the heavy ones are lost.
+/// its windows are then read one by one, and only the heavy ones are lost. For a while
+/// after, the policy's windows go one by one at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_prometheus_refuses_does_not_lose_the_others() {
     let shared = shared();
@@ -756,4 +757,8 @@ async fn a_window_prometheus_refuses_does_not_lose_the_others() {
     for (window, value) in &readings[0] {
         assert_eq!(*value, all[0][window], "{window}");
     }
+    // The next evaluation does not ask for the refused request again.
+    let (again, sent) = observe(&source, &policy.spec, &indicators, at).await;
+    assert_eq!(sent, 7, "one per window and coverage");
+    assert!(matches!(again, slo::Observation::Partial(..)), "{again:?}");
 }

@@ -100,7 +100,13 @@ pub struct PrometheusSource {
     scrape_interval: Arc<Mutex<Lookup>>,
     /// Recorded SLO families as last read, shared by every SloPolicy.
     families: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Joined queries Prometheus refused, by digest, and when.
+    refused: Arc<Mutex<HashMap<u64, std::time::Instant>>>,
 }
+
+/// How long queries Prometheus refused joined are sent one by one: a policy too heavy
+/// to read in one request does not cost Prometheus a timeout at every evaluation.
+const REFUSED_KEPT: Duration = Duration::from_secs(600);
 
 /// One recorded family: the last read, locked while a read is in flight.
 type Slot = Arc<tokio::sync::Mutex<Option<Fetched>>>;
@@ -155,6 +161,7 @@ impl PrometheusSource {
             queries: Arc::new(AtomicU64::new(0)),
             scrape_interval: Default::default(),
             families: Default::default(),
+            refused: Default::default(),
         })
     }
 
@@ -293,6 +300,19 @@ impl PrometheusSource {
             })
     }
 
+    /// Whether Prometheus refused `joined` less than [`REFUSED_KEPT`] ago; `refuse`
+    /// records that it just did.
+    fn refused(&self, joined: &str, refuse: bool) -> bool {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(joined);
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused.retain(|_, at| at.elapsed() < REFUSED_KEPT);
+        if refuse {
+            refused.insert(digest, std::time::Instant::now());
+        }
+        refused.contains_key(&digest)
+    }
+
     /// Queries sent so far (for benchmarks and metrics).
     pub fn queries_sent(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
@@ -303,8 +323,9 @@ impl MetricSource for PrometheusSource {
     /// One request for all (`or` of the queries, each labelled with its index): a
     /// policy's dozen windows cost Prometheus one request and one parse. When Prometheus
     /// refuses it (a window too slow or too heavy: its own timeout ends before the
-    /// wire's), each query is sent alone, so that one window does not lose the others.
-    /// When Prometheus cannot be reached, every query has that error.
+    /// wire's), each query is sent alone, so that one window does not lose the others,
+    /// and alone again for [`REFUSED_KEPT`]. When Prometheus cannot be reached, every
+    /// query has that error.
     async fn scalars(&self, queries: &[String], at: Timestamp) -> Scalars {
         let one_by_one = |sent: u64| async move {
             let each = queries.iter().map(|q| self.scalar(q, at));
@@ -313,12 +334,16 @@ impl MetricSource for PrometheusSource {
                 sent + queries.len() as u64,
             )
         };
-        if queries.len() < 2 {
+        let joined = combined(queries);
+        if queries.len() < 2 || self.refused(&joined, false) {
             return one_by_one(0).await;
         }
-        match self.instant(&combined(queries), at).await {
+        match self.instant(&joined, at).await {
             Ok(result) => (split(queries.len(), result.data()), 1),
-            Err(SourceError::Query { .. }) => one_by_one(1).await,
+            Err(SourceError::Query { .. }) => {
+                self.refused(&joined, true);
+                one_by_one(1).await
+            }
             Err(e) => (vec![Err(e); queries.len()], 1),
         }
     }
