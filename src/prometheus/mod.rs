@@ -100,12 +100,12 @@ pub struct PrometheusSource {
     scrape_interval: Arc<Mutex<Lookup>>,
     /// Recorded SLO families as last read, shared by every SloPolicy.
     families: Arc<Mutex<HashMap<String, Slot>>>,
-    /// Joined queries Prometheus refused, by digest, and when.
+    /// Joined queries that failed, by digest, and when.
     refused: Arc<Mutex<HashMap<u64, std::time::Instant>>>,
 }
 
-/// How long queries Prometheus refused joined are sent one by one: a policy too heavy
-/// to read in one request does not cost Prometheus a timeout at every evaluation.
+/// How long queries that failed joined are sent one by one: a policy too heavy to read
+/// in one request does not cost Prometheus a timeout at every evaluation.
 const REFUSED_KEPT: Duration = Duration::from_secs(600);
 
 /// One recorded family: the last read, locked while a read is in flight.
@@ -286,7 +286,9 @@ impl PrometheusSource {
                 format!("{:.3}", at.as_millisecond() as f64 / 1000.0),
             )
             .timeout(QUERY_TIMEOUT.as_millis() as i64)
-            .get()
+            // In the body: a policy's joined queries are several KiB, more than some
+            // proxies take in a URL.
+            .post()
             .await
             .map_err(|e| match e {
                 prometheus_http_query::Error::Prometheus(p) => SourceError::Query {
@@ -300,8 +302,8 @@ impl PrometheusSource {
             })
     }
 
-    /// Whether Prometheus refused `joined` less than [`REFUSED_KEPT`] ago; `refuse`
-    /// records that it just did.
+    /// Whether `joined` failed less than [`REFUSED_KEPT`] ago; `refuse` records that it
+    /// just did.
     fn refused(&self, joined: &str, refuse: bool) -> bool {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(joined);
@@ -321,11 +323,10 @@ impl PrometheusSource {
 
 impl MetricSource for PrometheusSource {
     /// One request for all (`or` of the queries, each labelled with its index): a
-    /// policy's dozen windows cost Prometheus one request and one parse. When Prometheus
-    /// refuses it (a window too slow or too heavy: its own timeout ends before the
-    /// wire's), each query is sent alone, so that one window does not lose the others,
-    /// and alone again for [`REFUSED_KEPT`]. When Prometheus cannot be reached, every
-    /// query has that error.
+    /// policy's dozen windows cost Prometheus one request and one parse. When it fails
+    /// (Prometheus refused it, a window too slow or too heavy, or it did not answer in
+    /// time), each query is sent alone, so that one window does not lose the others,
+    /// and alone again for [`REFUSED_KEPT`].
     async fn scalars(&self, queries: &[String], at: Timestamp) -> Scalars {
         let one_by_one = |sent: u64| async move {
             let each = queries.iter().map(|q| self.scalar(q, at));
@@ -340,11 +341,10 @@ impl MetricSource for PrometheusSource {
         }
         match self.instant(&joined, at).await {
             Ok(result) => (split(queries.len(), result.data()), 1),
-            Err(SourceError::Query { .. }) => {
+            Err(_) => {
                 self.refused(&joined, true);
                 one_by_one(1).await
             }
-            Err(e) => (vec![Err(e); queries.len()], 1),
         }
     }
 
