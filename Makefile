@@ -20,11 +20,10 @@ test-env:
 image:
 	@bash scripts/image.sh
 
-## Everything CI runs: test environment, the image, formatting, lints, all tests.
-test: test-env image
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace
+## Everything CI runs: test environment, formatting, lints, the image (of the tests'
+## build: scripts/test.sh), all tests.
+test: test-env
+	@bash scripts/test.sh
 
 ## The demo: local control plane, Prometheus, simulated services, the operator and three
 ## canary stories; the cluster stays up until `make demo-down`.

@@ -360,7 +360,8 @@ impl ChartContainer {
     }
 }
 
-/// The image `make image` built, run by podman as the chart would run it: as uid 65532 on
+/// The image `scripts/image.sh` built (of the release build with `make image`, of the
+/// tests' build with `make test`), run by podman as the chart would run it: as uid 65532 on
 /// a read-only root, with the chart's arguments, it takes the Lease and answers /readyz.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_runs_with_the_charts_arguments() {
