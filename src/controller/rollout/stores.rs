@@ -17,7 +17,7 @@ use std::{
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Resource, ResourceExt,
-    api::PartialObjectMeta,
+    api::{GetParams, PartialObjectMeta},
     runtime::reflector::{ObjectRef, Store},
 };
 
@@ -158,6 +158,24 @@ fn key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
 
+/// One GET of `name`, not older than `version` (what a store or this process last saw
+/// of it): the apiserver answers from its watch cache, without a read from etcd. Read
+/// from etcd when the cache cannot answer (another apiserver behind, say). None when it
+/// is gone.
+async fn read_since<K>(api: &Api<K>, name: &str, version: Option<&str>) -> Result<Option<K>, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(version) = version {
+        match api.get_with(name, &GetParams::at(version)).await {
+            Ok(o) => return Ok(Some(o)),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
+            Err(e) => tracing::debug!(error = %e, name, "cached read failed, reading from etcd"),
+        }
+    }
+    Ok(api.get_opt(name).await?)
+}
+
 impl Stores {
     pub fn new(
         rollouts: Store<GuardedRollout>,
@@ -227,7 +245,7 @@ impl Stores {
     }
 
     /// The latest rollout: the cached one unless this process has seen a version the
-    /// store has not (then one GET). None when it is gone.
+    /// store has not (then one GET, not older than that version). None when it is gone.
     pub async fn rollout(
         &self,
         cached: &GuardedRollout,
@@ -238,7 +256,7 @@ impl Stores {
         if seen.is_none() || seen == cached.resource_version() {
             return Ok(Some(cached.clone()));
         }
-        let latest = api.get_opt(&cached.name_any()).await?;
+        let latest = read_since(api, &cached.name_any(), seen.as_deref()).await?;
         if let Some(gr) = &latest {
             self.wrote_rollout(gr);
         }
@@ -333,7 +351,7 @@ impl Stores {
                 return Ok(d);
             }
         }
-        let read = api.get_opt(name).await?;
+        let read = read_since(api, name, version.resource_version().as_deref()).await?;
         match &read {
             Some(d) => self.read_target(d),
             None => {
