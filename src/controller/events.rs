@@ -1,12 +1,21 @@
 //! Kubernetes Events with stable reasons.
 
-use kube::{
-    Resource,
-    runtime::events::{Event, EventType, Recorder},
+use std::{
+    hash::{Hash, Hasher},
+    sync::{Arc, OnceLock},
+    time::Duration,
 };
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client, Resource,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Context;
 use crate::reasons::{RolloutEvent, SloEvent};
+use crate::telemetry::Metrics;
 
 /// An Event reason of one of the vocabularies, which knows whether it is a Warning.
 pub trait Reason: Copy {
@@ -32,13 +41,13 @@ impl Reason for SloEvent {
     }
 }
 
-/// Publishes an Event on `obj`; failures are logged, never fatal.
+/// Publishes an Event on `obj`: queues it for the outbox, which sends it after the
+/// reconcile has moved on; failures are logged, never fatal.
 pub async fn publish<K>(ctx: &Context, obj: &K, reason: impl Reason, note: String)
 where
     K: Resource<DynamicType = ()>,
 {
     let (warning, reason) = (reason.is_warning(), reason.as_str());
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let event = Event {
         type_: if warning {
             EventType::Warning
@@ -50,9 +59,114 @@ where
         action: reason.to_string(),
         secondary: None,
     };
-    match recorder.publish(&event, &obj.object_ref(&())).await {
-        Ok(()) => ctx.metrics.wrote("event"),
-        Err(e) => tracing::warn!(error = %e, reason, "publishing event failed"),
+    ctx.events.send(event, obj.object_ref(&())).await;
+}
+
+/// Sends Events from queues of its own, as client-go's broadcaster does, so a reconcile
+/// never waits on an Event's round trip (a cold start posts one per rollout). Each object
+/// has one queue, chosen by its uid, so its Events keep their order; a full queue makes
+/// the publisher wait, so none is dropped. The queues start with the first Event; clones
+/// share them.
+#[derive(Clone)]
+pub struct Outbox {
+    client: Client,
+    reporter: Reporter,
+    metrics: Metrics,
+    queues: Arc<OnceLock<Vec<mpsc::Sender<Queued>>>>,
+}
+
+enum Queued {
+    Event(Box<(Event, ObjectReference)>),
+    /// Answered once every Event queued before it was sent.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Events in flight at once.
+const QUEUES: usize = 4;
+/// Events a queue holds before publishers wait.
+const QUEUED: usize = 128;
+
+impl Outbox {
+    pub fn new(client: Client, reporter: Reporter, metrics: Metrics) -> Self {
+        Self {
+            client,
+            reporter,
+            metrics,
+            queues: Default::default(),
+        }
+    }
+
+    async fn send(&self, event: Event, reference: ObjectReference) {
+        let queue = self.queue(reference.uid.as_deref().unwrap_or_default());
+        // The queue's task ends only with the outbox.
+        let _ = queue
+            .send(Queued::Event(Box::new((event, reference))))
+            .await;
+    }
+
+    /// Waits (up to `limit`) until every Event queued so far was sent or failed.
+    pub async fn flush(&self, limit: Duration) {
+        let Some(queues) = self.queues.get() else {
+            return;
+        };
+        let flushed = futures::future::join_all(queues.iter().map(|q| async move {
+            let (done, sent) = oneshot::channel();
+            if q.send(Queued::Flush(done)).await.is_ok() {
+                let _ = sent.await;
+            }
+        }));
+        if tokio::time::timeout(limit, flushed).await.is_err() {
+            tracing::warn!(?limit, "events still queued at shutdown");
+        }
+    }
+
+    fn queue(&self, uid: &str) -> &mpsc::Sender<Queued> {
+        let queues = self.queues.get_or_init(|| {
+            (0..QUEUES)
+                .map(|_| {
+                    let (tx, rx) = mpsc::channel(QUEUED);
+                    let sender = Sender {
+                        client: self.client.clone(),
+                        reporter: self.reporter.clone(),
+                        metrics: self.metrics.clone(),
+                    };
+                    tokio::spawn(sender.run(rx));
+                    tx
+                })
+                .collect()
+        });
+        let mut hash = std::hash::DefaultHasher::new();
+        uid.hash(&mut hash);
+        &queues[hash.finish() as usize % QUEUES]
+    }
+}
+
+/// One queue's task.
+struct Sender {
+    client: Client,
+    reporter: Reporter,
+    metrics: Metrics,
+}
+
+impl Sender {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
+        while let Some(queued) = queue.recv().await {
+            let (event, reference) = match queued {
+                Queued::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                Queued::Event(e) => *e,
+            };
+            // A recorder per Event: each one is its own Event, never a series of them.
+            let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+            match recorder.publish(&event, &reference).await {
+                Ok(()) => self.metrics.wrote("event"),
+                Err(e) => {
+                    tracing::warn!(error = %e, reason = %event.reason, "publishing event failed")
+                }
+            }
+        }
     }
 }
 
@@ -65,4 +179,56 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+/// Against a real apiserver (the sandbox's).
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event as Posted};
+    use kube::{
+        Api,
+        api::{ListParams, PostParams},
+    };
+
+    use super::*;
+    use crate::reasons::RolloutEvent;
+
+    #[tokio::test]
+    async fn an_objects_events_go_out_in_order_and_a_flush_waits_for_them() {
+        let cp = guardrails_sandbox::ControlPlane::shared(&crate::api::crds()).unwrap();
+        let client = cp.client().unwrap();
+        let ns = cp.namespace(&client, "outbox").await.unwrap();
+        let ctx = Context::new(client.clone(), None, Default::default());
+        let mut subjects = Vec::new();
+        for name in ["a", "b"] {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(name.into());
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            subjects.push(api.create(&PostParams::default(), &cm).await.unwrap());
+        }
+        let sent = 40;
+        for i in 0..sent {
+            let subject = &subjects[i % 2];
+            publish(&ctx, subject, RolloutEvent::StepCompleted, format!("{i}")).await;
+        }
+        ctx.events.flush(Duration::from_secs(30)).await;
+
+        let mut posted = Api::<Posted>::namespaced(client, &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(posted.len(), sent, "every Event queued went out");
+        posted.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        for subject in ["a", "b"] {
+            let notes: Vec<usize> = posted
+                .iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(subject))
+                .map(|e| e.note.as_deref().unwrap().parse().unwrap())
+                .collect();
+            let mut ordered = notes.clone();
+            ordered.sort();
+            assert_eq!(notes, ordered, "{subject}'s Events in the order published");
+        }
+    }
 }

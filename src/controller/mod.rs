@@ -24,7 +24,8 @@ pub struct Context {
     pub watch_client: Client,
     pub sources: Sources,
     pub metrics: Metrics,
-    pub reporter: Reporter,
+    /// Events, sent off the reconcile's path.
+    pub events: events::Outbox,
     pub evaluations: Evaluations,
     /// API resources found by discovery (the HTTPRoute version served).
     pub discovered: crate::traffic::Discovered,
@@ -81,11 +82,15 @@ impl Context {
             client: clients.calls.clone(),
             watch_client: clients.watches.clone(),
             sources: Sources::new(prometheus_url),
-            metrics,
-            reporter: Reporter {
-                controller: "guardrails".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            metrics: metrics.clone(),
+            events: events::Outbox::new(
+                clients.calls.clone(),
+                Reporter {
+                    controller: "guardrails".into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+                metrics,
+            ),
             evaluations: Evaluations::default(),
             discovered: Default::default(),
             rules_applied: Default::default(),
@@ -111,7 +116,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16)
     let mut slo = Aborting(tokio::spawn(slo));
     let mut rollouts = Aborting(tokio::spawn(rollout::run(
         namespace,
-        ctx,
+        ctx.clone(),
         concurrency,
         policies,
         listed,
@@ -128,11 +133,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16)
         std::panic::resume_unwind(e.into_panic());
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, other).await;
+    ctx.events.flush(EVENTS_GRACE).await;
 }
 
 /// How long the second controller may take to finish its reconciles after the first
 /// ended (inside the chart's 30 s termination grace).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long the Events still queued then may take to go out.
+const EVENTS_GRACE: Duration = Duration::from_secs(5);
 
 /// A task aborted when its handle is dropped.
 pub(crate) struct Aborting(pub(crate) tokio::task::JoinHandle<()>);
