@@ -9,33 +9,62 @@
 //! failing webhook) holds the others back for at most [`WINDOW`] after the first
 //! reconcile. Rollouts already adopted (a canary in flight included) never wait, nor
 //! does one whose managed Deployments exist although its finalizer was removed.
+//!
+//! A waiting rollout is not reconciled again every moment (a thousand of them would take
+//! the cores the first statuses need): the first reconcile that finds the wait over
+//! releases them all at once ([`FirstPasses::released`]), and each looks again after
+//! [`RECHECK`] in case no reconcile does.
 
 use std::{sync::OnceLock, time::Duration};
 
 use kube::ResourceExt;
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
 use super::FINALIZER;
 use crate::api::GuardedRollout;
 
 /// How long after the start adoptions may wait for other rollouts' first status.
 pub const WINDOW: Duration = Duration::from_secs(30);
-/// How soon a rollout whose adoption waits looks again.
-pub const RECHECK: Duration = Duration::from_secs(1);
+/// How soon a rollout whose adoption waits looks again if nothing released it.
+pub const RECHECK: Duration = Duration::from_secs(5);
 
 /// The window opens at the first question, i.e. at the first reconcile that has
 /// something to adopt (after the watch stores' first lists, however long they took).
-#[derive(Default)]
 pub struct FirstPasses {
     started: OnceLock<Instant>,
+    /// Whether a reconcile found the wait over.
+    over: watch::Sender<bool>,
+}
+
+impl Default for FirstPasses {
+    fn default() -> Self {
+        Self {
+            started: OnceLock::new(),
+            over: watch::channel(false).0,
+        }
+    }
 }
 
 impl FirstPasses {
     /// Whether adopting `gr` (nothing of ours exists yet) waits for the first status of
-    /// the rollouts in `all`.
+    /// the rollouts in `all`. The first answer "no" ends every wait.
     pub fn hold(&self, gr: &GuardedRollout, all: &[std::sync::Arc<GuardedRollout>]) -> bool {
         let started = self.started.get_or_init(Instant::now);
-        hold(started.elapsed(), gr, all.iter().map(|o| o.as_ref()))
+        let held = hold(started.elapsed(), gr, all.iter().map(|o| o.as_ref()));
+        if !held {
+            self.over
+                .send_if_modified(|over| !std::mem::replace(over, true));
+        }
+        held
+    }
+
+    /// Yields once, when the wait is over: the controller then reconciles every rollout.
+    pub fn released(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let mut over = self.over.subscribe();
+        futures::stream::once(async move {
+            // The sender lives as long as the controller that polls this.
+            let _ = over.wait_for(|over| *over).await;
+        })
     }
 }
 
@@ -71,6 +100,28 @@ mod tests {
             gr.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
         }
         gr
+    }
+
+    #[tokio::test]
+    async fn the_first_answer_no_releases_every_waiting_rollout_once() {
+        use futures::StreamExt;
+        let passes = FirstPasses::default();
+        let mut released = std::pin::pin!(passes.released());
+        let (seen, unseen) = (rollout("a", true, false), rollout("b", false, false));
+        let waiting = [
+            std::sync::Arc::new(seen.clone()),
+            std::sync::Arc::new(unseen),
+        ];
+        assert!(passes.hold(&seen, &waiting));
+        let early = tokio::time::timeout(Duration::from_millis(50), released.next()).await;
+        assert!(early.is_err(), "released while a rollout has no status");
+        let all_seen = [std::sync::Arc::new(seen.clone())];
+        assert!(!passes.hold(&seen, &all_seen));
+        assert_eq!(released.next().await, Some(()));
+        assert_eq!(released.next().await, None, "released once");
+        // A stream taken after the release yields at once.
+        let after = std::pin::pin!(passes.released());
+        assert_eq!(after.collect::<Vec<()>>().await, vec![()]);
     }
 
     #[test]

@@ -155,8 +155,11 @@ pub async fn run(
     started.store(true, std::sync::atomic::Ordering::Release);
     let store = rollout_store.clone();
     let scaled_store = rollout_store.clone();
+    let released = shared.first_passes.released();
     Controller::for_stream(trigger, rollout_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // A cold start's adoptions go on together once every rollout has its status.
+        .reconcile_all_on(released)
         .owns_stream(owned)
         .watches_stream(targets, move |d| {
             let (ns, name) = (d.namespace(), d.name_any());
