@@ -30,6 +30,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client,
     api::{ListParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
 
@@ -252,8 +253,9 @@ async fn sample(
     })
 }
 
-/// Seconds from `start` until `done` holds for every object, polling lists (every
-/// second per 200 objects); each object's first time is kept. Fails after `limit`.
+/// Seconds from `start` until `done` holds for every object, from a watch (a poll of
+/// a thousand objects every few seconds would load the apiserver the operator is
+/// measured on); each object's first time is kept. Fails after `limit`.
 async fn first_times<K, F>(
     client: &Client,
     start: Instant,
@@ -266,33 +268,41 @@ where
         + Clone
         + serde::de::DeserializeOwned
         + serde::Serialize
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + Send
+        + 'static,
     F: Fn(&K) -> bool,
 {
     let api: Api<K> = Api::all(client.clone());
+    let key = |o: &K| format!("{:?}/{:?}", o.meta().namespace, o.meta().name);
     let mut seen: HashMap<String, f64> = HashMap::new();
+    // The latest of each object still waited for, to say why on failure.
+    let mut waiting: HashMap<String, K> = HashMap::new();
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    let deadline = tokio::time::Instant::from_std(start + limit);
     while seen.len() < count {
-        let at = start.elapsed().as_secs_f64();
-        let items = api.list(&ListParams::default()).await?.items;
-        let key = |o: &K| format!("{:?}/{:?}", o.meta().namespace, o.meta().name);
-        for o in items.iter().filter(|o| done(o)) {
-            seen.entry(key(o)).or_insert(at);
-        }
-        if seen.len() < count && start.elapsed() >= limit {
-            let waiting = items.iter().find(|o| !seen.contains_key(&key(o)));
-            let example = waiting.map(|o| {
+        let Ok(next) = tokio::time::timeout_at(deadline, events.next()).await else {
+            let example = waiting.iter().next().map(|(k, o)| {
                 let v = serde_json::to_value(o).unwrap_or_default();
-                format!("{}: {}", key(o), v["status"])
+                format!("{k}: {}", v["status"])
             });
             anyhow::bail!(
                 "{} of {count} after {limit:?}; one waiting: {}",
                 seen.len(),
                 example.unwrap_or_default()
             );
+        };
+        let o = next.ok_or_else(|| anyhow::anyhow!("the watch ended"))??;
+        let k = key(&o);
+        if seen.contains_key(&k) {
+            continue;
         }
-        // Lists of a thousand objects load the apiserver the operator is measured on:
-        // poll less often at scale (the objects' own times do not depend on it).
-        tokio::time::sleep(Duration::from_secs((count as u64 / 200).max(1))).await;
+        if done(&o) {
+            waiting.remove(&k);
+            seen.insert(k, start.elapsed().as_secs_f64());
+        } else {
+            waiting.insert(k, o);
+        }
     }
     let mut times: Vec<f64> = seen.into_values().collect();
     times.sort_by(f64::total_cmp);
@@ -427,7 +437,7 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
             .is_some_and(|s| s.last_evaluation_time.is_some())
     };
     let idle = |g: &GuardedRollout| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle);
-    // Watched side by side: each object's first time is when a poll first saw it.
+    // Watched side by side: each object's first time is when a watch event showed it.
     let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<u64>>();
     let pids = [apiserver_pid, cp.pids()[0], prom.pid().unwrap_or(0), pid];
     let cold_ticks = cpu_of(&pids);
@@ -487,7 +497,7 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
         }
     };
     // The same moments from the objects' own condition times (1 s resolution), which do
-    // not depend on how long a poll of 1,000 objects takes.
+    // not depend on how soon a watch event reaches the bench.
     let rollouts = Api::<GuardedRollout>::all(client.clone())
         .list(&ListParams::default())
         .await?
@@ -576,31 +586,22 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
         .iter()
         .map(|(ns, name)| format!("{ns}/{name}"))
         .collect();
-    let api: Api<GuardedRollout> = Api::all(client.clone());
-    let progressing = loop {
-        let list = api.list(&ListParams::default()).await?;
-        let count = list
-            .items
-            .iter()
-            .filter(|g| {
-                waved.contains(&format!(
-                    "{}/{}",
-                    g.metadata.namespace.clone().unwrap_or_default(),
-                    g.metadata.name.clone().unwrap_or_default()
-                ))
-            })
-            .filter(|g| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Progressing))
-            .count();
-        if count == wave.len() {
-            break wave_start.elapsed().as_secs_f64();
-        }
-        anyhow::ensure!(
-            wave_start.elapsed() < Duration::from_secs(300),
-            "{count} of {} canaries Progressing",
-            wave.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let in_wave = |g: &GuardedRollout| {
+        let ns = g.metadata.namespace.as_deref().unwrap_or_default();
+        let name = g.metadata.name.as_deref().unwrap_or_default();
+        waved.contains(&format!("{ns}/{name}"))
+            && g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Progressing)
     };
+    let waved_times = first_times(
+        &client,
+        wave_start,
+        wave.len(),
+        Duration::from_secs(300),
+        in_wave,
+    )
+    .await
+    .map_err(|e| e.context("canaries Progressing"))?;
+    let progressing = pct(&waved_times, 1.0);
     let end = sample(pid, &metrics, &prom, &client).await?;
     drop(operator);
 

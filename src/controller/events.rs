@@ -81,10 +81,12 @@ enum Queued {
     Flush(oneshot::Sender<()>),
 }
 
-/// Events in flight at once.
+/// Events in flight at once: few, so that status writes go first when the apiserver is
+/// busy (a cold start queues one Event per rollout).
 const QUEUES: usize = 4;
-/// Events a queue holds before publishers wait.
-const QUEUED: usize = 128;
+/// Events a queue holds before publishers wait: deep enough for the Events of a cold
+/// start of 1,000 rollouts (an Event queued is about half a KiB).
+const QUEUED: usize = 512;
 
 impl Outbox {
     pub fn new(client: Client, reporter: Reporter, metrics: Metrics) -> Self {
