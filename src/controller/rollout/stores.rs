@@ -12,6 +12,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -158,19 +159,26 @@ fn key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
 
-/// One GET of `name`, not older than `version` (what a store or this process last saw
-/// of it): the apiserver answers from its watch cache, without a read from etcd. Read
-/// from etcd when the cache cannot answer (another apiserver behind, say). None when it
-/// is gone.
+/// How long a read from the watch cache may take before it is read from etcd instead (a
+/// cache behind the version asked for answers 504 after 3 s, which the client retries).
+const CACHED_READ: Duration = Duration::from_secs(3);
+
+/// One GET of `name`, not older than `version` (what a watch store last saw of it): the
+/// apiserver answers from its watch cache, without a read from etcd. Read from etcd
+/// when the cache cannot answer soon (another apiserver behind, say). None when gone.
 async fn read_since<K>(api: &Api<K>, name: &str, version: Option<&str>) -> Result<Option<K>, Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     if let Some(version) = version {
-        match api.get_with(name, &GetParams::at(version)).await {
-            Ok(o) => return Ok(Some(o)),
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
-            Err(e) => tracing::debug!(error = %e, name, "cached read failed, reading from etcd"),
+        let at = GetParams::at(version);
+        match tokio::time::timeout(CACHED_READ, api.get_with(name, &at)).await {
+            Ok(Ok(o)) => return Ok(Some(o)),
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => return Ok(None),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, name, "cached read failed, reading from etcd")
+            }
+            Err(_) => tracing::debug!(name, "cached read too slow, reading from etcd"),
         }
     }
     Ok(api.get_opt(name).await?)
@@ -245,7 +253,7 @@ impl Stores {
     }
 
     /// The latest rollout: the cached one unless this process has seen a version the
-    /// store has not (then one GET, not older than that version). None when it is gone.
+    /// store has not (then one GET). None when it is gone.
     pub async fn rollout(
         &self,
         cached: &GuardedRollout,
@@ -256,7 +264,8 @@ impl Stores {
         if seen.is_none() || seen == cached.resource_version() {
             return Ok(Some(cached.clone()));
         }
-        let latest = read_since(api, &cached.name_any(), seen.as_deref()).await?;
+        // A quorum read: the store may be ahead of what this process saw, or behind it.
+        let latest = api.get_opt(&cached.name_any()).await?;
         if let Some(gr) = &latest {
             self.wrote_rollout(gr);
         }
@@ -386,6 +395,31 @@ impl Stores {
 mod tests {
     use super::*;
     use kube::api::PostParams;
+
+    #[tokio::test]
+    async fn a_read_the_watch_cache_cannot_answer_is_read_from_etcd() {
+        let cp = guardrails_sandbox::ControlPlane::shared(&crate::api::crds()).unwrap();
+        let client = cp.client().unwrap();
+        let ns = cp.namespace(&client, "read-since").await.unwrap();
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, &ns);
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.metadata.name = Some("target".into());
+        let created = api.create(&PostParams::default(), &cm).await.unwrap();
+        let version = created.metadata.resource_version.clone();
+
+        let cached = read_since(&api, "target", version.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(cached.unwrap().metadata.uid, created.metadata.uid);
+        // A version no cache has reached yet (another apiserver's, say): the cache
+        // cannot answer, etcd does.
+        let ahead = read_since(&api, "target", Some("99999999999"))
+            .await
+            .unwrap();
+        assert_eq!(ahead.unwrap().metadata.uid, created.metadata.uid);
+        let gone = read_since(&api, "other", version.as_deref()).await.unwrap();
+        assert!(gone.is_none());
+    }
 
     #[tokio::test]
     async fn a_managed_deployment_is_read_until_the_store_has_our_write() {
