@@ -13,9 +13,16 @@
 //! A waiting rollout is not reconciled again every moment (a thousand of them would take
 //! the cores the first statuses need): the first reconcile that finds the wait over
 //! releases them all at once ([`FirstPasses::released`]), and each looks again after
-//! [`RECHECK`] in case no reconcile does.
+//! [`RECHECK`] in case no reconcile does (the last first status may be one that
+//! adopts nothing, an invalid spec say).
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use kube::ResourceExt;
 use tokio::{sync::watch, time::Instant};
@@ -32,7 +39,9 @@ pub const RECHECK: Duration = Duration::from_secs(5);
 /// something to adopt (after the watch stores' first lists, however long they took).
 pub struct FirstPasses {
     started: OnceLock<Instant>,
-    /// Whether a reconcile found the wait over.
+    /// Whether a rollout waited.
+    waited: AtomicBool,
+    /// Whether a reconcile found the wait over after one did.
     over: watch::Sender<bool>,
 }
 
@@ -40,6 +49,7 @@ impl Default for FirstPasses {
     fn default() -> Self {
         Self {
             started: OnceLock::new(),
+            waited: AtomicBool::new(false),
             over: watch::channel(false).0,
         }
     }
@@ -47,11 +57,13 @@ impl Default for FirstPasses {
 
 impl FirstPasses {
     /// Whether adopting `gr` (nothing of ours exists yet) waits for the first status of
-    /// the rollouts in `all`. The first answer "no" ends every wait.
+    /// the rollouts in `all`. The first answer "no" after a "yes" ends every wait.
     pub fn hold(&self, gr: &GuardedRollout, all: &[std::sync::Arc<GuardedRollout>]) -> bool {
         let started = self.started.get_or_init(Instant::now);
         let held = hold(started.elapsed(), gr, all.iter().map(|o| o.as_ref()));
-        if !held {
+        if held {
+            self.waited.store(true, Ordering::Relaxed);
+        } else if self.waited.load(Ordering::Relaxed) {
             self.over
                 .send_if_modified(|over| !std::mem::replace(over, true));
         }
@@ -108,14 +120,21 @@ mod tests {
         let passes = FirstPasses::default();
         let mut released = std::pin::pin!(passes.released());
         let (seen, unseen) = (rollout("a", true, false), rollout("b", false, false));
+        let all_seen = [std::sync::Arc::new(seen.clone())];
+        let quiet = Duration::from_millis(50);
+        assert!(!passes.hold(&seen, &all_seen));
+        let early = tokio::time::timeout(quiet, released.next()).await;
+        assert!(
+            early.is_err(),
+            "nothing waited: nothing to release (a warm restart reconciles nothing more)"
+        );
         let waiting = [
             std::sync::Arc::new(seen.clone()),
             std::sync::Arc::new(unseen),
         ];
         assert!(passes.hold(&seen, &waiting));
-        let early = tokio::time::timeout(Duration::from_millis(50), released.next()).await;
+        let early = tokio::time::timeout(quiet, released.next()).await;
         assert!(early.is_err(), "released while a rollout has no status");
-        let all_seen = [std::sync::Arc::new(seen.clone())];
         assert!(!passes.hold(&seen, &all_seen));
         assert_eq!(released.next().await, Some(()));
         assert_eq!(released.next().await, None, "released once");
