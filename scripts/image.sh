@@ -4,15 +4,18 @@
 # package manager. Saves it as an OCI archive, target/image/guardrails-<version>.oci.tar,
 # named localhost/guardrails:<version> (the chart's default image).
 #   GUARDRAILS_BIN    binary to package (default: target/release/guardrails, built here)
+#   GUARDRAILS_IMAGE_SUFFIX  appended to the tag and the archive's name (make test's
+#                     image of the tests' build is <version>-test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/packages.sh
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
-NAME="localhost/guardrails:$VERSION"
+TAG="$VERSION${GUARDRAILS_IMAGE_SUFFIX:-}"
+NAME="localhost/guardrails:$TAG"
 OUT="$TARGET_DIR/image"
-ARCHIVE="$OUT/guardrails-$VERSION.oci.tar"
+ARCHIVE="$OUT/guardrails-$TAG.oci.tar"
 ROOT="$OUT/rootfs"
 BIN="${GUARDRAILS_BIN:-}"
 say() { printf 'image: %s\n' "$*"; }
