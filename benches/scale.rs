@@ -278,7 +278,8 @@ where
     let mut seen: HashMap<String, f64> = HashMap::new();
     // The latest of each object still waited for, to say why on failure.
     let mut waiting: HashMap<String, K> = HashMap::new();
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    let watch = watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = std::pin::pin!(watch.applied_objects());
     let deadline = tokio::time::Instant::from_std(start + limit);
     while seen.len() < count {
         let Ok(next) = tokio::time::timeout_at(deadline, events.next()).await else {
@@ -292,7 +293,10 @@ where
                 example.unwrap_or_default()
             );
         };
-        let o = next.ok_or_else(|| anyhow::anyhow!("the watch ended"))??;
+        // A watch error is retried (with backoff) by the watcher itself.
+        let Ok(o) = next.ok_or_else(|| anyhow::anyhow!("the watch ended"))? else {
+            continue;
+        };
         let k = key(&o);
         if seen.contains_key(&k) {
             continue;
