@@ -45,11 +45,18 @@ pub trait MetricSource: Send + Sync {
     /// The value of each query at `at`, in order, each as [`MetricSource::scalar`] gives
     /// it, and the number of requests sent.
     fn scalars(&self, queries: &[String], at: Timestamp) -> impl Future<Output = Scalars> + Send {
-        async move {
-            let each = queries.iter().map(|q| self.scalar(q, at));
-            (futures::future::join_all(each).await, queries.len() as u64)
-        }
+        one_by_one(self, queries, at)
     }
+}
+
+/// Each query in a request of its own.
+async fn one_by_one<S: MetricSource + ?Sized>(
+    source: &S,
+    queries: &[String],
+    at: Timestamp,
+) -> Scalars {
+    let each = queries.iter().map(|q| source.scalar(q, at));
+    (futures::future::join_all(each).await, queries.len() as u64)
 }
 
 /// What [`MetricSource::scalars`] answers: a value per query, and the requests sent.
@@ -328,22 +335,16 @@ impl MetricSource for PrometheusSource {
     /// time), each query is sent alone, so that one window does not lose the others,
     /// and alone again for [`REFUSED_KEPT`].
     async fn scalars(&self, queries: &[String], at: Timestamp) -> Scalars {
-        let one_by_one = |sent: u64| async move {
-            let each = queries.iter().map(|q| self.scalar(q, at));
-            (
-                futures::future::join_all(each).await,
-                sent + queries.len() as u64,
-            )
-        };
         let joined = combined(queries);
         if queries.len() < 2 || self.refused(&joined, false) {
-            return one_by_one(0).await;
+            return one_by_one(self, queries, at).await;
         }
         match self.instant(&joined, at).await {
             Ok(result) => (split(queries.len(), result.data()), 1),
             Err(_) => {
                 self.refused(&joined, true);
-                one_by_one(1).await
+                let (values, sent) = one_by_one(self, queries, at).await;
+                (values, sent + 1)
             }
         }
     }
