@@ -417,4 +417,16 @@ async fn a_cold_start_gives_every_rollout_a_status_before_adopting_any() {
         "the first status of {last} ({at}) came after an adoption write: {}",
         first_adoption.describe()
     );
+    // Each first status announces an adoption; those Events wait for the last status.
+    let first_event = writes
+        .iter()
+        .filter(|(_, r)| r.resource == "events")
+        .map(|(w, _)| w)
+        .min_by_key(|w| w.at())
+        .expect("the adoptions' Events");
+    assert!(
+        *at < first_event.at(),
+        "an Event went out before the first status of {last} ({at}): {}",
+        first_event.describe()
+    );
 }

@@ -11,7 +11,7 @@ use kube::{
     Client, Resource,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Context;
 use crate::reasons::{RolloutEvent, SloEvent};
@@ -66,13 +66,29 @@ where
 /// never waits on an Event's round trip (a cold start posts one per rollout). Each object
 /// has one queue, chosen by its uid, so its Events keep their order; a full queue makes
 /// the publisher wait, so none is dropped. The queues start with the first Event; clones
-/// share them.
+/// share them. A cold start holds them back ([`Outbox::hold_until`]).
 #[derive(Clone)]
 pub struct Outbox {
     client: Client,
     reporter: Reporter,
     metrics: Metrics,
     queues: Arc<OnceLock<Vec<mpsc::Sender<Queued>>>>,
+    /// Whether queued Events may go out.
+    open: Arc<watch::Sender<bool>>,
+}
+
+/// Keeps the outbox closed until its condition is met; dropped, it opens the outbox.
+#[must_use = "dropping the hold opens the outbox at once"]
+pub struct Held {
+    task: tokio::task::JoinHandle<()>,
+    open: Arc<watch::Sender<bool>>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.open.send_replace(true);
+    }
 }
 
 enum Queued {
@@ -95,19 +111,41 @@ impl Outbox {
             reporter,
             metrics,
             queues: Default::default(),
+            open: Arc::new(watch::channel(true).0),
+        }
+    }
+
+    /// Holds every Event queued from now until `open` completes (or the returned guard
+    /// goes, or a flush, or a publisher finds its queue full): a cold start's status
+    /// writes go before its Events. One hold at a time: the end of any opens the outbox.
+    pub fn hold_until(&self, open: impl Future<Output = ()> + Send + 'static) -> Held {
+        self.open.send_replace(false);
+        let gate = self.open.clone();
+        let task = tokio::spawn(async move {
+            open.await;
+            gate.send_replace(true);
+        });
+        Held {
+            task,
+            open: self.open.clone(),
         }
     }
 
     async fn send(&self, event: Event, reference: ObjectReference) {
         let queue = self.queue(reference.uid.as_deref().unwrap_or_default());
-        // The queue's task ends only with the outbox.
-        let _ = queue
-            .send(Queued::Event(Box::new((event, reference))))
-            .await;
+        let queued = Queued::Event(Box::new((event, reference)));
+        // A full queue opens a held outbox: reconciles must not wait on a hold that
+        // waits on them. (The queue's task ends only with the outbox.)
+        if let Err(mpsc::error::TrySendError::Full(queued)) = queue.try_send(queued) {
+            self.open.send_replace(true);
+            let _ = queue.send(queued).await;
+        }
     }
 
-    /// Waits (up to `limit`) until every Event queued so far was sent or failed.
+    /// Waits (up to `limit`) until every Event queued so far was sent or failed; a held
+    /// outbox opens.
     pub async fn flush(&self, limit: Duration) {
+        self.open.send_replace(true);
         let Some(queues) = self.queues.get() else {
             return;
         };
@@ -132,7 +170,7 @@ impl Outbox {
                         reporter: self.reporter.clone(),
                         metrics: self.metrics.clone(),
                     };
-                    tokio::spawn(sender.run(rx));
+                    tokio::spawn(sender.run(rx, self.open.subscribe()));
                     tx
                 })
                 .collect()
@@ -151,7 +189,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>, mut open: watch::Receiver<bool>) {
         while let Some(queued) = queue.recv().await {
             let (event, reference) = match queued {
                 Queued::Flush(done) => {
@@ -160,6 +198,8 @@ impl Sender {
                 }
                 Queued::Event(e) => *e,
             };
+            // The outbox outlives its queues' tasks.
+            let _ = open.wait_for(|open| *open).await;
             // A recorder per Event: each one is its own Event, never a series of them.
             let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
             match recorder.publish(&event, &reference).await {
@@ -232,5 +272,65 @@ mod tests {
             ordered.sort();
             assert_eq!(notes, ordered, "{subject}'s Events in the order published");
         }
+    }
+
+    #[tokio::test]
+    async fn a_held_outbox_sends_nothing_until_its_hold_ends_or_a_queue_fills() {
+        let cp = guardrails_sandbox::ControlPlane::shared(&crate::api::crds()).unwrap();
+        let client = cp.client().unwrap();
+        let ns = cp.namespace(&client, "outbox-held").await.unwrap();
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("subject".into());
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let subject = api.create(&PostParams::default(), &cm).await.unwrap();
+        let posted = || async {
+            Api::<Posted>::namespaced(client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len()
+        };
+        let ctx = Context::new(client.clone(), None, Default::default());
+        let (release, released) = oneshot::channel::<()>();
+        let _held = ctx.events.hold_until(async {
+            let _ = released.await;
+        });
+        for i in 0..3 {
+            publish(&ctx, &subject, RolloutEvent::Adopted, format!("{i}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(posted().await, 0, "a held outbox sent an Event");
+        let arrive = |n: usize, why: &'static str| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while posted().await < n {
+                assert!(tokio::time::Instant::now() < deadline, "{why}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        // No flush here: a flush opens the outbox itself.
+        release.send(()).unwrap();
+        arrive(3, "the held Events did not go out after the hold").await;
+        let held = ctx.events.hold_until(futures::future::pending());
+        publish(&ctx, &subject, RolloutEvent::Adopted, "3".into()).await;
+        drop(held);
+        arrive(4, "dropping the hold did not open the outbox").await;
+        let _held = ctx.events.hold_until(futures::future::pending());
+        publish(&ctx, &subject, RolloutEvent::Adopted, "4".into()).await;
+        ctx.events.flush(Duration::from_secs(10)).await;
+        assert_eq!(posted().await, 5, "a flush sends what is held");
+
+        // Held for good: more Events than one queue holds (its task holds one more)
+        // do not make the publisher wait.
+        let ctx = Context::new(client.clone(), None, Default::default());
+        let _held = ctx.events.hold_until(futures::future::pending());
+        let publishing = async {
+            for i in 0..QUEUED + 2 {
+                publish(&ctx, &subject, RolloutEvent::StepCompleted, format!("{i}")).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), publishing)
+            .await
+            .expect("a publisher waited on a hold that never ends");
     }
 }

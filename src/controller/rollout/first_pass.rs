@@ -15,6 +15,9 @@
 //! releases them all at once ([`FirstPasses::released`]), and each looks again after
 //! [`RECHECK`] in case no reconcile does (the last first status may be one that
 //! adopts nothing, an invalid spec say).
+//!
+//! Events wait too: a cold start announces every adoption, and those POSTs would take
+//! the apiserver's time from the statuses still to write ([`first_statuses`]).
 
 use std::{
     sync::{
@@ -24,16 +27,35 @@ use std::{
     time::Duration,
 };
 
-use kube::ResourceExt;
+use kube::{ResourceExt, runtime::reflector::Store};
 use tokio::{sync::watch, time::Instant};
 
-use super::FINALIZER;
+use super::{FINALIZER, Listed};
 use crate::api::GuardedRollout;
 
 /// How long after the start adoptions may wait for other rollouts' first status.
 pub const WINDOW: Duration = Duration::from_secs(30);
 /// How soon a rollout whose adoption waits looks again if nothing released it.
 pub const RECHECK: Duration = Duration::from_secs(5);
+/// How often the hold on Events looks whether every rollout has its status.
+const SETTLED_EVERY: Duration = Duration::from_millis(250);
+
+/// Completes once every rollout in `rollouts` has a status (those being deleted
+/// aside), looking from their first list on, and at most [`WINDOW`] after that list (or
+/// after the start, if the list takes that long).
+pub async fn first_statuses(rollouts: Store<GuardedRollout>, listed: Listed) {
+    let _ = tokio::time::timeout(WINDOW, listed.done()).await;
+    let settled = async {
+        while rollouts.state().iter().any(|o| awaits_status(o)) {
+            tokio::time::sleep(SETTLED_EVERY).await;
+        }
+    };
+    let _ = tokio::time::timeout(WINDOW, settled).await;
+}
+
+fn awaits_status(o: &GuardedRollout) -> bool {
+    o.status.is_none() && o.metadata.deletion_timestamp.is_none()
+}
 
 /// The window opens at the first question, i.e. at the first reconcile that has
 /// something to adopt (after the watch stores' first lists, however long they took).
@@ -87,9 +109,7 @@ fn hold<'a>(
 ) -> bool {
     let adopting = !gr.finalizers().iter().any(|f| f == FINALIZER);
     // Not itself: the store may not have its own first status yet.
-    let unseen = |o: &GuardedRollout| {
-        o.status.is_none() && o.metadata.deletion_timestamp.is_none() && o.uid() != gr.uid()
-    };
+    let unseen = |o: &GuardedRollout| awaits_status(o) && o.uid() != gr.uid();
     elapsed < WINDOW && adopting && all.any(unseen)
 }
 
@@ -171,6 +191,48 @@ mod tests {
         assert!(
             !hold(early, &adopted, [&adopted, &unseen].into_iter()),
             "a rollout already adopted never waits"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_wait_for_every_first_status_and_only_a_while() {
+        use kube::runtime::{reflector, watcher::Event};
+        let quiet = Duration::from_secs(1);
+        let (store, mut writer) = reflector::store::<GuardedRollout>();
+        let listed = Listed::default();
+        writer.apply_watcher_event(&Event::Apply(rollout("a", true, false)));
+        let mut settled = std::pin::pin!(first_statuses(store.clone(), listed.clone()));
+        assert!(
+            tokio::time::timeout(quiet, &mut settled).await.is_err(),
+            "settled before the first list"
+        );
+        let mut unseen = rollout("b", false, false);
+        writer.apply_watcher_event(&Event::Apply(unseen.clone()));
+        listed.set_done();
+        assert!(
+            tokio::time::timeout(quiet, &mut settled).await.is_err(),
+            "settled while a rollout has no status"
+        );
+        unseen.status = Some(Default::default());
+        writer.apply_watcher_event(&Event::Apply(unseen));
+        tokio::time::timeout(quiet, &mut settled)
+            .await
+            .expect("settled once every rollout has its status");
+
+        let started = Instant::now();
+        writer.apply_watcher_event(&Event::Apply(rollout("c", false, false)));
+        first_statuses(store.clone(), listed).await;
+        let held = started.elapsed();
+        assert!(
+            held >= WINDOW && held < WINDOW + quiet,
+            "a status never written holds Events a while: {held:?}"
+        );
+        let started = Instant::now();
+        first_statuses(store, Listed::default()).await;
+        assert_eq!(
+            started.elapsed(),
+            WINDOW * 2,
+            "a first list that never comes holds Events a while longer"
         );
     }
 }

@@ -96,6 +96,11 @@ pub async fn run(
     };
     let (owned_store, owned_writer) = reflector::store();
     let (version_store, version_writer) = reflector::store();
+    // A cold start's Events wait for every rollout's first status.
+    let _events_held = ctx.events.hold_until(first_pass::first_statuses(
+        rollout_store.clone(),
+        listed.rollouts.clone(),
+    ));
     let trigger = watcher::watcher(rollouts, watcher::Config::default())
         .default_backoff()
         .modify(trim)
