@@ -429,4 +429,24 @@ async fn a_cold_start_gives_every_rollout_a_status_before_adopting_any() {
         "an Event went out before the first status of {last} ({at}): {}",
         first_event.describe()
     );
+    // The stable template is one value to server-side apply, not a field per key.
+    // (The 1.20 apiserver does not name the subresource of an entry.)
+    let gr = env.rollouts().get(last).await.unwrap();
+    let tracked = gr
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|m| {
+            let fields = m.fields_v1?.0;
+            fields
+                .pointer("/f:status/f:stableTemplate/f:template")
+                .cloned()
+        })
+        .expect("the status manager owns the stable template");
+    assert_eq!(
+        tracked,
+        json!({}),
+        "the template's fields tracked one by one"
+    );
 }

@@ -73,10 +73,13 @@ pub fn exactly_one(schema: &mut Schema, fields: &[&str]) {
     add_rules(schema, &[(rule, message)]);
 }
 
-/// An embedded Kubernetes object kept as it is (a pod template): any fields.
+/// An embedded Kubernetes object kept as it is (a pod template): any fields, written
+/// and owned as one value (server-side apply would otherwise track each of its fields
+/// in managedFields, on every status write).
 pub fn embedded_object(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
+        "x-kubernetes-map-type": "atomic",
     })
 }
