@@ -432,3 +432,21 @@ pub struct ObjectiveStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_time: Option<Time>,
 }
+
+/// share-link's availability objective: a small valid policy, for tests.
+#[cfg(test)]
+pub fn example_slo_policy() -> SloPolicy {
+    serde_yaml::from_str(
+        r#"
+apiVersion: guardrails.dev/v1alpha1
+kind: SloPolicy
+metadata: {name: share-link, namespace: portal}
+spec:
+  objectives:
+    - name: availability
+      target: 99.9
+      indicator: {ratio: {errors: 'http_requests_total{code=~"5.."}', total: http_requests_total}}
+"#,
+    )
+    .expect("a valid SloPolicy")
+}

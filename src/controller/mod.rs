@@ -100,10 +100,23 @@ impl Context {
 }
 
 /// Runs both controllers, each in a task of its own (they share no thread), for one
-/// namespace or all, until SIGTERM; if one ends alone, both stop rather than run half an
-/// operator, and dropping this future stops both. Rollouts read SloPolicies from the
-/// store the SloPolicy controller fills.
+/// namespace or all, until SIGTERM or SIGINT; if one ends alone, both stop rather than
+/// run half an operator, and dropping this future stops both. Rollouts read SloPolicies
+/// from the store the SloPolicy controller fills.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
+    run_until(ctx, namespace, concurrency, Terminated::on_signal(), DRAIN).await
+}
+
+/// [`run`] until `terminated`. The reconciles under way may finish within `drain` of it
+/// (a stalled Prometheus can hold one for minutes); whatever still runs then is stopped,
+/// and the Events queued get [`EVENTS_GRACE`] to go out.
+pub async fn run_until(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    concurrency: u16,
+    terminated: Terminated,
+    drain: Duration,
+) {
     let (policies, writer) = kube::runtime::reflector::store();
     let listed = rollout::Listed::default();
     let slo = slo_policy::run_with(
@@ -112,6 +125,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16)
         concurrency,
         writer,
         listed.clone(),
+        terminated.clone(),
     );
     let mut slo = Aborting(tokio::spawn(slo));
     let mut rollouts = Aborting(tokio::spawn(rollout::run(
@@ -120,27 +134,92 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16)
         concurrency,
         policies,
         listed,
+        terminated.clone(),
     )));
-    // On SIGTERM both end; the other one gets the time of its longest reconcile. A
-    // panic in either ends the process as it would have in one task.
-    let (ended, other) = tokio::select! {
-        r = &mut slo.0 => (r, &mut rollouts.0),
-        r = &mut rollouts.0 => (r, &mut slo.0),
+    // Both end on the signal; if one ends alone, the other gets `drain` too. A panic in
+    // either ends the process as it would have in one task.
+    let both = async {
+        let (ended, other) = tokio::select! {
+            r = &mut slo.0 => (r, &mut rollouts.0),
+            r = &mut rollouts.0 => (r, &mut slo.0),
+        };
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        let _ = tokio::time::timeout(drain, other).await;
     };
-    if let Err(e) = ended
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
+    let deadline = async {
+        terminated.wait().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        () = both => {}
+        () = deadline => tracing::warn!(?drain, "reconciles still running at the shutdown deadline: stopped"),
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, other).await;
+    drop((slo, rollouts));
     ctx.events.flush(EVENTS_GRACE).await;
 }
 
-/// How long the second controller may take to finish its reconciles after the first
-/// ended (inside the chart's 30 s termination grace).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long reconciles under way may run on after SIGTERM: with the Events' time after
+/// it, inside the chart's 30 s termination grace.
+pub const DRAIN: Duration = Duration::from_secs(20);
 /// How long the Events still queued then may take to go out.
-const EVENTS_GRACE: Duration = Duration::from_secs(5);
+pub const EVENTS_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether the operator was asked to stop; clones see the same answer.
+#[derive(Clone)]
+pub struct Terminated(tokio::sync::watch::Receiver<bool>);
+
+impl Terminated {
+    /// Asked to stop by SIGTERM or SIGINT (from the first wait on).
+    pub fn on_signal() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signalled().await;
+            tx.send_replace(true);
+            // Receivers must not see the sender go (that would read as "never").
+            tx.closed().await;
+        });
+        Terminated(rx)
+    }
+
+    /// Asked to stop when the returned sender says `true`.
+    pub fn by_hand() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Terminated(rx))
+    }
+
+    /// Completes once asked to stop; never, if whoever could ask is gone.
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+async fn signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
 
 /// A task aborted when its handle is dropped.
 pub(crate) struct Aborting(pub(crate) tokio::task::JoinHandle<()>);
@@ -284,5 +363,56 @@ mod error_tests {
     fn a_conflict_is_retried_at_once() {
         assert_eq!(conflict().requeue(), CONFLICT_REQUEUE);
         assert_eq!(Error::NoNamespace.requeue(), ERROR_REQUEUE);
+    }
+}
+
+/// Against a real apiserver (the sandbox's) and a Prometheus that never answers.
+#[cfg(test)]
+mod tests {
+    use kube::{Api, api::PostParams};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::{api::SloPolicy, prometheus::QUERY_TIMEOUT};
+
+    #[tokio::test]
+    async fn a_stalled_prometheus_holds_a_stop_no_longer_than_the_drain() {
+        let cp = guardrails_sandbox::ControlPlane::shared(&crate::api::crds()).unwrap();
+        let client = cp.client().unwrap();
+        let ns = cp.namespace(&client, "stop-deadline").await.unwrap();
+        // Accepts every connection and answers none.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (accepted, mut asked) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+                let _ = accepted.send(());
+            }
+        });
+        let mut policy = crate::api::example_slo_policy();
+        policy.metadata.namespace = None;
+        Api::<SloPolicy>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &policy)
+            .await
+            .unwrap();
+        let ctx = Context::new(client, Some(url), Default::default());
+        let (stop, terminated) = Terminated::by_hand();
+        let drain = Duration::from_secs(1);
+        let running = tokio::spawn(run_until(ctx, Some(ns), 2, terminated, drain));
+        tokio::time::timeout(Duration::from_secs(60), asked.recv())
+            .await
+            .expect("the policy's evaluation asked Prometheus");
+
+        // The evaluation waits on Prometheus for QUERY_TIMEOUT at least.
+        let stopped = Instant::now();
+        stop.send_replace(true);
+        let bound = QUERY_TIMEOUT - Duration::from_secs(1);
+        tokio::time::timeout(bound, running)
+            .await
+            .expect("the stop waited on the stalled evaluation past the drain")
+            .unwrap();
+        assert!(stopped.elapsed() >= drain, "stopped before the drain");
     }
 }

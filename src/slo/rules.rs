@@ -271,19 +271,7 @@ mod tests {
     use super::*;
 
     fn policy() -> SloPolicy {
-        serde_yaml::from_str(
-            r#"
-apiVersion: guardrails.dev/v1alpha1
-kind: SloPolicy
-metadata: {name: share-link, namespace: portal}
-spec:
-  objectives:
-    - name: availability
-      target: 99.9
-      indicator: {ratio: {errors: 'http_requests_total{code=~"5.."}', total: http_requests_total}}
-"#,
-        )
-        .unwrap()
+        crate::api::example_slo_policy()
     }
 
     #[test]

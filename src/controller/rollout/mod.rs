@@ -74,6 +74,7 @@ pub async fn run(
     concurrency: u16,
     slo_policies: Store<SloPolicy>,
     slo_policies_listed: Listed,
+    terminated: super::Terminated,
 ) {
     let client = ctx.watch_client.clone();
     fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
@@ -196,7 +197,7 @@ pub async fn run(
             },
             autoscaler_watch::default_resource(),
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(terminated.wait())
         .run(reconcile, error_policy, shared)
         .for_each(|r| async move {
             if let Err(e) = r {

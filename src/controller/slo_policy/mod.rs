@@ -40,7 +40,16 @@ pub async fn run(
     concurrency: u16,
     writer: reflector::store::Writer<SloPolicy>,
 ) {
-    run_with(namespace, ctx, concurrency, writer, Default::default()).await
+    let terminated = super::Terminated::on_signal();
+    run_with(
+        namespace,
+        ctx,
+        concurrency,
+        writer,
+        Default::default(),
+        terminated,
+    )
+    .await
 }
 
 /// [`run`], marking `listed` once the store has its first list.
@@ -50,6 +59,7 @@ pub async fn run_with(
     concurrency: u16,
     writer: reflector::store::Writer<SloPolicy>,
     listed: super::rollout::Listed,
+    terminated: super::Terminated,
 ) {
     let api: Api<SloPolicy> = match &namespace {
         Some(ns) => Api::namespaced(ctx.watch_client.clone(), ns),
@@ -74,7 +84,7 @@ pub async fn run_with(
     let config = kube::runtime::controller::Config::default().concurrency(concurrency);
     Controller::for_stream(stream, reader)
         .with_config(config)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(terminated.wait())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
