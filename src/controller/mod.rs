@@ -162,8 +162,9 @@ pub async fn run_until(
     ctx.events.flush(EVENTS_GRACE).await;
 }
 
-/// How long reconciles under way may run on after SIGTERM: with the Events' time after
-/// it, inside the chart's 30 s termination grace.
+/// How long reconciles under way may run on after SIGTERM: with the Events' time and the
+/// lease's release after it (`leader::RELEASE_LIMIT`), inside the chart's 30 s
+/// termination grace.
 pub const DRAIN: Duration = Duration::from_secs(20);
 /// How long the Events still queued then may take to go out.
 pub const EVENTS_GRACE: Duration = Duration::from_secs(5);
@@ -173,14 +174,15 @@ pub const EVENTS_GRACE: Duration = Duration::from_secs(5);
 pub struct Terminated(tokio::sync::watch::Receiver<bool>);
 
 impl Terminated {
-    /// Asked to stop by SIGTERM or SIGINT (from the first wait on).
+    /// Asked to stop by SIGTERM or SIGINT; a second one ends the process at once.
     pub fn on_signal() -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             signalled().await;
             tx.send_replace(true);
-            // Receivers must not see the sender go (that would read as "never").
-            tx.closed().await;
+            signalled().await;
+            tracing::warn!("second stop signal: exiting now");
+            std::process::exit(130);
         });
         Terminated(rx)
     }
@@ -202,22 +204,23 @@ impl Terminated {
     }
 }
 
+/// The next SIGTERM or SIGINT; a signal that cannot be listened for never comes.
 async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
+    let next = |kind: SignalKind, name: &'static str| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                tracing::warn!(error = %e, signal = name, "cannot listen for a stop signal");
                 std::future::pending::<()>().await;
             }
         }
     };
     tokio::select! {
-        () = term => {}
-        _ = tokio::signal::ctrl_c() => {}
+        () = next(SignalKind::terminate(), "SIGTERM") => {}
+        () = next(SignalKind::interrupt(), "SIGINT") => {}
     }
 }
 
@@ -385,10 +388,8 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (accepted, mut asked) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            let mut held = Vec::new();
             while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-                let _ = accepted.send(());
+                let _ = accepted.send(socket);
             }
         });
         let mut policy = crate::api::example_slo_policy();
@@ -401,9 +402,10 @@ mod tests {
         let (stop, terminated) = Terminated::by_hand();
         let drain = Duration::from_secs(1);
         let running = tokio::spawn(run_until(ctx, Some(ns), 2, terminated, drain));
-        tokio::time::timeout(Duration::from_secs(60), asked.recv())
+        let mut socket = tokio::time::timeout(Duration::from_secs(60), asked.recv())
             .await
-            .expect("the policy's evaluation asked Prometheus");
+            .expect("the policy's evaluation asked Prometheus")
+            .unwrap();
 
         // The evaluation waits on Prometheus for QUERY_TIMEOUT at least.
         let stopped = Instant::now();
@@ -414,5 +416,13 @@ mod tests {
             .expect("the stop waited on the stalled evaluation past the drain")
             .unwrap();
         assert!(stopped.elapsed() >= drain, "stopped before the drain");
+        // Stopped, not left running: the evaluation's connection is closed.
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest));
+        assert!(
+            read.await.is_ok(),
+            "the stalled evaluation still runs after the stop"
+        );
     }
 }

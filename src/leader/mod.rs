@@ -27,6 +27,11 @@ use tracing::{info, warn};
 
 use lease::Step;
 
+/// How long a stopping leader tries to give its lease up: with the controllers' drain
+/// and the Events' grace (`controller::DRAIN`, `controller::EVENTS_GRACE`), inside the
+/// 30 s termination grace.
+pub const RELEASE_LIMIT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Lost {
     #[error("lease {0} held by {1} now")]
@@ -227,7 +232,14 @@ impl Election {
             lost = self.hold() => return Err(lost),
             out = work => out,
         };
-        self.release().await;
+        // A stop has spent most of its termination grace by now: a release that does
+        // not answer soon is left to expire.
+        if tokio::time::timeout(RELEASE_LIMIT, self.release())
+            .await
+            .is_err()
+        {
+            warn!(lease = %self.name, "releasing the lease timed out");
+        }
         Ok(out)
     }
 }
