@@ -290,14 +290,22 @@ async fn listed<K: Watched>(client: &Client) -> anyhow::Result<Watch<K>> {
         .default_backoff()
         .boxed();
     let mut listed = Vec::new();
-    loop {
-        match events.next().await {
-            Some(Ok(watcher::Event::InitDone)) => return Ok(Watch { listed, events }),
-            Some(Ok(watcher::Event::InitApply(o))) => listed.push(o),
-            Some(_) => {}
-            None => anyhow::bail!("the watch ended before its first list"),
+    let first_list = async {
+        loop {
+            match events.next().await {
+                Some(Ok(watcher::Event::InitDone)) => return Ok(()),
+                // A list started again (after an error) starts from nothing.
+                Some(Ok(watcher::Event::Init)) => listed.clear(),
+                Some(Ok(watcher::Event::InitApply(o))) => listed.push(o),
+                Some(_) => {}
+                None => anyhow::bail!("the watch ended before its first list"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(120), first_list)
+        .await
+        .map_err(|_| anyhow::anyhow!("no first list within 120 s"))??;
+    Ok(Watch { listed, events })
 }
 
 /// [`first_times_in`] on a watch started now.
