@@ -7,9 +7,10 @@ use std::{
 };
 
 use guardrails::{
-    api::{Gate, Severity, SloPolicy},
+    api::{Gate, IndicatorSource, Severity, SloPolicy},
     controller::slo_policy::{observe, observe_recorded, threshold_problem},
     prometheus::{MetricSource, PrometheusSource},
+    slo::recorded::SeriesKey,
     slo::{self, rules},
 };
 use guardrails_sandbox::{Prometheus, PrometheusConfig};
@@ -145,6 +146,26 @@ fn fleet() -> Vec<SloPolicy> {
             p
         })
         .collect()
+}
+
+/// A policy of the fleet whose long windows' rules have not evaluated yet (their group
+/// is not loaded): only its short windows are recorded.
+fn short_only() -> SloPolicy {
+    let mut p = fleet().swap_remove(0);
+    p.metadata.name = Some("short-only".into());
+    p
+}
+
+/// The rules of [`short_only`]: its long windows' group is left out, and its short
+/// windows record twice their burn rate, so that what is read from them is told apart
+/// from what the policy's own queries read.
+fn short_only_rules(file: &mut rules::RuleFile) {
+    file.groups.retain(|g| !g.name.ends_with("-long"));
+    for rule in file.groups.iter_mut().flat_map(|g| &mut g.rules) {
+        if rule.record.is_some() {
+            rule.expr = format!("2 * ({})", rule.expr);
+        }
+    }
 }
 
 /// Sample times: one a minute over the last 7 hours (the short windows), one every
@@ -291,8 +312,16 @@ fn shared() -> &'static Shared {
             let end = evaluation_end();
             let dir = tempfile::tempdir().unwrap();
             let mut rule_files = Vec::new();
-            for p in scenarios().iter().map(policy).chain(fleet()) {
+            for p in scenarios()
+                .iter()
+                .map(policy)
+                .chain(fleet())
+                .chain([short_only()])
+            {
                 let mut file = rules::rules(&p).unwrap();
+                if p.metadata.name == short_only().metadata.name {
+                    short_only_rules(&mut file);
+                }
                 for g in &mut file.groups {
                     g.interval = "2s".into();
                 }
@@ -617,7 +646,10 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
     let recorded = |source: PrometheusSource, p: SloPolicy| async move {
         let name = p.metadata.name.clone().unwrap();
         let max_age = Duration::from_secs(600);
-        observe_recorded(&source, &p.spec, "portal", &name, max_age).await
+        let indicators = slo::parse_all(&p.spec.objectives).unwrap();
+        let at = Timestamp::now();
+        let policy = ("portal", name.as_str());
+        observe_recorded(&source, &p.spec, &indicators, policy, max_age, at).await
     };
     // Every group has evaluated once.
     guardrails_sandbox::wait::eventually("every policy recorded", Duration::from_secs(60), || {
@@ -625,9 +657,21 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
         async move {
             let source = PrometheusSource::new(&url).unwrap();
             let mut missing = Vec::new();
+            let half = short_only();
+            let key = SeriesKey::of("portal", "short-only", &half.spec.objectives[0]);
+            for w in slo::windows(&half.spec)
+                .iter()
+                .filter(|w| minutes(w) < 24 * 60)
+            {
+                let record = rules::burn_rate_record(w);
+                let family = source.family(&record, Duration::ZERO).await;
+                if !family.is_ok_and(|(f, _)| f.contains_key(&key)) {
+                    missing.push(format!("short-only {w}"));
+                }
+            }
             for p in fleet {
                 let name = p.metadata.name.clone().unwrap();
-                if !matches!(recorded(source.clone(), p).await.0, Ok(Some(_))) {
+                if recorded(source.clone(), p).await.1 != Some(IndicatorSource::Recorded) {
                     missing.push(name);
                 }
             }
@@ -645,10 +689,10 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
     let mut sent = 0;
     let mut read = Vec::new();
     for p in &fleet {
-        let (readings, queries) = recorded(source.clone(), p.clone()).await;
-        let readings = readings.unwrap();
+        let (observation, from, queries) = recorded(source.clone(), p.clone()).await;
         sent += queries;
-        read.push(readings.expect("recorded"));
+        assert_eq!(from, Some(IndicatorSource::Recorded));
+        read.push(readings(observation));
     }
     assert_eq!(
         sent, families,
@@ -663,9 +707,13 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
         .find(|s| s.name == "idle")
         .map(|s| policy(&s))
         .unwrap();
-    let (quiet, _) = recorded(source.clone(), idle.clone()).await;
-    let quiet = quiet.unwrap();
-    let quiet = quiet.expect("the idle policy's series are recorded");
+    let (quiet, from, _) = recorded(source.clone(), idle.clone()).await;
+    assert_eq!(
+        from,
+        Some(IndicatorSource::Recorded),
+        "the idle policy's series are recorded"
+    );
+    let quiet = readings(quiet);
     let only_coverage = quiet[0]
         .iter()
         .all(|(k, v)| k == slo::COVERAGE || v.is_none());
@@ -675,9 +723,7 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
         let name = p.metadata.name.as_deref().unwrap();
         let indicators = slo::parse_all(&p.spec.objectives).unwrap();
         let (raw, _) = observe(&source, &p.spec, &indicators, now).await;
-        let slo::Observation::Read(raw) = raw else {
-            panic!("{name}: raw queries failed: {raw:?}");
-        };
+        let raw = readings(raw);
         assert_eq!(raw.len(), recorded.len());
         for (raw, recorded) in raw.iter().zip(&recorded) {
             assert_eq!(
@@ -694,15 +740,63 @@ async fn one_recorded_query_per_series_serves_fifty_policies_as_the_raw_queries_
         }
     }
 
-    // No rules loaded for it: read raw.
+    // A policy whose long windows are not recorded yet: one request of its own reads
+    // them (and coverage); its short windows come from the families already read.
+    let half = short_only();
+    let (observation, from, sent) = recorded(source.clone(), half.clone()).await;
+    assert_eq!((from, sent), (Some(IndicatorSource::Raw), 1));
+    let half_read = readings(observation);
+    let indicators = slo::parse_all(&half.spec.objectives).unwrap();
+    let raw = readings(observe(&source, &half.spec, &indicators, now).await.0);
+    assert_eq!(
+        raw[0].keys().collect::<Vec<_>>(),
+        half_read[0].keys().collect::<Vec<_>>()
+    );
+    for (window, value) in &raw[0] {
+        let recorded = window != slo::COVERAGE && minutes(window) < 24 * 60;
+        let (expected, what) = match recorded {
+            true => (
+                value.map(|v| 2.0 * v),
+                "twice the raw value, as its rule records",
+            ),
+            false => (*value, "its own query"),
+        };
+        let what = format!("short-only {window}: {what}");
+        match (half_read[0][window], expected) {
+            (Some(read), Some(expected)) if expected != 0.0 => close(read, expected, &what),
+            (read, expected) => assert_eq!(read, expected, "{what}"),
+        }
+    }
+    assert!(
+        raw[0]["5m"].is_some_and(|v| v > 0.0),
+        "the doubling shows: {raw:?}"
+    );
+
+    // No rules loaded for it: read raw, in one request.
     idle.metadata.name = Some("unrecorded".into());
-    let (none, _) = recorded(source.clone(), idle).await;
-    assert_eq!(none, Ok(None), "a policy without rules is read raw");
+    let (_, from, sent) = recorded(source.clone(), idle).await;
+    assert_eq!(
+        (from, sent),
+        (Some(IndicatorSource::Raw), 1),
+        "a policy without rules is read raw"
+    );
     // A spec the rules were not generated from: its recorded series are not read.
     let mut changed = fleet[0].clone();
     changed.spec.objectives[0].target = 99.5;
-    let (none, _) = recorded(source.clone(), changed).await;
-    assert_eq!(none, Ok(None), "rules of an earlier target are not read");
+    let (_, from, _) = recorded(source.clone(), changed).await;
+    assert_eq!(
+        from,
+        Some(IndicatorSource::Raw),
+        "rules of an earlier target are not read"
+    );
+}
+
+/// The readings of an evaluation that read everything.
+fn readings(observation: slo::Observation) -> Vec<slo::Readings> {
+    match observation {
+        slo::Observation::Read(r) => r,
+        other => panic!("expected every reading: {other:?}"),
+    }
 }
 
 /// A Prometheus that refuses any query loading more than 2,000 samples holds the same

@@ -184,7 +184,8 @@ crate::vocabulary! {
 pub enum IndicatorSource {
     /// The recorded series of the policy's rules.
     Recorded,
-    /// The policy's own queries over the raw metrics.
+    /// The policy's own queries over the raw metrics, for every window or for those
+    /// not recorded (yet).
     Raw,
 }
 }

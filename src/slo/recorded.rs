@@ -1,5 +1,6 @@
 //! Reading SloPolicies from the series their recording rules keep (`guardrails rules`):
-//! one query per recorded series returns every policy's value, selected here by labels.
+//! one query per recorded series returns every policy's value, selected here by labels;
+//! what is not recorded (yet) is left to the policy's own queries.
 //! No IO.
 
 use std::collections::HashMap;
@@ -78,50 +79,61 @@ pub fn families(spec: &SloPolicySpec) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The readings of every objective from the recorded families (by name), or None when
-/// an objective lacks the series of a window (its rules are not loaded, are outdated or
-/// have not evaluated yet, or its service has no data): then the policy is read with its
-/// own queries.
+/// What the recorded families hold of one objective.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recorded {
+    /// The readings found (NaN, no events in the window, is no data).
+    pub readings: Readings,
+    /// What the objective's own queries must read: the windows whose series is missing
+    /// (its rules are not loaded, are outdated or have not evaluated yet, or its service
+    /// has no data), and then coverage too.
+    pub missing: Vec<String>,
+}
+
+/// Whether every objective was read from the recorded families alone.
+pub fn complete(objectives: &[Recorded]) -> bool {
+    objectives.iter().all(|o| o.missing.is_empty())
+}
+
+/// Every objective as the recorded families (by name) hold it, in spec order.
 ///
-/// NaN (no events in the window) is no data. The coverage series may be missing (it
-/// needs hours of data): no coverage. Burn rates are turned back into error ratios.
+/// The coverage series may be missing when every window is recorded (it needs hours of
+/// data): then there is no coverage. When a window is missing, so is the group that
+/// records coverage with it, most likely: coverage is read with the window. Burn rates
+/// are turned back into error ratios.
 pub fn readings(
     spec: &SloPolicySpec,
     namespace: &str,
     policy: &str,
     recorded: &HashMap<String, std::sync::Arc<Family>>,
-) -> Option<Vec<Readings>> {
+) -> Vec<Recorded> {
     let families = families(spec);
     let value = |name: &str, key: &SeriesKey| recorded.get(name)?.get(key).copied();
     spec.objectives
         .iter()
         .map(|o| {
             let key = SeriesKey::of(namespace, policy, o);
-            let found: Vec<(String, Option<f64>)> = families
-                .iter()
-                .map(|(reading, name)| (reading.clone(), value(name, &key)))
-                .collect();
-            let windows_recorded = found
-                .iter()
-                .filter(|(reading, _)| reading != COVERAGE)
-                .all(|(_, v)| v.is_some());
-            if !windows_recorded {
-                return None;
-            }
             let budget = 1.0 - o.target / 100.0;
-            let readings = found
-                .into_iter()
-                .map(|(reading, v)| {
-                    let v = v.filter(|x| !x.is_nan());
-                    let v = if reading == COVERAGE {
-                        v
-                    } else {
-                        v.map(|b| b * budget)
-                    };
-                    (reading, v)
-                })
-                .collect();
-            Some(readings)
+            let mut out = Recorded::default();
+            for (reading, name) in &families {
+                let is_coverage = reading == COVERAGE;
+                match value(name, &key) {
+                    Some(v) => {
+                        let v = Some(v).filter(|x| !x.is_nan());
+                        let v = if is_coverage {
+                            v
+                        } else {
+                            v.map(|b| b * budget)
+                        };
+                        out.readings.insert(reading.clone(), v);
+                    }
+                    None if is_coverage && out.missing.is_empty() => {
+                        out.readings.insert(reading.clone(), None);
+                    }
+                    None => out.missing.push(reading.clone()),
+                }
+            }
+            out
         })
         .collect()
 }
@@ -151,7 +163,7 @@ spec:
     }
 
     #[test]
-    fn a_new_service_is_read_without_coverage_and_a_changed_spec_is_not() {
+    fn a_new_service_is_read_without_coverage_and_missing_windows_are_read_raw() {
         let spec = spec();
         let key = SeriesKey::of("shop", "web", &spec.objectives[0]);
         let burn = |w: &str| if w == "1h" { f64::NAN } else { 2.0 };
@@ -163,20 +175,34 @@ spec:
                 (rules::burn_rate_record(w), Arc::new(family))
             })
             .collect();
-        let read = readings(&spec, "shop", "web", &recorded).expect("recorded");
-        let ratio = read[0]["5m"].unwrap();
+        let read = readings(&spec, "shop", "web", &recorded);
+        assert!(complete(&read), "{read:?}");
+        let ratio = read[0].readings["5m"].unwrap();
         assert!((ratio - 0.002).abs() < 1e-12, "{ratio}");
-        assert_eq!(read[0]["1h"], None, "NaN is no data");
-        assert_eq!(read[0][COVERAGE], None);
-        // A window whose series is missing (a rule not evaluated yet): read raw.
+        assert_eq!(read[0].readings["1h"], None, "NaN is no data");
+        assert_eq!(read[0].readings[COVERAGE], None);
+        // A window whose series is missing (a rule not evaluated yet) is read raw, with
+        // coverage; the others are read from their series.
         let all = recorded.clone();
         recorded.remove(&rules::burn_rate_record("28d"));
-        assert_eq!(readings(&spec, "shop", "web", &recorded), None);
+        let read = readings(&spec, "shop", "web", &recorded);
+        assert!(!complete(&read));
+        assert_eq!(read[0].missing, ["28d", COVERAGE]);
+        assert_eq!(read[0].readings["5m"], Some(ratio));
+        assert!(!read[0].readings.contains_key("28d"));
         let recorded = all;
-        // Another policy, and this one's spec after a change of target: not recorded.
-        assert_eq!(readings(&spec, "shop", "other", &recorded), None);
+        // Another policy, and this one's spec after a change of target: nothing of
+        // theirs is recorded.
+        let mut every: Vec<String> = windows(&spec);
+        every.push(COVERAGE.into());
+        let other = readings(&spec, "shop", "other", &recorded);
+        assert_eq!(other[0].missing, every);
+        assert!(other[0].readings.is_empty());
         let mut changed = spec.clone();
         changed.objectives[0].target = 99.5;
-        assert_eq!(readings(&changed, "shop", "web", &recorded), None);
+        assert_eq!(
+            readings(&changed, "shop", "web", &recorded)[0].missing,
+            every
+        );
     }
 }

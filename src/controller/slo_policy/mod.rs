@@ -23,7 +23,7 @@ use tracing::{info, instrument, warn};
 
 use super::{Context, Error, events};
 use crate::{
-    api::{Gate, IndicatorSource, SloPolicy, SloPolicyStatus},
+    api::{Gate, SloPolicy, SloPolicyStatus},
     conditions::{self, ConditionType},
     reasons::{RuleCondition, SloCondition, SloEvent},
     slo,
@@ -165,19 +165,9 @@ async fn next_status(
     let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let interval = spec.interval.as_duration().max(Duration::from_secs(1));
     let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
-    let (recorded, mut sent) = observe_recorded(&source, spec, &namespace, &name, interval).await;
-    let (observation, from) = match recorded {
-        Ok(Some(readings)) => (
-            slo::Observation::Read(readings),
-            Some(IndicatorSource::Recorded),
-        ),
-        Ok(None) => {
-            let (observation, raw) = observe(&source, spec, &indicators, at).await;
-            sent += raw;
-            (observation, Some(IndicatorSource::Raw))
-        }
-        Err(why) => (slo::Observation::Unavailable(why), None),
-    };
+    let policy_name = (namespace.as_str(), name.as_str());
+    let (observation, from, sent) =
+        observe_recorded(&source, spec, &indicators, policy_name, interval, at).await;
     ctx.metrics.prometheus_queries.inc_by(sent);
     let next = match threshold_problem(&source, spec, &observation, at).await {
         Some(m) => slo::invalid(spec, generation, previous, &m, &time),

@@ -3,10 +3,12 @@
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
 
+use std::{collections::HashMap, sync::Arc};
+
 use crate::{
-    api::SloPolicySpec,
+    api::{IndicatorSource, SloPolicySpec},
     prometheus::MetricSource,
-    slo::{COVERAGE, FailedReading, Indicators, Observation, Readings, windows},
+    slo::{COVERAGE, FailedReading, Indicators, Observation, Readings, recorded, windows},
 };
 
 /// Reads the error ratio of every objective over every window the policy needs, and how
@@ -19,55 +21,105 @@ pub async fn observe<S: MetricSource>(
     indicators: &[Indicators],
     at: Timestamp,
 ) -> (Observation, u64) {
-    let windows = windows(spec);
-    let (keys, queries): (Vec<(usize, &str)>, Vec<String>) = indicators
+    let every: Vec<String> = windows(spec)
+        .into_iter()
+        .chain([COVERAGE.to_string()])
+        .collect();
+    let wanted: Vec<(usize, &str)> = (0..indicators.len())
+        .flat_map(|i| every.iter().map(move |w| (i, w.as_str())))
+        .collect();
+    let readings = vec![Readings::new(); indicators.len()];
+    observe_into(source, spec, indicators, &wanted, readings, at).await
+}
+
+/// Reads `wanted` (objective index, window or [`COVERAGE`]) with the objectives' own
+/// queries at `at`, into the `readings` already known. Returns the observation and the
+/// number of requests sent.
+async fn observe_into<S: MetricSource>(
+    source: &S,
+    spec: &SloPolicySpec,
+    indicators: &[Indicators],
+    wanted: &[(usize, &str)],
+    mut readings: Vec<Readings>,
+    at: Timestamp,
+) -> (Observation, u64) {
+    let queries: Vec<String> = wanted
         .iter()
-        .enumerate()
-        .flat_map(|(i, ind)| {
-            windows
-                .iter()
-                .map(move |w| ((i, w.as_str()), ind.error_ratio_query(w)))
-                .chain([((i, COVERAGE), ind.coverage_query(&spec.window))])
+        .map(|&(i, w)| match w {
+            COVERAGE => indicators[i].coverage_query(&spec.window),
+            w => indicators[i].error_ratio_query(w),
         })
-        .unzip();
+        .collect();
     let (results, sent) = source.scalars(&queries, at).await;
-    let mut readings = vec![Readings::new(); indicators.len()];
     let mut failed = Vec::new();
-    for ((i, window), result) in keys.iter().zip(results) {
+    for (&(i, window), result) in wanted.iter().zip(results) {
         match result {
             Ok(value) => {
-                readings[*i].insert(window.to_string(), value);
+                readings[i].insert(window.to_string(), value);
             }
             Err(e) => failed.push(FailedReading {
-                objective: *i,
+                objective: i,
                 window: window.to_string(),
                 error: e.to_string(),
             }),
         }
     }
-    // One slow window keeps the others; only when nothing answered is the whole
+    // One slow window keeps the others; only when nothing was read is the whole
     // evaluation unavailable.
     let observation = match failed.len() {
         0 => Observation::Read(readings),
-        n if n == queries.len() => Observation::Unavailable(failed[0].error.clone()),
+        _ if readings.iter().all(|r| r.is_empty()) => {
+            Observation::Unavailable(failed[0].error.clone())
+        }
         _ => Observation::Partial(readings, failed),
     };
     (observation, sent)
 }
 
-/// The readings of every objective from the recorded series, when the policy's rules
-/// are recorded (see `slo::recorded::readings`); each family is read at most once per
-/// `max_age` for all policies. Returns the readings (Ok(None): read the raw metrics;
-/// Err: Prometheus did not answer, and every policy's raw queries would not help it)
-/// and the number of queries sent.
+/// Reads the policy from the recorded series of its rules (see `slo::recorded`), each
+/// family at most once per `max_age` for all policies, and with its own queries at `at`
+/// whatever they do not hold (yet). Returns the observation, where it came from (None
+/// when Prometheus did not answer the recorded queries: every policy's own queries would
+/// not help it) and the number of requests sent.
 pub async fn observe_recorded(
     source: &crate::prometheus::PrometheusSource,
     spec: &SloPolicySpec,
-    namespace: &str,
-    policy: &str,
+    indicators: &[Indicators],
+    (namespace, policy): (&str, &str),
     max_age: std::time::Duration,
-) -> (Result<Option<Vec<crate::slo::Readings>>, String>, u64) {
-    let families = crate::slo::recorded::families(spec);
+    at: Timestamp,
+) -> (Observation, Option<IndicatorSource>, u64) {
+    let (recorded, mut sent) = read_families(source, spec, max_age).await;
+    let recorded = match recorded {
+        Ok(recorded) => recorded::readings(spec, namespace, policy, &recorded),
+        Err(why) => return (Observation::Unavailable(why), None, sent),
+    };
+    if recorded::complete(&recorded) {
+        let readings = recorded.into_iter().map(|o| o.readings).collect();
+        return (
+            Observation::Read(readings),
+            Some(IndicatorSource::Recorded),
+            sent,
+        );
+    }
+    let wanted: Vec<(usize, &str)> = recorded
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| o.missing.iter().map(move |w| (i, w.as_str())))
+        .collect();
+    let readings = recorded.iter().map(|o| o.readings.clone()).collect();
+    let (observation, raw) = observe_into(source, spec, indicators, &wanted, readings, at).await;
+    sent += raw;
+    (observation, Some(IndicatorSource::Raw), sent)
+}
+
+/// Every recorded family the policy reads, by name, and the number of queries sent.
+async fn read_families(
+    source: &crate::prometheus::PrometheusSource,
+    spec: &SloPolicySpec,
+    max_age: std::time::Duration,
+) -> (Result<HashMap<String, Arc<recorded::Family>>, String>, u64) {
+    let families = recorded::families(spec);
     let read = join_all(
         families
             .iter()
@@ -75,18 +127,17 @@ pub async fn observe_recorded(
     )
     .await;
     let mut sent = 0;
-    let mut recorded = std::collections::HashMap::new();
+    let mut out = HashMap::new();
     for ((_, name), result) in families.iter().zip(read) {
         match result {
             Ok((family, queried)) => {
                 sent += u64::from(queried);
-                recorded.insert(name.clone(), family);
+                out.insert(name.clone(), family);
             }
             Err(e) => return (Err(e.to_string()), sent),
         }
     }
-    let readings = crate::slo::recorded::readings(spec, namespace, policy, &recorded);
-    (Ok(readings), sent)
+    (Ok(out), sent)
 }
 
 /// A latency objective whose window has no data although its histogram has buckets:
