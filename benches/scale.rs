@@ -147,6 +147,30 @@ async fn apiserver_metrics(client: &Client) -> anyhow::Result<String> {
     Ok(client.request_text(req).await?)
 }
 
+/// Prometheus' own metrics, for what it spent its time on.
+async fn prometheus_metrics(prom: &Prometheus) -> String {
+    sandbox_http::get(&prom.addr(), "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// "queries N (S s), rule evaluations M (T s)" between two of Prometheus' metric texts:
+/// the instant queries answered (the operator's) and the rules evaluated, with the time
+/// each took in all.
+fn prometheus_load(before: &str, after: &str) -> String {
+    let delta =
+        |family: &str, labels: &[&str]| sum(after, family, labels) - sum(before, family, labels);
+    let query = ["handler=\"/api/v1/query\""];
+    format!(
+        "queries {:.0} ({:.1} s), rule evaluations {:.0} ({:.1} s)",
+        delta("prometheus_http_request_duration_seconds_count", &query),
+        delta("prometheus_http_request_duration_seconds_sum", &query),
+        delta("prometheus_rule_evaluation_duration_seconds_count", &[]),
+        delta("prometheus_rule_evaluation_duration_seconds_sum", &[]),
+    )
+}
+
 /// "N CPU-s; kind count (seconds), ..." of the apiserver between two metric texts: its
 /// CPU and the request kinds it spent most time answering.
 fn apiserver_load(cpu_seconds: f64, before: &str, after: &str) -> String {
@@ -505,14 +529,16 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<u64>>();
     let pids = [apiserver_pid, cp.pids()[0], prom.pid().unwrap_or(0), pid];
     let cold_ticks = cpu_of(&pids);
+    let cold_prometheus = prometheus_metrics(&prom).await;
     // Who had the two cores until every rollout had its first status.
     let first_window = async {
         let times = first_times_in(for_first, start, n, limit, reconciled).await;
         let (ticks, text) = (cpu_of(&pids), apiserver_metrics(&client).await);
+        let prometheus = prometheus_load(&cold_prometheus, &prometheus_metrics(&prom).await);
         let secs = |i: usize| (ticks[i] - cold_ticks[i]) as f64 / 100.0;
         let load = text.map(|t| {
             format!(
-                "apiserver {}; etcd {:.0}, Prometheus {:.0}, operator {:.0} CPU-s",
+                "apiserver {}; etcd {:.0}, Prometheus {:.0} CPU-s ({prometheus}), operator {:.0} CPU-s",
                 apiserver_load(secs(0), &cold_text, &t),
                 secs(1),
                 secs(2),
