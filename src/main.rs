@@ -200,6 +200,10 @@ async fn command() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init_logging(args.log_format);
+    // Listened for from the start: a stop that comes as the lease is won still drains
+    // the controllers and releases the lease, and one that comes before ends the
+    // process cleanly.
+    let terminated = controller::Terminated::on_signal();
     let config = kube::Config::infer()
         .await
         .context("reading the cluster configuration")?;
@@ -224,7 +228,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace = namespace.as_deref().unwrap_or("*"),
         "guardrails running"
     );
-    let controllers = controller::run(ctx, namespace, args.concurrency);
+    let stop = terminated.wait();
+    let controllers = controller::run_until(
+        ctx,
+        namespace,
+        args.concurrency,
+        terminated,
+        controller::DRAIN,
+    );
     let work = async move {
         match election {
             None => {
@@ -233,7 +244,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Some(e) => {
                 tracing::info!(identity = e.identity(), "leader election on");
-                e.run(controllers).await.map_err(anyhow::Error::from)
+                match e.run_unless_stopped(controllers, stop).await {
+                    Ok(Some(())) => Ok(()),
+                    Ok(None) => {
+                        tracing::info!("stopped while waiting for the lease");
+                        Ok(())
+                    }
+                    Err(lost) => Err(anyhow::Error::from(lost)),
+                }
             }
         }
     };

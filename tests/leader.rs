@@ -249,6 +249,36 @@ async fn two_operator_processes_one_reconciles_the_other_takes_over() {
     .await;
     let standby_id = format!("op-{}", procs[standby].id().unwrap());
     assert_eq!(holder(&leases).await, Some(standby_id));
+
+    // A stop while waiting for the lease ends a standby cleanly (the signal is listened
+    // for from the start, not from leadership on).
+    let port = guardrails_sandbox::free_port().unwrap();
+    let mut third = start(port);
+    until(20, "the third process serves its metrics", async || {
+        reconciles(port).await >= 0.0
+    })
+    .await;
+    let exit = stopped(&mut third, 10).await;
+    assert!(exit.success(), "a standby stopped: {exit:?}");
+    assert_eq!(
+        reconciles(ports[leader]).await,
+        -1.0,
+        "the first leader is gone"
+    );
+    // The leader drains and gives its lease up on the way out.
+    let exit = stopped(&mut procs[standby], 30).await;
+    assert!(exit.success(), "the leader stopped: {exit:?}");
+    assert_eq!(holder(&leases).await, None, "the lease was released");
+}
+
+/// Sends SIGTERM, as the kubelet does to stop a pod, and waits `within` seconds at most
+/// for the process to exit.
+async fn stopped(p: &mut tokio::process::Child, within: u64) -> std::process::ExitStatus {
+    let pid = p.id().expect("still running") as libc::pid_t;
+    // SAFETY: kill only sends a signal to the process we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let wait = tokio::time::timeout(Duration::from_secs(within), p.wait());
+    wait.await.expect("exits after SIGTERM").unwrap()
 }
 
 /// A TCP proxy to the apiserver that forwards until frozen, then holds every connection

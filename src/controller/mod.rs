@@ -174,13 +174,15 @@ pub const EVENTS_GRACE: Duration = Duration::from_secs(5);
 pub struct Terminated(tokio::sync::watch::Receiver<bool>);
 
 impl Terminated {
-    /// Asked to stop by SIGTERM or SIGINT; a second one ends the process at once.
+    /// Asked to stop by SIGTERM or SIGINT, listened for from this call on; a second one
+    /// ends the process at once.
     pub fn on_signal() -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut signals = StopSignals::listen();
         tokio::spawn(async move {
-            signalled().await;
+            signals.next().await;
             tx.send_replace(true);
-            signalled().await;
+            signals.next().await;
             tracing::warn!("second stop signal: exiting now");
             std::process::exit(130);
         });
@@ -204,23 +206,43 @@ impl Terminated {
     }
 }
 
-/// The next SIGTERM or SIGINT; a signal that cannot be listened for never comes.
-async fn signalled() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let next = |kind: SignalKind, name: &'static str| async move {
-        match signal(kind) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
+/// SIGTERM and SIGINT, caught (no longer ending the process) from [`StopSignals::listen`]
+/// on.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, signal = name, "cannot listen for a stop signal");
-                std::future::pending::<()>().await;
+                None
+            }
+        };
+        StopSignals {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT; a signal that cannot be listened for never comes.
+    async fn next(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-    };
-    tokio::select! {
-        () = next(SignalKind::terminate(), "SIGTERM") => {}
-        () = next(SignalKind::interrupt(), "SIGINT") => {}
+        tokio::select! {
+            () = one(&mut self.term) => {}
+            () = one(&mut self.int) => {}
+        }
     }
 }
 

@@ -226,6 +226,27 @@ impl Election {
     /// until it ends (then releases the lease) or leadership is lost (then drops it).
     pub async fn run<F: Future>(&self, work: F) -> Result<F::Output, Lost> {
         self.acquire().await;
+        self.lead(work).await
+    }
+
+    /// [`Election::run`], unless `stop` completes while the lease is still awaited: then
+    /// `Ok(None)`, and `work` never starts. (Once the lease is held, stopping is
+    /// `work`'s to do, so that the lease is released when it is done.)
+    pub async fn run_unless_stopped<F: Future>(
+        &self,
+        work: F,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Option<F::Output>, Lost> {
+        tokio::select! {
+            biased;
+            () = self.acquire() => {}
+            () = stop => return Ok(None),
+        }
+        self.lead(work).await.map(Some)
+    }
+
+    /// Runs `work` on the lease just acquired, as [`Election::run`] does.
+    async fn lead<F: Future>(&self, work: F) -> Result<F::Output, Lost> {
         // Leadership first: once lost, `work` is not polled again.
         let out = tokio::select! {
             biased;
