@@ -102,15 +102,18 @@ where
 
 /// Heap per metric series, for a rollout's phase series (three labels).
 fn series_cost(n: usize) -> f64 {
-    use guardrails::telemetry::{Metrics, PhaseLabels};
+    use guardrails::telemetry::{Metrics, PhaseLabels, Shared};
     let metrics = Metrics::default();
     let before = LIVE.load(Ordering::SeqCst);
     for i in 0..n {
+        // One copy of the namespace and name for all of a rollout's series, as the
+        // operator records them.
+        let (namespace, name): (Shared, Shared) = (NS.into(), format!("svc-{i:04}").into());
         for &phase in Phase::ALL {
             let labels = PhaseLabels {
-                namespace: NS.into(),
-                name: format!("svc-{i:04}"),
-                phase: phase.to_string(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                phase: phase.as_str(),
             };
             metrics.rollout_phase.get_or_create(&labels).set(0);
         }

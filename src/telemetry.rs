@@ -16,28 +16,32 @@ use prometheus_client::{
     registry::{Metric, Registry},
 };
 
+/// A label value that the series of one object share (its namespace, name, objective):
+/// the twenty-odd series of a SloPolicy hold one copy of each, not one per series.
+pub type Shared = Arc<str>;
+
 /// Labels of a per-policy, per-objective series. All values come from object names and
 /// the spec, so the set is bounded by what users apply.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectiveLabels {
-    pub namespace: String,
-    pub name: String,
-    pub objective: String,
+    pub namespace: Shared,
+    pub name: Shared,
+    pub objective: Shared,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BurnRateLabels {
-    pub namespace: String,
-    pub name: String,
-    pub objective: String,
+    pub namespace: Shared,
+    pub name: Shared,
+    pub objective: Shared,
     pub window: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GateLabels {
-    pub namespace: String,
-    pub name: String,
-    pub gate: String,
+    pub namespace: Shared,
+    pub name: Shared,
+    pub gate: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,22 +52,22 @@ pub struct ReconcileLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
-    pub namespace: String,
-    pub name: String,
-    pub phase: String,
+    pub namespace: Shared,
+    pub name: Shared,
+    pub phase: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub namespace: String,
-    pub name: String,
-    pub outcome: String,
+    pub namespace: Shared,
+    pub name: Shared,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Shared,
+    pub name: Shared,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

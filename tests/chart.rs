@@ -102,7 +102,7 @@ fn lints_clean_and_refuses_unsafe_values() {
 fn every_family() -> String {
     use guardrails::telemetry::*;
     let m = Metrics::default();
-    let (ns, name) = (String::from("ns"), String::from("app"));
+    let (ns, name): (Shared, Shared) = ("ns".into(), "app".into());
     let objective = ObjectiveLabels {
         namespace: ns.clone(),
         name: name.clone(),
@@ -119,7 +119,7 @@ fn every_family() -> String {
     let gate = GateLabels {
         namespace: ns.clone(),
         name: name.clone(),
-        gate: "Open".into(),
+        gate: "Open",
     };
     m.gate.get_or_create(&gate).set(1);
     let reconcile = ReconcileLabels {
@@ -137,13 +137,13 @@ fn every_family() -> String {
     let phase = PhaseLabels {
         namespace: ns.clone(),
         name: name.clone(),
-        phase: "Idle".into(),
+        phase: "Idle",
     };
     m.rollout_phase.get_or_create(&phase).set(1);
     let outcome = OutcomeLabels {
         namespace: ns.clone(),
         name: name.clone(),
-        outcome: "Promoted".into(),
+        outcome: "Promoted",
     };
     m.rollout_outcomes.get_or_create(&outcome).inc();
     let rollout = RolloutLabels {

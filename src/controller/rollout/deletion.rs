@@ -113,19 +113,18 @@ pub async fn cleanup(gr: Arc<GuardedRollout>, ctx: &Shared, ns: &str) -> Result<
     }
     // The rollout is gone: so are its phase and weight series (outcome counters and the
     // detect/recover histograms stay, as counters do).
-    ctx.metrics
-        .canary_weight
-        .remove(&crate::telemetry::RolloutLabels {
-            namespace: ns.into(),
-            name: gr.name_any(),
-        });
+    let rollout = crate::telemetry::RolloutLabels {
+        namespace: ns.into(),
+        name: gr.name_any().into(),
+    };
+    ctx.metrics.canary_weight.remove(&rollout);
     for &phase in Phase::ALL {
         ctx.metrics
             .rollout_phase
             .remove(&crate::telemetry::PhaseLabels {
-                namespace: ns.into(),
-                name: gr.name_any(),
-                phase: phase.to_string(),
+                namespace: rollout.namespace.clone(),
+                name: rollout.name.clone(),
+                phase: phase.as_str(),
             });
     }
     Ok(Action::await_change())

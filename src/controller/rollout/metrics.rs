@@ -18,7 +18,7 @@ pub fn record(
 ) {
     let rollout = RolloutLabels {
         namespace: ns.into(),
-        name: gr.name_any(),
+        name: gr.name_any().into(),
     };
     gauges(ctx, &rollout, next);
     finished(ctx, &rollout, previous, next);
@@ -35,7 +35,7 @@ fn gauges(ctx: &Context, rollout: &RolloutLabels, next: &GuardedRolloutStatus) {
         let labels = PhaseLabels {
             namespace: rollout.namespace.clone(),
             name: rollout.name.clone(),
-            phase: phase.to_string(),
+            phase: phase.as_str(),
         };
         ctx.metrics
             .rollout_phase
@@ -67,7 +67,7 @@ fn finished(
             let labels = OutcomeLabels {
                 namespace: rollout.namespace.clone(),
                 name: rollout.name.clone(),
-                outcome: h.outcome.to_string(),
+                outcome: h.outcome.as_str(),
             };
             ctx.metrics.rollout_outcomes.get_or_create(&labels).inc();
             if let Some(s) = h.detect_seconds() {

@@ -27,7 +27,7 @@ use crate::{
     conditions::{self, ConditionType},
     reasons::{RuleCondition, SloCondition, SloEvent},
     slo,
-    telemetry::{BurnRateLabels, GateLabels, ObjectiveLabels},
+    telemetry::{BurnRateLabels, GateLabels, ObjectiveLabels, Shared},
 };
 
 const CONTROLLER: &str = "slopolicy";
@@ -226,59 +226,75 @@ fn forget_metrics(ctx: &Context, policy: &SloPolicy) {
     let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
     let m = &ctx.metrics;
     let status = policy.status.clone().unwrap_or_default();
+    let series = Series::of(&namespace, &name);
     for o in &status.objectives {
-        m.budget_remaining.remove(&ObjectiveLabels {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            objective: o.name.clone(),
-        });
+        let objective = series.objective(&o.name);
+        m.budget_remaining.remove(&objective);
         for window in o.burn_rates.keys() {
-            m.burn_rate.remove(&BurnRateLabels {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                objective: o.name.clone(),
-                window: window.clone(),
-            });
+            m.burn_rate.remove(&series.burn_rate(&objective, window));
         }
     }
     for &gate in Gate::ALL {
-        m.gate.remove(&GateLabels {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            gate: gate.to_string(),
-        });
+        m.gate.remove(&series.gate(gate));
     }
 }
 
 fn record_metrics(ctx: &Context, namespace: &str, name: &str, status: &SloPolicyStatus) {
     let m = &ctx.metrics;
+    let series = Series::of(namespace, name);
     for o in &status.objectives {
-        let labels = ObjectiveLabels {
-            namespace: namespace.into(),
-            name: name.into(),
-            objective: o.name.clone(),
-        };
+        let objective = series.objective(&o.name);
         if let Some(r) = o.error_budget_remaining {
-            m.budget_remaining.get_or_create(&labels).set(r);
+            m.budget_remaining.get_or_create(&objective).set(r);
         }
         for (window, rate) in &o.burn_rates {
-            let labels = BurnRateLabels {
-                namespace: namespace.into(),
-                name: name.into(),
-                objective: o.name.clone(),
-                window: window.clone(),
-            };
+            let labels = series.burn_rate(&objective, window);
             m.burn_rate.get_or_create(&labels).set(*rate);
         }
     }
     for &gate in Gate::ALL {
-        let labels = GateLabels {
+        m.gate
+            .get_or_create(&series.gate(gate))
+            .set(i64::from(status.gate == Some(gate)));
+    }
+}
+
+/// The label sets of one policy's series, sharing its namespace and name.
+struct Series {
+    namespace: Shared,
+    name: Shared,
+}
+
+impl Series {
+    fn of(namespace: &str, name: &str) -> Self {
+        Series {
             namespace: namespace.into(),
             name: name.into(),
-            gate: gate.to_string(),
-        };
-        m.gate
-            .get_or_create(&labels)
-            .set(i64::from(status.gate == Some(gate)));
+        }
+    }
+
+    fn objective(&self, objective: &str) -> ObjectiveLabels {
+        ObjectiveLabels {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            objective: objective.into(),
+        }
+    }
+
+    fn burn_rate(&self, objective: &ObjectiveLabels, window: &str) -> BurnRateLabels {
+        BurnRateLabels {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            objective: objective.objective.clone(),
+            window: window.to_string(),
+        }
+    }
+
+    fn gate(&self, gate: Gate) -> GateLabels {
+        GateLabels {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            gate: gate.as_str(),
+        }
     }
 }
