@@ -79,8 +79,9 @@ async fn observe_into<S: MetricSource>(
 /// Reads the policy from the recorded series of its rules (see `slo::recorded`), each
 /// family at most once per `max_age` for all policies, and with its own queries at `at`
 /// whatever they do not hold (yet). Returns the observation, where it came from (None
-/// when Prometheus did not answer the recorded queries: every policy's own queries would
-/// not help it) and the number of requests sent.
+/// when Prometheus answered none of the policy's own queries, or did not answer the
+/// recorded ones: every policy's own queries would not help it then) and the number of
+/// requests sent.
 pub async fn observe_recorded(
     source: &crate::prometheus::PrometheusSource,
     spec: &SloPolicySpec,
@@ -110,7 +111,14 @@ pub async fn observe_recorded(
     let readings = recorded.iter().map(|o| o.readings.clone()).collect();
     let (observation, raw) = observe_into(source, spec, indicators, &wanted, readings, at).await;
     sent += raw;
-    (observation, Some(IndicatorSource::Raw), sent)
+    // Raw once any of its own queries answered; otherwise the source said before stands.
+    let answered = match &observation {
+        Observation::Read(_) => true,
+        Observation::Partial(_, failed) => failed.len() < wanted.len(),
+        Observation::Unavailable(_) => false,
+    };
+    let from = answered.then_some(IndicatorSource::Raw);
+    (observation, from, sent)
 }
 
 /// Every recorded family the policy reads, by name, and the number of queries sent.

@@ -77,17 +77,13 @@ pub fn evaluate(
         Observation::Unavailable(why) => {
             // Keep the last good values, with the time they were read.
             status.objectives = previous.objectives.clone();
-            let (gate, reason) = gate::unknown(&spec.budget_policy, why);
-            return finish(
-                status,
-                gate,
-                reason,
-                SloCondition::PrometheusUnavailable,
-                now,
-            );
+            return unknown(spec, status, why, now);
         }
     };
     status.objectives = read_objectives(spec, readings, failed, previous, now);
+    if let Some(why) = budget_unread(spec, failed, previous) {
+        return unknown(spec, status, &why, now);
+    }
     let consumption: Vec<gate::Consumption> = status
         .objectives
         .iter()
@@ -125,6 +121,38 @@ fn read_objectives(
             keep_failed_windows(spec, read, &lost, before)
         })
         .collect()
+}
+
+/// The status while the budget is unknown (`why`): the gate is whenUnknown.
+fn unknown(
+    spec: &SloPolicySpec,
+    status: SloPolicyStatus,
+    why: &str,
+    now: &Time,
+) -> SloPolicyStatus {
+    let (gate, reason) = gate::unknown(&spec.budget_policy, why);
+    finish(
+        status,
+        gate,
+        reason,
+        SloCondition::PrometheusUnavailable,
+        now,
+    )
+}
+
+/// Why an objective's budget is unknown: its compliance window failed and it has no
+/// last good value to keep (a new policy or objective). None when every budget is known.
+fn budget_unread(
+    spec: &SloPolicySpec,
+    failed: &[FailedReading],
+    previous: &SloPolicyStatus,
+) -> Option<String> {
+    failed.iter().find_map(|f| {
+        let objective = spec.objectives.get(f.objective)?;
+        let known = previous.objectives.iter().any(|p| p.name == objective.name);
+        (f.window == spec.window.as_str() && !known)
+            .then(|| format!("{} {}: {}", objective.name, f.window, f.error))
+    })
 }
 
 /// What the gate reason adds about thin data and failed queries ("" when neither).

@@ -169,22 +169,27 @@ fn invalid_spec_is_not_ready_and_gate_is_when_unknown() {
     assert_eq!(ready.observed_generation, Some(3));
 }
 
-#[test]
-fn one_failed_window_keeps_the_others_and_says_which_failed() {
-    let first = fresh(&steady(0.0001));
-    // The 28d query times out; the short windows now show a fast burn.
-    let mut readings: Readings = every_window(Some(0.02));
+/// Every window read at `ratio` but the 28d one, whose query timed out.
+fn compliance_window_timed_out(ratio: f64) -> Observation {
+    let mut readings: Readings = every_window(Some(ratio));
     readings.remove("28d");
     let failed = vec![FailedReading {
         objective: 0,
         window: "28d".into(),
         error: "timeout".into(),
     }];
+    Observation::Partial(vec![readings], failed)
+}
+
+#[test]
+fn one_failed_window_keeps_the_others_and_says_which_failed() {
+    let first = fresh(&steady(0.0001));
+    // The 28d query times out; the short windows now show a fast burn.
     let s = evaluate(
         &spec(),
         Some(1),
         &first,
-        &Observation::Partial(vec![readings], failed),
+        &compliance_window_timed_out(0.02),
         &at(60),
     );
     let o = &s.objectives[0];
@@ -194,6 +199,31 @@ fn one_failed_window_keeps_the_others_and_says_which_failed() {
     assert_eq!(s.gate, Some(Gate::Open), "not whenUnknown");
     let reason = s.gate_reason.unwrap();
     assert!(reason.contains("availability 28d: timeout"), "{reason}");
+}
+
+/// A first evaluation whose compliance window failed (the short windows read, from
+/// recorded series say) has no budget to go by: whenUnknown, not Open.
+#[test]
+fn a_failed_compliance_window_with_nothing_before_is_an_unknown_budget() {
+    let s = fresh(&compliance_window_timed_out(0.0001));
+    let policy = spec().budget_policy;
+    assert_eq!(s.gate, Some(policy.when_unknown));
+    assert_ne!(
+        policy.when_unknown,
+        Gate::Open,
+        "the default tells the two apart"
+    );
+    let reason = s.gate_reason.unwrap();
+    assert!(reason.contains("availability 28d: timeout"), "{reason}");
+    let ready = conditions::get(&s.conditions, ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "PrometheusUnavailable")
+    );
+    assert_eq!(
+        s.objectives[0].burn_rates["5m"], 0.1,
+        "what was read is shown"
+    );
 }
 
 #[test]
