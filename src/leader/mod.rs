@@ -240,9 +240,24 @@ impl Election {
         tokio::select! {
             biased;
             () = self.acquire() => {}
-            () = stop => return Ok(None),
+            () = stop => {
+                // A write that won the lease may have been under way: give it back.
+                self.release_within_limit().await;
+                return Ok(None);
+            }
         }
         self.lead(work).await.map(Some)
+    }
+
+    /// [`Election::release`], left to expire if it does not answer within
+    /// [`RELEASE_LIMIT`].
+    async fn release_within_limit(&self) {
+        if tokio::time::timeout(RELEASE_LIMIT, self.release())
+            .await
+            .is_err()
+        {
+            warn!(lease = %self.name, "releasing the lease timed out");
+        }
     }
 
     /// Runs `work` on the lease just acquired, as [`Election::run`] does.
@@ -255,12 +270,7 @@ impl Election {
         };
         // A stop has spent most of its termination grace by now: a release that does
         // not answer soon is left to expire.
-        if tokio::time::timeout(RELEASE_LIMIT, self.release())
-            .await
-            .is_err()
-        {
-            warn!(lease = %self.name, "releasing the lease timed out");
-        }
+        self.release_within_limit().await;
         Ok(out)
     }
 }
