@@ -9,7 +9,7 @@ use std::{
 use guardrails::{
     api::{Gate, IndicatorSource, Severity, SloPolicy},
     controller::slo_policy::{observe, observe_recorded, threshold_problem},
-    prometheus::{MetricSource, PrometheusSource},
+    prometheus::{MetricSource, PrometheusSource, Sources},
     slo::recorded::SeriesKey,
     slo::{self, rules},
 };
@@ -601,7 +601,10 @@ async fn generated_rules_pass_promtool_and_agree_with_the_controller() {
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_thresholds_are_buckets_compared_as_numbers() {
     let shared = shared();
-    let source = PrometheusSource::new(&shared.prom.url()).unwrap();
+    // The operator's sources: every request also counts in its metric.
+    let metrics = guardrails::telemetry::Metrics::default();
+    let sources = Sources::new(Some(shared.prom.url()), metrics.prometheus_queries.clone());
+    let source = sources.get(None).unwrap();
     let at = Timestamp::from_second(shared.end).unwrap();
     let s = scenarios().into_iter().find(|s| s.latency).unwrap();
     let mut p = policy(&s);
@@ -634,6 +637,12 @@ async fn latency_thresholds_are_buckets_compared_as_numbers() {
             && why.contains("nearest: 0.1 below, 0.3 above"),
         "{why}"
     );
+    // A single query, as a rollout's analysis sends it.
+    source.scalar("vector(1)", at).await.unwrap();
+    // The policies' joined requests, the threshold check and the single query: all in
+    // guardrails_prometheus_queries_total.
+    assert_eq!(source.queries_sent(), 3 + 1 + 1 + 1);
+    assert_eq!(metrics.prometheus_queries.get(), source.queries_sent());
 }
 
 /// One query per recorded family serves fifty SloPolicies, and reads what each

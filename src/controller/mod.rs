@@ -81,7 +81,7 @@ impl Context {
         Arc::new(Self {
             client: clients.calls.clone(),
             watch_client: clients.watches.clone(),
-            sources: Sources::new(prometheus_url),
+            sources: Sources::new(prometheus_url, metrics.prometheus_queries.clone()),
             metrics: metrics.clone(),
             events: events::Outbox::new(
                 clients.calls.clone(),

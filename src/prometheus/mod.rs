@@ -103,6 +103,8 @@ pub struct PrometheusSource {
     url: String,
     client: prometheus_http_query::Client,
     queries: Arc<AtomicU64>,
+    /// The operator's `guardrails_prometheus_queries_total`, counted with `queries`.
+    counted: Option<prometheus_client::metrics::counter::Counter>,
     /// The shortest scrape interval of the active targets, once read.
     scrape_interval: Arc<Mutex<Lookup>>,
     /// Recorded SLO families as last read, shared by every SloPolicy.
@@ -166,6 +168,7 @@ impl PrometheusSource {
             url: url.to_string(),
             client,
             queries: Arc::new(AtomicU64::new(0)),
+            counted: None,
             scrape_interval: Default::default(),
             families: Default::default(),
             refused: Default::default(),
@@ -286,6 +289,9 @@ impl PrometheusSource {
         at: Timestamp,
     ) -> Result<prometheus_http_query::response::PromqlResult, SourceError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = &self.counted {
+            counter.inc();
+        }
         self.client
             .query(query)
             .query(
@@ -391,13 +397,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Sources {
     default_url: Option<String>,
     by_url: Arc<Mutex<HashMap<String, PrometheusSource>>>,
+    counted: prometheus_client::metrics::counter::Counter,
 }
 
 impl Sources {
-    pub fn new(default_url: Option<String>) -> Self {
+    /// Sources whose every request, whoever sends it (a SloPolicy's evaluation, a
+    /// rollout's analysis, a threshold check), counts in `counted` too.
+    pub fn new(
+        default_url: Option<String>,
+        counted: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Self {
             default_url,
             by_url: Default::default(),
+            counted,
         }
     }
 
@@ -410,7 +423,10 @@ impl Sources {
         if let Some(s) = map.get(url) {
             return Ok(s.clone());
         }
-        let source = PrometheusSource::new(url)?;
+        let source = PrometheusSource {
+            counted: Some(self.counted.clone()),
+            ..PrometheusSource::new(url)?
+        };
         map.insert(url.to_string(), source.clone());
         Ok(source)
     }

@@ -166,9 +166,8 @@ async fn next_status(
     let interval = spec.interval.as_duration().max(Duration::from_secs(1));
     let (namespace, name) = (policy.namespace().unwrap_or_default(), policy.name_any());
     let policy_name = (namespace.as_str(), name.as_str());
-    let (observation, from, sent) =
+    let (observation, from, _) =
         observe_recorded(&source, spec, &indicators, policy_name, interval, at).await;
-    ctx.metrics.prometheus_queries.inc_by(sent);
     let next = match threshold_problem(&source, spec, &observation, at).await {
         Some(m) => slo::invalid(spec, generation, previous, &m, &time),
         None => {
