@@ -11,6 +11,11 @@ use tokio::{
 /// GET `path` from `addr` (host:port); the status code and body, or None when the server
 /// does not answer within a second.
 pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    get_within(addr, path, Duration::from_secs(1)).await
+}
+
+/// [`get`] with its own time limit, for large answers from a loaded server.
+pub async fn get_within(addr: &str, path: &str, limit: Duration) -> Option<(u16, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
@@ -25,10 +30,7 @@ pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
             .unwrap_or_default();
         Some((status, body))
     };
-    timeout(Duration::from_secs(1), exchange)
-        .await
-        .ok()
-        .flatten()
+    timeout(limit, exchange).await.ok().flatten()
 }
 
 /// Serves `render()` as a Prometheus text exposition on every connection, until the
