@@ -82,7 +82,8 @@ struct RunArgs {
     /// Reconcile only while holding a Lease, so several replicas can run.
     #[arg(long, env = "GUARDRAILS_LEADER_ELECTION")]
     leader_election: bool,
-    /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else the client's namespace: the
+    /// ServiceAccount's in a pod, the kubeconfig context's outside one).
     #[arg(long, env = "GUARDRAILS_LEADER_ELECTION_NAMESPACE")]
     leader_election_namespace: Option<String>,
     /// Name of the Lease.
@@ -111,7 +112,7 @@ impl RunArgs {
             .leader_election_namespace
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into());
+            .unwrap_or_else(|| client.default_namespace().to_string());
         let host = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "guardrails".into());

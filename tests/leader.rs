@@ -495,3 +495,45 @@ async fn a_paused_leader_writes_nothing_after_it_resumes() {
         "the standby took over and wrote"
     );
 }
+
+/// Without `--leader-election-namespace` or `$POD_NAMESPACE` the Lease lives in the
+/// client's namespace (the kubeconfig context's here, the ServiceAccount's in a pod),
+/// where the documented RBAC grants Lease rights, not in `default`.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_lease_namespace_the_lease_lives_in_the_clients_namespace() {
+    let (cp, client, ns) = cluster("leader-ns").await;
+    let text = std::fs::read_to_string(cp.kubeconfig()).unwrap();
+    assert_eq!(
+        text.matches("    namespace: default\n").count(),
+        1,
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let context_ns = format!("    namespace: {ns}\n");
+    std::fs::write(
+        &kubeconfig,
+        text.replace("    namespace: default\n", &context_ns),
+    )
+    .unwrap();
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_guardrails"))
+        .args(["run", "--namespace", &ns, "--leader-election"])
+        .arg("--metrics-addr=127.0.0.1:0")
+        .arg("--prometheus-url=http://127.0.0.1:1")
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("POD_NAMESPACE")
+        .env_remove("GUARDRAILS_LEADER_ELECTION_NAMESPACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    until(20, "the Lease in the context's namespace", async || {
+        holder(&leases).await.is_some()
+    })
+    .await;
+    let in_default: Api<Lease> = Api::namespaced(client, "default");
+    assert!(holder(&in_default).await.is_none());
+    operator.kill().await.unwrap();
+}
