@@ -44,6 +44,10 @@ enum Command {
         /// YAML file with one SloPolicy.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Namespace of a policy whose file names none, as `kubectl apply -n` places it:
+        /// the rules select the policy's series by it (without either: "default").
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
         /// `rules`: a Prometheus rule file; `prometheusrule`: the same groups in a
         /// prometheus-operator PrometheusRule.
         #[arg(long, value_enum, default_value_t = RulesFormat::Rules)]
@@ -181,11 +185,16 @@ async fn command() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Rules { file, format } => {
+        Command::Rules {
+            file,
+            namespace,
+            format,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let policy: SloPolicy = serde_yaml::from_str(&text)
+            let mut policy: SloPolicy = serde_yaml::from_str(&text)
                 .with_context(|| format!("{} is not a SloPolicy", file.display()))?;
+            place(&mut policy, namespace, &file)?;
             let out = match format {
                 RulesFormat::Rules => rules::rules(&policy).map(|r| serde_yaml::to_string(&r)),
                 RulesFormat::Prometheusrule => {
@@ -259,6 +268,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = work => r.context("leadership lost: exiting so a standby can lead")?,
         r = server => r?.context("metrics server")?,
+    }
+    Ok(())
+}
+
+/// Puts a policy read from `file` into `namespace` (`-n`), as kubectl would: a file that
+/// names another namespace is an error, and a policy in neither is in "default", which
+/// is said on stderr since its rules would then select no other namespace's series.
+fn place(
+    policy: &mut SloPolicy,
+    namespace: Option<String>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    match (policy.metadata.namespace.as_deref(), namespace) {
+        (Some(own), Some(given)) if own != given => {
+            anyhow::bail!("{} names namespace {own}, not {given}", file.display())
+        }
+        (None, Some(given)) => policy.metadata.namespace = Some(given),
+        (None, None) => eprintln!(
+            "{} names no namespace: the rules select the series of namespace default (give -n NAMESPACE)",
+            file.display()
+        ),
+        _ => {}
     }
     Ok(())
 }

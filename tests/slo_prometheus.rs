@@ -481,6 +481,62 @@ fn every_example_as_a_prometheus_rule_passes_promtool() {
     }
 }
 
+/// `guardrails rules -n NS` labels the rules of a policy file without a namespace for NS,
+/// as `kubectl apply -n NS` places the policy (the operator reads its series by that
+/// label); without it they are for `default`, and stderr says so; a file naming another
+/// namespace is refused.
+#[test]
+fn rules_are_for_the_namespace_the_policy_is_applied_in() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/share-link/slopolicy.yaml");
+    let rules = |args: &[&str], file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_guardrails"))
+            .arg("rules")
+            .args(args)
+            .arg("-f")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let namespaces = |out: &std::process::Output| {
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut found: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("slo_namespace: "))
+            .map(str::to_string)
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    };
+    let placed = rules(&["-n", "portal"], &example);
+    assert!(placed.status.success(), "{placed:?}");
+    assert_eq!(namespaces(&placed), ["portal"]);
+    assert!(placed.stderr.is_empty(), "{placed:?}");
+
+    let unplaced = rules(&[], &example);
+    assert!(unplaced.status.success(), "{unplaced:?}");
+    assert_eq!(namespaces(&unplaced), ["default"]);
+    assert!(
+        String::from_utf8_lossy(&unplaced.stderr).contains("names no namespace"),
+        "{unplaced:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("slopolicy.yaml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let text = text.replacen("metadata:\n", "metadata:\n  namespace: other\n", 1);
+    assert!(text.contains("namespace: other"), "{text}");
+    std::fs::write(&elsewhere, text).unwrap();
+    let refused = rules(&["-n", "portal"], &elsewhere);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("names namespace other, not portal"),
+        "{refused:?}"
+    );
+    assert_eq!(namespaces(&rules(&[], &elsewhere)), ["other"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_rules_pass_promtool_and_agree_with_the_controller() {
     let shared = shared();
