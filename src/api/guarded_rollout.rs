@@ -63,8 +63,9 @@ pub struct GuardedRolloutSpec {
     #[serde(default)]
     pub change_class: ChangeClass,
 
-    /// Stops progression (no new step starts, nothing is promoted) while analysis and
-    /// automatic rollback go on. Meant for GitOps.
+    /// Stops progression (no new step starts, nothing is promoted automatically) while
+    /// analysis and automatic rollback go on; a manual promote still promotes. Meant for
+    /// GitOps.
     #[serde(default)]
     pub paused: bool,
 
