@@ -283,7 +283,7 @@ mod tests {
             .filter_map(|s| s.pause.as_ref())
             .map(|p| p.duration.as_ref().map(|d| d.to_string()))
             .collect();
-        assert_eq!(pauses, vec![Some("10s".into()), None, Some("10s".into())]);
+        assert_eq!(pauses, vec![Some("10s".into()), Some("10s".into()), None]);
         gr.spec.validate().unwrap();
     }
 }
