@@ -23,7 +23,7 @@ use futures::{StreamExt, stream};
 use guardrails::{
     api::{GuardedRollout, IndicatorSource, Phase, SloPolicy},
     prometheus::PrometheusSource,
-    slo::{recorded, rules},
+    slo::{COVERAGE, recorded, rules},
 };
 use guardrails_sandbox::{
     ControlPlane, Prometheus, PrometheusConfig, Simulator, free_port, http as sandbox_http,
@@ -459,7 +459,8 @@ fn fresh_start() -> bool {
     std::env::var("GUARDRAILS_SCALE_START").is_ok_and(|s| s == "fresh")
 }
 
-/// Waits until Prometheus' rules have recorded every window of every service's policy,
+/// Waits until Prometheus' rules have recorded every window and the coverage of every
+/// service's policy,
 /// as they have when an operator (re)starts over services that have been running for a
 /// while; returns the seconds waited. Fails after `limit`.
 async fn recorded_everywhere(
@@ -478,8 +479,10 @@ async fn recorded_everywhere(
         let waiting = items
             .iter()
             .filter(|(ns, name)| {
+                // Coverage too: its first appearance changes every status once.
                 let read = recorded::readings(&policy(ns, name).spec, ns, name, &families);
                 !recorded::complete(&read)
+                    || read.iter().any(|o| !o.readings.contains_key(COVERAGE))
             })
             .count();
         if waiting == 0 {
@@ -547,7 +550,7 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     } else {
         let waited = recorded_everywhere(&prom.url(), &items, Duration::from_secs(300)).await?;
         println!(
-            "  {n} services: Prometheus recorded every policy's windows {waited:.0}s later; the operator starts"
+            "  {n} services: Prometheus recorded every policy's windows and coverage {waited:.0}s later; the operator starts"
         );
     }
 
