@@ -460,9 +460,8 @@ fn fresh_start() -> bool {
 }
 
 /// Waits until Prometheus' rules have recorded every window and the coverage of every
-/// service's policy,
-/// as they have when an operator (re)starts over services that have been running for a
-/// while; returns the seconds waited. Fails after `limit`.
+/// service's policy, as they have when an operator (re)starts over services that have
+/// been running for a while; returns the seconds waited. Fails after `limit`.
 async fn recorded_everywhere(
     url: &str,
     items: &[(String, String)],
