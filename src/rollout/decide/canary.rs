@@ -31,6 +31,12 @@ impl Machine<'_> {
             self.begin_promotion("promoted by hand");
             return;
         }
+        self.advance();
+    }
+
+    /// Through the steps as far as the canary allows, unless paused; the canary's
+    /// deadline counts while it is not ready at its size.
+    pub(super) fn advance(&mut self) {
         if self.spec.paused {
             let msg = steps::describe(self.spec, &self.s, "paused (spec.paused)");
             self.set_phase(Phase::Paused, msg);

@@ -74,7 +74,9 @@ impl Machine<'_> {
         self.block(rev, class, None, message);
     }
 
-    /// A canary at step 0 with no weight yet, analysis from scratch.
+    /// A canary at step 0, analysis from scratch, and on through the steps at once: the
+    /// first status of a canary already names its step, and the canary is sized for it
+    /// in the same reconcile.
     fn begin_canary(&mut self, rev: &str, class: ChangeClass) {
         self.s.canary_revision = Some(rev.to_string());
         self.s.current_step = Some(0);
@@ -87,7 +89,7 @@ impl Machine<'_> {
             RolloutEvent::CanaryStarted,
             format!("canary for revision {rev} ({class})"),
         );
-        self.requeue_within(Duration::from_millis(500));
+        self.advance();
     }
 
     pub(super) fn block(

@@ -27,6 +27,36 @@ fn adoption_records_the_target_and_creates_the_primary() {
 }
 
 #[test]
+fn a_canary_starts_at_its_first_step_in_one_decision() {
+    let mut w = World::new();
+    w.ship("r2");
+    let d = w.decide_only().clone();
+    assert_eq!(d.status.phase, Some(Phase::Progressing));
+    assert_eq!(d.status.current_step, Some(0));
+    assert_eq!(d.status.canary_weight, Some(10), "the first step's weight");
+    assert!(d.status.unavailable_since.is_some(), "its deadline counts");
+    let canary = d.plan.unwrap().canary;
+    assert_eq!((canary.revision.as_str(), canary.replicas), ("r2", 1));
+    let reasons: Vec<_> = d.notes.iter().map(|n| n.reason).collect();
+    assert!(
+        reasons.contains(&RolloutEvent::CanaryStarted),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_canary_started_under_spec_paused_waits_without_pods() {
+    let mut w = World::new();
+    w.spec.paused = true;
+    w.ship("r2");
+    let d = w.decide_only().clone();
+    assert_eq!(d.status.phase, Some(Phase::Paused));
+    assert_eq!(d.status.canary_revision.as_deref(), Some("r2"));
+    assert_eq!(d.status.canary_weight, Some(0));
+    assert_eq!(d.plan.unwrap().canary.replicas, 0);
+}
+
+#[test]
 fn primary_defaults_to_the_target_size() {
     let mut w = World::new();
     w.spec.replicas = None;
@@ -42,7 +72,6 @@ fn healthy_canary_walks_every_step_and_is_promoted() {
     assert_eq!(w.phase(), Phase::Progressing);
     assert!(w.reasons().contains(&RolloutEvent::CanaryStarted));
     assert!(w.reasons().contains(&RolloutEvent::GateAllowed));
-    w.run();
     assert_eq!(w.status.canary_weight, Some(10));
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 1, "ceil(4*10/90)");
     w.walk();
@@ -121,9 +150,9 @@ fn route_weight_waits_for_a_ready_canary_and_drops_on_rollback() {
         service: None,
     });
     w.ship("r2");
-    w.run();
     let route = |w: &World| w.last.as_ref().unwrap().plan.as_ref().unwrap().route_weight;
-    w.run(); // weight 10 decided; the canary was not yet sized for it
+    w.run(); // the canary starts at weight 10; it was not yet sized for it
+    assert_eq!(w.phase(), Phase::Progressing);
     assert_eq!(w.status.canary_weight, Some(10));
     assert_eq!(route(&w), Some(0), "no traffic before the canary is ready");
     assert_eq!(w.obs.canary.as_ref().unwrap().replicas, 1, "ceil(4*10/100)");
