@@ -160,6 +160,8 @@ impl Machine<'_> {
                 self.s.target_replicas.unwrap_or_default()
             ),
         );
+        // A primary of ours that already serves (a lost status) is not waited for.
+        self.initializing(target);
     }
 
     pub(super) fn step(&mut self, target: &Target) {
@@ -169,7 +171,7 @@ impl Machine<'_> {
             self.scaled_up_behind_our_back(target);
         }
         match phase {
-            Phase::Initializing => self.initializing(),
+            Phase::Initializing => self.initializing(target),
             Phase::Idle | Phase::Succeeded | Phase::RolledBack | Phase::Blocked => {
                 self.steady(target)
             }
@@ -208,7 +210,10 @@ impl Machine<'_> {
         });
     }
 
-    pub(super) fn initializing(&mut self) {
+    /// Idle once the primary serves the stable revision, and on at once to what the
+    /// target holds: a revision shipped meanwhile starts its canary in this decision
+    /// (nothing of ours may change to wake the rollout again).
+    pub(super) fn initializing(&mut self, target: &Target) {
         let stable = self.s.stable_revision.clone().unwrap_or_default();
         let ready = self
             .obs
@@ -217,6 +222,7 @@ impl Machine<'_> {
             .is_some_and(|p| p.settled(&stable, self.primary_replicas()));
         if ready {
             self.set_phase(Phase::Idle, format!("primary serves revision {stable}"));
+            self.steady(target);
         }
     }
 

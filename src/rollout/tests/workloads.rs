@@ -156,10 +156,31 @@ fn readoption_after_a_lost_status_keeps_the_primary_and_its_size() {
         "the primary's size, not our 0"
     );
     assert_eq!(last_plan(&w).primary.unwrap().revision, "r1");
+    // The primary already serves: nothing of ours changes, so nothing would wake the
+    // rollout for a second decision.
+    assert_eq!(
+        w.phase(),
+        Phase::Progressing,
+        "r2 is analysed as a canary at once"
+    );
+    assert_eq!(w.status.canary_revision.as_deref(), Some("r2"));
+}
+
+#[test]
+fn a_revision_shipped_during_adoption_starts_once_the_primary_serves() {
+    let mut w = World::unadopted();
+    w.obs.gate = open_gate();
     w.run();
-    assert_eq!(w.phase(), Phase::Idle);
+    assert_eq!(w.phase(), Phase::Initializing);
+    w.ship("r2");
     w.run();
-    assert_eq!(w.phase(), Phase::Progressing, "r2 is analysed as a canary");
+    assert_eq!(
+        w.phase(),
+        Phase::Progressing,
+        "the decision that sees the primary serve starts r2"
+    );
+    assert_eq!(w.status.stable_revision.as_deref(), Some("r1"));
+    assert_eq!(last_plan(&w).primary.unwrap().revision, "r1");
 }
 
 #[test]
