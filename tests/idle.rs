@@ -1,7 +1,6 @@
 //! Idle cost: 200 adopted GuardedRollouts with nothing to ship (half of them with
 //! notifications) cost no API reads, no Prometheus queries and no reconciles over a
-//! minute, counted from the apiserver's and Prometheus' own metrics; a status write
-//! wakes none of them.
+//! minute, counted from the apiserver's and Prometheus' own metrics.
 
 mod common;
 
@@ -132,41 +131,7 @@ async fn idle_rollouts_cost_no_reads_no_queries_and_no_reconciles() {
         "(GETs, Prometheus queries, reconciles) over a minute of {ROLLOUTS} idle rollouts"
     );
     assert!(receiver.received().is_empty(), "nothing to tell");
-    only_the_rollouts_own_changes_wake_it(&env).await;
     a_canary_reads_the_watch_stores(&env).await;
-}
-
-/// A status write (the controller's own, or anyone's) wakes no reconcile; an annotation
-/// (a manual action) does.
-async fn only_the_rollouts_own_changes_wake_it(env: &Env) {
-    use kube::api::{Patch, PatchParams};
-    let rollouts = env.rollouts();
-    let before = env.reconciles();
-    let status = json!({"status": {"message": "written by someone else"}});
-    rollouts
-        .patch_status("app-001", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        env.reconciles() - before,
-        0,
-        "a status write woke a reconcile"
-    );
-    let touched = json!({"metadata": {"annotations": {"example.com/touched": "yes"}}});
-    rollouts
-        .patch("app-001", &PatchParams::default(), &Patch::Merge(&touched))
-        .await
-        .unwrap();
-    guardrails_sandbox::wait::eventually(
-        "an annotation wakes the rollout",
-        Duration::from_secs(30),
-        || async {
-            let n = env.reconciles() - before;
-            guardrails_sandbox::wait::reached(n >= 1, n)
-        },
-    )
-    .await;
 }
 
 /// Half of the rollouts tell a webhook; once their Secret is read and their mark set

@@ -11,17 +11,17 @@
 //! does one whose managed Deployments exist although its finalizer was removed.
 //!
 //! A waiting rollout is not reconciled again every moment (a thousand of them would take
-//! the cores the first statuses need): the first reconcile that finds the wait over, or
-//! the store once it holds every first status, releases them all at once
-//! ([`FirstPasses::released`]; a status write wakes no reconcile of its own), and each
-//! looks again after [`RECHECK`] in case neither does.
+//! the cores the first statuses need): the first reconcile that finds the wait over
+//! releases them all at once ([`FirstPasses::released`]), and each looks again after
+//! [`RECHECK`] in case no reconcile does (the last first status may be one that
+//! adopts nothing, an invalid spec say).
 //!
 //! Events wait too: a cold start announces every adoption, and those POSTs would take
 //! the apiserver's time from the statuses still to write ([`first_statuses`]).
 
 use std::{
     sync::{
-        Arc, OnceLock,
+        OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -62,7 +62,7 @@ fn awaits_status(o: &GuardedRollout) -> bool {
 pub struct FirstPasses {
     started: OnceLock<Instant>,
     /// Whether a rollout waited.
-    waited: Arc<AtomicBool>,
+    waited: AtomicBool,
     /// Whether a reconcile found the wait over after one did.
     over: watch::Sender<bool>,
 }
@@ -71,7 +71,7 @@ impl Default for FirstPasses {
     fn default() -> Self {
         Self {
             started: OnceLock::new(),
-            waited: Arc::new(AtomicBool::new(false)),
+            waited: AtomicBool::new(false),
             over: watch::channel(false).0,
         }
     }
@@ -93,27 +93,11 @@ impl FirstPasses {
     }
 
     /// Yields once, when the wait is over: the controller then reconciles every rollout.
-    /// Over when a reconcile finds it so, or when `settled` (every first status in the
-    /// store, see [`first_statuses`]) completes after a rollout waited.
-    pub fn released(
-        &self,
-        settled: impl Future<Output = ()> + Send + 'static,
-    ) -> impl futures::Stream<Item = ()> + Send + 'static {
+    pub fn released(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
         let mut over = self.over.subscribe();
-        let waited = self.waited.clone();
         futures::stream::once(async move {
-            let seen_in_store = async move {
-                settled.await;
-                if !waited.load(Ordering::Relaxed) {
-                    // Nothing waited: a warm restart reconciles nothing more.
-                    std::future::pending::<()>().await;
-                }
-            };
             // The sender lives as long as the controller that polls this.
-            tokio::select! {
-                _ = over.wait_for(|over| *over) => {}
-                () = seen_in_store => {}
-            }
+            let _ = over.wait_for(|over| *over).await;
         })
     }
 }
@@ -154,7 +138,7 @@ mod tests {
     async fn the_first_answer_no_releases_every_waiting_rollout_once() {
         use futures::StreamExt;
         let passes = FirstPasses::default();
-        let mut released = std::pin::pin!(passes.released(std::future::pending()));
+        let mut released = std::pin::pin!(passes.released());
         let (seen, unseen) = (rollout("a", true, false), rollout("b", false, false));
         let all_seen = [std::sync::Arc::new(seen.clone())];
         let quiet = Duration::from_millis(50);
@@ -175,35 +159,8 @@ mod tests {
         assert_eq!(released.next().await, Some(()));
         assert_eq!(released.next().await, None, "released once");
         // A stream taken after the release yields at once.
-        let after = std::pin::pin!(passes.released(std::future::pending()));
+        let after = std::pin::pin!(passes.released());
         assert_eq!(after.collect::<Vec<()>>().await, vec![()]);
-    }
-
-    #[tokio::test]
-    async fn the_store_holding_every_first_status_releases_the_waiting_rollouts() {
-        use futures::StreamExt;
-        let quiet = Duration::from_millis(50);
-        let (seen, unseen) = (rollout("a", true, false), rollout("b", false, false));
-        let waiting = [
-            std::sync::Arc::new(seen.clone()),
-            std::sync::Arc::new(unseen),
-        ];
-        let (settle, settled) = tokio::sync::oneshot::channel::<()>();
-        let passes = FirstPasses::default();
-        let mut released = std::pin::pin!(passes.released(async {
-            let _ = settled.await;
-        }));
-        assert!(passes.hold(&seen, &waiting));
-        let early = tokio::time::timeout(quiet, released.next()).await;
-        assert!(early.is_err(), "released before the store settled");
-        settle.send(()).unwrap();
-        let released = tokio::time::timeout(quiet, released.next()).await;
-        assert_eq!(released.ok(), Some(Some(())), "no reconcile asked again");
-
-        let passes = FirstPasses::default();
-        let idle = std::pin::pin!(passes.released(async {}));
-        let early = tokio::time::timeout(quiet, idle.collect::<Vec<()>>()).await;
-        assert!(early.is_err(), "nothing waited: nothing to release");
     }
 
     #[test]

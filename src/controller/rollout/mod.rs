@@ -12,7 +12,6 @@ mod metrics;
 mod notifier;
 mod observe;
 mod stores;
-mod wakes;
 
 pub use checks::pods_regex;
 pub use compact::Compact;
@@ -108,8 +107,7 @@ pub async fn run(
         .modify(trim)
         .reflect(rollout_writer)
         .inspect_ok(listed.rollouts.mark())
-        .applied_objects()
-        .predicate_filter(wakes::wakes, Default::default());
+        .applied_objects();
     let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (owned, _owned_task) = detached(
         "managed Deployments",
@@ -163,10 +161,7 @@ pub async fn run(
     started.store(true, std::sync::atomic::Ordering::Release);
     let store = rollout_store.clone();
     let scaled_store = rollout_store.clone();
-    let released = shared.first_passes.released(first_pass::first_statuses(
-        rollout_store.clone(),
-        listed.rollouts.clone(),
-    ));
+    let released = shared.first_passes.released();
     Controller::for_stream(trigger, rollout_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A cold start's adoptions go on together once every rollout has its status.
@@ -427,8 +422,6 @@ async fn carry_out(
     if decision.status != previous {
         gr = write_status(ctx, &gr, &decision.status).await?;
         ctx.stores.wrote_rollout(&gr);
-        // A history entry this decision added is the notifier's to send.
-        ctx.notifier.wake(&gr);
     }
     // The decision stands once its status landed: its Events and metrics go out now,
     // whatever fails next (the next reconcile starts from this status, so would not
