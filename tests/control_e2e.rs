@@ -194,7 +194,7 @@ async fn invalid_rollout_gets_a_condition_and_others_carry_on() {
 async fn deleting_the_rollout_gives_the_target_its_replicas_back() {
     let env = env("gr-delete").await;
     env.create(&target("app:1", 0.0), &rollout(json!([]))).await;
-    assert_eq!(env.image_of("app").await.1, 0);
+    env.wait_replicas("app", 0, 10).await;
     let phase_series = |m: &Metrics| {
         m.render()
             .lines()

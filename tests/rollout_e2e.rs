@@ -28,14 +28,14 @@ async fn healthy_canary_is_promoted_through_every_step() {
         ("app:1", 2),
         "primary adopts the target"
     );
-    assert_eq!(env.image_of("app").await.1, 0, "target scaled to zero");
+    env.wait_replicas("app", 0, 10).await;
 
     env.ship("app:2", 0.0).await;
     env.wait_phase("app", Phase::Progressing, 20).await;
     let gr = env.wait_phase("app", Phase::Succeeded, 90).await;
     let status = gr.status.unwrap();
     assert_eq!(env.image_of("app-primary").await, ("app:2".to_string(), 2));
-    assert_eq!(env.image_of("app-canary").await.1, 0);
+    env.wait_replicas("app-canary", 0, 10).await;
     assert_eq!(status.history[0].outcome, Outcome::Promoted);
     assert_eq!(
         status.stable_revision,
@@ -79,7 +79,7 @@ async fn failing_canary_is_rolled_back_and_not_retried() {
         "app:1",
         "primary never changed"
     );
-    assert_eq!(env.image_of("app-canary").await.1, 0);
+    env.wait_replicas("app-canary", 0, 10).await;
     let failed = status.failed_revision.clone().expect("failedRevision");
     let h = &status.history[0];
     assert_eq!(

@@ -51,10 +51,7 @@ async fn adopting_and_promoting_pods_that_need_8s_loses_no_request() {
         "the target serves while the primary starts"
     );
     env.wait_phase("app", Phase::Idle, 40).await;
-    common::wait_for(&env.deployments(), "app", 10, "target at 0", |d| {
-        d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
-    })
-    .await;
+    env.wait_replicas("app", 0, 10).await;
     assert_eq!(lost(&env), 0.0, "requests lost while adopting");
 
     env.ship_with("app:2", slow).await;

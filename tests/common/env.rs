@@ -461,6 +461,16 @@ impl Env {
         self.reconciles() - before
     }
 
+    /// Waits (up to `secs`) until Deployment `name` asks for `replicas`: the operator
+    /// writes a decision's status before it acts on it, so the act lands just after.
+    pub async fn wait_replicas(&self, name: &str, replicas: i32, secs: u64) {
+        let what = format!("{name} at {replicas} replicas");
+        super::wait_for(&self.deployments(), name, secs, &what, |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
+        })
+        .await;
+    }
+
     pub async fn image_of(&self, name: &str) -> (String, i32) {
         let d = self.deployments().get(name).await.unwrap();
         let spec = d.spec.unwrap();
