@@ -200,7 +200,51 @@ fn apiserver_load(cpu_seconds: f64, before: &str, after: &str) -> String {
         .take(6)
         .map(|(kind, n, secs)| format!("{kind} {n:.0} ({secs:.1} s)"))
         .collect();
-    format!("{cpu_seconds:.0} CPU-s; {}", top.join(", "))
+    format!("{cpu_seconds:.1} CPU-s; {}", top.join(", "))
+}
+
+/// The servers' CPU and request counts at one moment: [apiserver, etcd, Prometheus,
+/// operator, the bench's own process (the simulator and the watches that time objects)].
+struct Moment {
+    /// CPU ticks before and after the metrics were read (the reads cost CPU too, and
+    /// count in no window).
+    ticks: Vec<u64>,
+    ticks_after_read: Vec<u64>,
+    apiserver: anyhow::Result<String>,
+    prometheus: String,
+}
+
+impl Moment {
+    async fn take(pids: &[u32; 5], client: &Client, prom: &Prometheus) -> Self {
+        let ticks = || pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<u64>>();
+        let before = ticks();
+        let apiserver = apiserver_metrics(client).await;
+        let prometheus = prometheus_metrics(prom).await;
+        Self {
+            ticks: before,
+            ticks_after_read: ticks(),
+            apiserver,
+            prometheus,
+        }
+    }
+
+    /// Who had the two cores since `before`: each server's CPU-s and what the apiserver
+    /// and Prometheus spent it on.
+    fn load_since(&self, before: &Self) -> anyhow::Result<String> {
+        let secs = |i: usize| (self.ticks[i] - before.ticks_after_read[i]) as f64 / 100.0;
+        let (Ok(was), Ok(is)) = (&before.apiserver, &self.apiserver) else {
+            anyhow::bail!("the apiserver's metrics were not read");
+        };
+        Ok(format!(
+            "apiserver {}; etcd {:.1}, Prometheus {:.1} CPU-s ({}), operator {:.1}, bench and simulator {:.1} CPU-s",
+            apiserver_load(secs(0), was, is),
+            secs(1),
+            secs(2),
+            prometheus_load(&before.prometheus, &self.prometheus),
+            secs(3),
+            secs(4)
+        ))
+    }
 }
 
 /// The operator's figures at one moment.
@@ -599,7 +643,6 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     };
     let idle = |g: &GuardedRollout| g.status.as_ref().and_then(|s| s.phase) == Some(Phase::Idle);
     // Watched side by side: each object's first time is when a watch event showed it.
-    let cpu_of = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<u64>>();
     // The bench's own process runs the simulator and the watches that time each object.
     let pids = [
         apiserver_pid,
@@ -608,24 +651,11 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
         pid,
         std::process::id(),
     ];
-    let cold_ticks = cpu_of(&pids);
-    let cold_prometheus = prometheus_metrics(&prom).await;
+    let cold = Moment::take(&pids, &client, &prom).await;
     // Who had the two cores until every rollout had its first status.
     let first_window = async {
         let times = first_times_in(for_first, start, n, limit, reconciled).await;
-        let (ticks, text) = (cpu_of(&pids), apiserver_metrics(&client).await);
-        let prometheus = prometheus_load(&cold_prometheus, &prometheus_metrics(&prom).await);
-        let secs = |i: usize| (ticks[i] - cold_ticks[i]) as f64 / 100.0;
-        let load = text.map(|t| {
-            format!(
-                "apiserver {}; etcd {:.0}, Prometheus {:.0} CPU-s ({prometheus}), operator {:.0}, bench and simulator {:.0} CPU-s",
-                apiserver_load(secs(0), &cold_text, &t),
-                secs(1),
-                secs(2),
-                secs(3),
-                secs(4)
-            )
-        });
+        let load = Moment::take(&pids, &client, &prom).await.load_since(&cold);
         (times, load)
     };
     let ((first, first_load), evaluations, adopted) = tokio::join!(
@@ -748,6 +778,7 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     let wave: Vec<&(String, String)> = items.iter().step_by((n / WAVE).max(1)).take(WAVE).collect();
     // Listed before the wave, so that the bench's own list of every rollout is not timed.
     let for_wave = listed::<GuardedRollout>(&client).await?;
+    let before_wave = Moment::take(&pids, &client, &prom).await;
     let wave_start = Instant::now();
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
     let shipped: Vec<_> = stream::iter(&wave)
@@ -762,6 +793,7 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
         .buffer_unordered(16)
         .collect()
         .await;
+    let sent = wave_start.elapsed().as_secs_f64();
     for s in shipped {
         s?;
     }
@@ -785,6 +817,9 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     .await
     .map_err(|e| e.context("canaries Progressing"))?;
     let progressing = pct(&waved_times, 1.0);
+    let wave_load = Moment::take(&pids, &client, &prom)
+        .await
+        .load_since(&before_wave)?;
     let end = sample(pid, &metrics, &prom, &client).await?;
     drop(operator);
 
@@ -881,7 +916,14 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
         ),
         (
             format!("{WAVE} canaries started at once: all Progressing"),
-            format!("{progressing:.1} s"),
+            format!(
+                "{progressing:.1} s (p50 {:.1} s; the bench's patches took {sent:.1} s)",
+                pct(&waved_times, 0.5)
+            ),
+        ),
+        (
+            "during the wave: CPU of each server; the apiserver's slowest request kinds".into(),
+            wave_load,
         ),
     ])
 }
