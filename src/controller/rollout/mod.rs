@@ -167,12 +167,14 @@ pub async fn run(
         // A cold start's adoptions go on together once every rollout has its status.
         .reconcile_all_on(released)
         .owns_stream(owned)
+        // (Every Deployment event scans every rollout: compared in place, nothing copied.)
         .watches_stream(targets, move |d| {
-            let (ns, name) = (d.namespace(), d.name_any());
+            let (ns, name) = (&d.metadata.namespace, d.metadata.name.as_deref());
             store
                 .state()
                 .iter()
-                .filter(|gr| gr.namespace() == ns && gr.spec.target_ref.name == name)
+                .filter(|gr| gr.metadata.namespace == *ns)
+                .filter(|gr| Some(gr.spec.target_ref.name.as_str()) == name)
                 .map(|gr| ObjectRef::from_obj(gr.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -181,12 +183,12 @@ pub async fn run(
         .watches_stream_with(
             autoscaler_changes,
             move |h| {
-                let ns = h.namespace();
+                let ns = &h.metadata.namespace;
                 let scaled = autoscaler::scaled(&h).unwrap_or_default().to_string();
                 scaled_store
                     .state()
                     .iter()
-                    .filter(|gr| gr.namespace() == ns)
+                    .filter(|gr| gr.metadata.namespace == *ns)
                     .filter(|gr| {
                         let target = &gr.spec.target_ref.name;
                         *target == scaled
