@@ -80,8 +80,9 @@ struct RunArgs {
         default_value = "text"
     )]
     log_format: LogFormat,
-    /// Reconciles run at once, per controller.
-    #[arg(long, env = "GUARDRAILS_CONCURRENCY", default_value_t = 8)]
+    /// Reconciles run at once, per controller. Most of a reconcile's time is spent
+    /// waiting on the apiserver, so a wave of canaries starts sooner with more at once.
+    #[arg(long, env = "GUARDRAILS_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// Reconcile only while holding a Lease, so several replicas can run.
     #[arg(long, env = "GUARDRAILS_LEADER_ELECTION")]
