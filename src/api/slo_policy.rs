@@ -422,7 +422,9 @@ pub struct ObjectiveStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub firing_since: BTreeMap<Severity, Time>,
 
-    /// Share of the window that has data, percent. A budget computed from minutes of a
+    /// Share of the window that has data, percent, to a tenth of a point (it grows with
+    /// time itself; finer steps would rewrite the status at every evaluation of a young
+    /// service). A budget computed from minutes of a
     /// 28-day window is the error ratio of those minutes: under 10% the gate reason
     /// says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]

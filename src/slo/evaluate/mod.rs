@@ -166,8 +166,13 @@ fn caveats(
         if let (Some(c), Some(_)) = (o.coverage, o.error_budget_consumed)
             && c < LOW_COVERAGE
         {
+            let share = if c < 0.1 {
+                "under 0.1%".to_string()
+            } else {
+                format!("only {c}%")
+            };
             out.push_str(&format!(
-                "; {}: data covers only {c}% of the {} window, which magnifies every error",
+                "; {}: data covers {share} of the {} window, which magnifies every error",
                 o.name, spec.window
             ));
         }
@@ -298,7 +303,7 @@ fn objective_status(
         burn_rates,
         firing_alerts,
         firing_since,
-        coverage: ratio(COVERAGE).map(|c| math::round_sig(c * 100.0, 3)),
+        coverage: ratio(COVERAGE).map(coverage_percent),
         observed_time: Some(now.clone()),
     }
 }
@@ -326,6 +331,13 @@ pub fn invalid(
         now,
     );
     status
+}
+
+/// Coverage (a 0-1 ratio) in percent, to a tenth of a point: the query knows the oldest
+/// sample to a 500th of the window, and coverage grows with time itself, so finer digits
+/// would change (and write the status) at every evaluation of a young service.
+fn coverage_percent(ratio: f64) -> f64 {
+    (ratio * 1000.0).round() / 10.0
 }
 
 /// The status with every timestamp blanked: two statuses that differ only in

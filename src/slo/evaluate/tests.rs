@@ -229,15 +229,55 @@ fn a_failed_compliance_window_with_nothing_before_is_an_unknown_budget() {
 #[test]
 fn a_budget_from_minutes_of_a_28_day_window_says_so() {
     // Ten seconds of a bad canary are all the data there is: 0.357% of errors.
-    let mut readings: Readings = every_window(Some(0.00357));
-    readings.insert(COVERAGE.into(), Some(0.0004));
-    let s = fresh(&Observation::Read(vec![readings]));
+    let s = fresh(&covered(0.0004));
     let o = &s.objectives[0];
     assert_eq!(o.error_budget_consumed, Some(357.0));
-    assert_eq!(o.coverage, Some(0.04));
+    assert_eq!(o.coverage, Some(0.0));
     let reason = s.gate_reason.unwrap();
     assert!(
-        reason.contains("data covers only 0.04% of the 28d window"),
+        reason.contains("data covers under 0.1% of the 28d window"),
         "{reason}"
     );
+    // Two days in: 7.1%.
+    let s = fresh(&covered(2.0 / 28.0));
+    assert_eq!(s.objectives[0].coverage, Some(7.1));
+    let reason = s.gate_reason.unwrap();
+    assert!(
+        reason.contains("data covers only 7.1% of the 28d window"),
+        "{reason}"
+    );
+}
+
+/// 0.357% of errors in every window, over `coverage` of the compliance window.
+fn covered(coverage: f64) -> Observation {
+    let mut readings: Readings = every_window(Some(0.00357));
+    readings.insert(COVERAGE.into(), Some(coverage));
+    Observation::Read(vec![readings])
+}
+
+#[test]
+fn a_window_filling_up_is_no_write_at_every_evaluation() {
+    // Coverage grows with time itself: at every evaluation of a young service. It moves
+    // in tenths of a point (the window's data is known to a 500th of it), so an evaluation
+    // two minutes later writes nothing; 40 minutes later it does.
+    let minutes = |m: f64| m / (28.0 * 24.0 * 60.0);
+    for start in [minutes(60.0), 0.015, 0.2] {
+        let a = fresh(&covered(start + minutes(10.0)));
+        let b = evaluate(
+            &spec(),
+            Some(1),
+            &a,
+            &covered(start + minutes(12.0)),
+            &at(120),
+        );
+        assert_eq!(without_timestamps(&a), without_timestamps(&b), "{start}");
+        let c = evaluate(
+            &spec(),
+            Some(1),
+            &b,
+            &covered(start + minutes(52.0)),
+            &at(2520),
+        );
+        assert_ne!(without_timestamps(&b), without_timestamps(&c), "{start}");
+    }
 }
