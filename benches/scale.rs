@@ -247,6 +247,85 @@ impl Moment {
     }
 }
 
+/// Every object's status, without its timestamps (which change with no write of their
+/// own), by namespace/name.
+async fn statuses<K>(client: &Client) -> anyhow::Result<HashMap<String, serde_json::Value>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let list = Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|o| {
+            let v = serde_json::to_value(o).unwrap_or_default();
+            let mut status = v["status"].clone();
+            strip_times(&mut status);
+            let meta = o.meta();
+            let key = format!("{:?}/{:?}", meta.namespace, meta.name);
+            (key, status)
+        })
+        .collect())
+}
+
+fn strip_times(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|k, _| !k.ends_with("Time") && !k.ends_with("Timestamp"));
+            map.values_mut().for_each(strip_times);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_times),
+        _ => {}
+    }
+}
+
+/// How many statuses of `kind` changed between two reads, with the first change found
+/// (the fields that differ, before -> after).
+fn changed(
+    kind: &str,
+    before: &HashMap<String, serde_json::Value>,
+    after: &HashMap<String, serde_json::Value>,
+) -> String {
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    let Some(first) = changed.first() else {
+        return format!("{kind}: none");
+    };
+    let mut diffs = Vec::new();
+    diff("status", &before[*first], &after[*first], &mut diffs);
+    format!(
+        "{kind}: {} of {}, e.g. {first}: {}",
+        changed.len(),
+        after.len(),
+        diffs.join(", ")
+    )
+}
+
+fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value::Object;
+    match (a, b) {
+        (Object(x), Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let null = serde_json::Value::Null;
+                let (va, vb) = (x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null));
+                diff(&format!("{path}.{k}"), va, vb, out);
+            }
+        }
+        _ if a != b => out.push(format!("{path} {a} -> {b}")),
+        _ => {}
+    }
+}
+
 /// The operator's figures at one moment.
 struct Sample {
     /// When the operator's metrics and CPU were read: the idle rates are per the time
@@ -765,9 +844,24 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
     // Adoption's last writes settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
 
+    let policies_before = statuses::<SloPolicy>(&client).await?;
+    let rollouts_before = statuses::<GuardedRollout>(&client).await?;
     let before = sample(pid, &metrics, &prom, &client).await?;
     tokio::time::sleep(IDLE).await;
     let after = sample(pid, &metrics, &prom, &client).await?;
+    let idle_changes = [
+        changed(
+            "SloPolicies",
+            &policies_before,
+            &statuses::<SloPolicy>(&client).await?,
+        ),
+        changed(
+            "GuardedRollouts",
+            &rollouts_before,
+            &statuses::<GuardedRollout>(&client).await?,
+        ),
+    ]
+    .join("; ");
     let idle_secs = (after.taken - before.taken).as_secs_f64();
     let per_minute = |a: f64, b: f64| (b - a) * 60.0 / idle_secs;
     let ticks_per_second = 100.0; // USER_HZ on Linux
@@ -856,9 +950,11 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
             recorded,
         ),
         (
-            "GuardedRollouts first reconciled after start (p99/all)".into(),
+            "GuardedRollouts first reconciled after start (first/p50/p99/all)".into(),
             format!(
-                "{:.1} s / {:.1} s; own times {:.0} s / {:.0} s",
+                "{:.1} s / {:.1} s / {:.1} s / {:.1} s; own times {:.0} s / {:.0} s",
+                first.first().copied().unwrap_or(f64::INFINITY),
+                pct(&first, 0.5),
                 pct(&first, 0.99),
                 pct(&first, 1.0),
                 pct(&first_own, 0.99),
@@ -890,6 +986,7 @@ async fn run(n: usize, binary: &str) -> anyhow::Result<Vec<(String, String)>> {
                 writes_by_kind(&before.text, &after.text)
             ),
         ),
+        ("statuses changed over the idle minute".into(), idle_changes),
         (
             "API reads (GET+LIST) per minute, idle".into(),
             format!("{:.0}", per_minute(before.api_reads, after.api_reads)),
